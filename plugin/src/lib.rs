@@ -1,0 +1,3 @@
+//! nri-sysflow: a container telemetry agent. Kernel capture (probe) attributed per cgroup.
+pub mod cgroup;
+pub mod probe;
