@@ -456,8 +456,12 @@ impl Probe {
         self.fd_counters.keys().filter(Result::is_ok).count()
     }
 
-    /// Names of the programs in the object (for diagnostics).
-    pub fn program_names(&self) -> Vec<String> {
-        self.ebpf.programs().map(|(n, _)| n.to_owned()).collect()
+    /// Kernel ids of the loaded programs.
+    pub fn program_ids(&self) -> Vec<u32> {
+        self.ebpf
+            .programs()
+            .filter_map(|(_, p)| p.info().ok())
+            .map(|info| info.id())
+            .collect()
     }
 }

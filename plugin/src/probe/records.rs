@@ -17,7 +17,8 @@ use sysflow_common::{
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct FileId {
     pub ino: u64,
-    pub dev: u32,
+    /// Device as `stat(2)` reports it (`st_dev`).
+    pub dev: u64,
     pub mode: u16,
 }
 
@@ -32,9 +33,12 @@ impl FileId {
 
 impl From<FileIdentity> for FileId {
     fn from(f: FileIdentity) -> Self {
+        // The kernel keeps dev_t as major << 20 | minor; user space (stat's st_dev) uses the
+        // glibc encoding. Convert so the two compare equal.
+        let (major, minor) = (f.dev >> 20, f.dev & 0xf_ffff);
         FileId {
             ino: f.ino,
-            dev: f.dev,
+            dev: libc::makedev(major, minor),
             mode: f.mode,
         }
     }
