@@ -91,14 +91,23 @@ mod tests {
             Some(PathBuf::from("/sys/fs/cgroup/unified"))
         );
         let pure = "30 1 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw\n";
-        assert_eq!(parse_cgroup2_mount(pure), Some(PathBuf::from("/sys/fs/cgroup")));
-        assert_eq!(parse_cgroup2_mount("1 0 0:1 / / rw - ext4 /dev/vda rw\n"), None);
+        assert_eq!(
+            parse_cgroup2_mount(pure),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        assert_eq!(
+            parse_cgroup2_mount("1 0 0:1 / / rw - ext4 /dev/vda rw\n"),
+            None
+        );
     }
 
     #[test]
     fn unescapes_spaces_in_mount_points() {
         let line = "30 1 0:26 / /mnt/my\\040cgroup rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(parse_cgroup2_mount(line), Some(PathBuf::from("/mnt/my cgroup")));
+        assert_eq!(
+            parse_cgroup2_mount(line),
+            Some(PathBuf::from("/mnt/my cgroup"))
+        );
     }
 
     #[test]

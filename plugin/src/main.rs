@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use nri_sysflow::probe::{Probe, ProbeConfig};
 
 #[derive(Parser)]
-#[command(name = "nri-sysflow", version, about = "Container telemetry agent writing SysFlow")]
+#[command(
+    name = "nri-sysflow",
+    version,
+    about = "Container telemetry agent writing SysFlow"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,8 +35,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

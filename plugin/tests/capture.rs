@@ -12,9 +12,7 @@ use std::{
 
 use nri_sysflow::probe::{
     ProbeConfig, Record,
-    records::{
-        CloneSyscall, CloseReason, DupSyscall, OpenSyscall, PathOp, SetIdSyscall, SockOp,
-    },
+    records::{CloneSyscall, CloseReason, DupSyscall, OpenSyscall, PathOp, SetIdSyscall, SockOp},
 };
 use support::Session;
 use sysflow_common::capture;
@@ -113,7 +111,10 @@ async fn three_writes_of_100_bytes_close_with_one_300_byte_counter() {
     assert_eq!(opens.len(), 1, "{opens:#?}");
     let open = opens[0];
     assert_eq!(open.common.tgid, pid);
-    assert_eq!(open.flags as i32, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC);
+    assert_eq!(
+        open.flags as i32,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC
+    );
     assert_eq!(open.mode, 0o640);
     assert_eq!(open.syscall, OpenSyscall::Openat);
     assert_eq!(open.dirfd, libc::AT_FDCWD);
@@ -153,19 +154,31 @@ async fn pread_on_a_dup_is_counted_on_the_duplicate_of_the_same_file() {
         _ => None,
     });
     assert_eq!(dups.len(), 1);
-    assert_eq!((dups[0].syscall.clone(), dups[0].old_fd), (DupSyscall::Dup, fd));
+    assert_eq!(
+        (dups[0].syscall.clone(), dups[0].old_fd),
+        (DupSyscall::Dup, fd)
+    );
     let dup_fd = dups[0].common.ret as i32;
     assert_ne!(dup_fd, fd);
 
     let close_of = |n: i32| close_after(&records, pid, n, open.common.ts_ns);
     let dup_close = close_of(dup_fd);
     assert_eq!(dup_close.len(), 1);
-    let counters = dup_close[0].counters.as_ref().expect("counters on the duplicate");
+    let counters = dup_close[0]
+        .counters
+        .as_ref()
+        .expect("counters on the duplicate");
     assert_eq!((counters.read_bytes, counters.read_ops), (100, 2));
-    assert_eq!((counters.file.ino, counters.file.dev), (meta.ino(), meta.dev()));
+    assert_eq!(
+        (counters.file.ino, counters.file.dev),
+        (meta.ino(), meta.dev())
+    );
     let orig_close = close_of(fd);
     assert_eq!(orig_close.len(), 1);
-    assert_eq!(orig_close[0].counters, None, "nothing was read through the original fd");
+    assert_eq!(
+        orig_close[0].counters, None,
+        "nothing was read through the original fd"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,9 +189,17 @@ async fn rename_and_path_operations_carry_both_paths() {
     std::fs::write(dir.path().join("f"), b"f").unwrap();
     let mut s = Session::start("paths", capture::FILE);
     let (_, status) =
-        s.run(&mut s.cgroup.workload(&["rename", a.to_str().unwrap(), b.to_str().unwrap()]));
+        s.run(
+            &mut s
+                .cgroup
+                .workload(&["rename", a.to_str().unwrap(), b.to_str().unwrap()]),
+        );
     assert!(status.success());
-    let (_, status) = s.run(&mut s.cgroup.workload(&["path-ops", dir.path().to_str().unwrap()]));
+    let (_, status) = s.run(
+        &mut s
+            .cgroup
+            .workload(&["path-ops", dir.path().to_str().unwrap()]),
+    );
     assert!(status.success());
     let records = s.collect().await;
     let d = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
@@ -201,7 +222,12 @@ async fn rename_and_path_operations_carry_both_paths() {
             (PathOp::Unlink, d("lnk"), String::new(), 0),
             (PathOp::Unlink, d("f2"), String::new(), 0),
             (PathOp::Rmdir, d("sub"), String::new(), 0),
-            (PathOp::Chdir, dir.path().to_str().unwrap().to_owned(), String::new(), 0),
+            (
+                PathOp::Chdir,
+                dir.path().to_str().unwrap().to_owned(),
+                String::new(),
+                0
+            ),
         ]
     );
     let chown = of(&records, |r| match r {
@@ -217,7 +243,11 @@ async fn rename_and_path_operations_carry_both_paths() {
 }
 
 /// A loopback TCP server on `bind` that reads `expect` bytes and answers `reply` bytes.
-fn tcp_server(bind: &str, expect: usize, reply: usize) -> (SocketAddr, std::thread::JoinHandle<()>) {
+fn tcp_server(
+    bind: &str,
+    expect: usize,
+    reply: usize,
+) -> (SocketAddr, std::thread::JoinHandle<()>) {
     let listener = TcpListener::bind(bind).unwrap();
     let addr = listener.local_addr().unwrap();
     let handle = std::thread::spawn(move || {
@@ -287,12 +317,12 @@ async fn udp_exchange_counts_datagrams_against_the_peer() {
         server.send_to(&[b'r'; 200], from).unwrap();
     });
     let mut s = Session::start("udp", capture::ALL);
-    let (pid, status) = s.run(&mut s.cgroup.workload(&[
-        "udp-client",
-        &server_addr.to_string(),
-        "--send",
-        "300",
-    ]));
+    let (pid, status) =
+        s.run(
+            &mut s
+                .cgroup
+                .workload(&["udp-client", &server_addr.to_string(), "--send", "300"]),
+        );
     assert!(status.success());
     handle.join().unwrap();
     let records = s.collect().await;
@@ -331,7 +361,11 @@ async fn setuid_family_reports_the_new_ids() {
         ids,
         vec![
             (SetIdSyscall::Setgid, [Some(65533), None, None], 0),
-            (SetIdSyscall::Setresuid, [Some(65534), Some(65534), Some(65534)], 0),
+            (
+                SetIdSyscall::Setresuid,
+                [Some(65534), Some(65534), Some(65534)],
+                0
+            ),
         ]
     );
 }
@@ -351,10 +385,19 @@ async fn fork_and_thread_are_told_apart_on_both_sides() {
         .filter(|c| !c.is_child && c.common.tgid == pid)
         .collect();
     assert_eq!(parent_side.len(), 2, "{clones:#?}");
-    let thread = parent_side.iter().find(|c| c.is_thread).expect("thread clone");
-    let fork = parent_side.iter().find(|c| !c.is_thread).expect("process clone");
+    let thread = parent_side
+        .iter()
+        .find(|c| c.is_thread)
+        .expect("thread clone");
+    let fork = parent_side
+        .iter()
+        .find(|c| !c.is_thread)
+        .expect("process clone");
     assert_eq!(thread.syscall, CloneSyscall::Clone3);
-    assert_ne!(fork.clone_flags & libc::CLONE_THREAD as u64, libc::CLONE_THREAD as u64);
+    assert_ne!(
+        fork.clone_flags & libc::CLONE_THREAD as u64,
+        libc::CLONE_THREAD as u64
+    );
     let child_pid = fork.child_tid;
     assert_eq!(fork.common.ret, child_pid as i64);
 
@@ -384,7 +427,10 @@ async fn fork_and_thread_are_told_apart_on_both_sides() {
         _ => None,
     });
     assert_eq!(thread_exit.len(), 1);
-    assert!(!thread_exit[0].group_dead, "a thread exit does not end the process");
+    assert!(
+        !thread_exit[0].group_dead,
+        "a thread exit does not end the process"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -413,7 +459,11 @@ async fn a_cgroup_set_to_off_yields_no_records_at_all() {
     let mine = s.collect().await;
     assert_eq!(mine, vec![], "records from a cgroup set to off");
     assert!(
-        s.records.stats.records.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        s.records
+            .stats
+            .records
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
         "the rest of the host was captured"
     );
 }
@@ -426,12 +476,18 @@ async fn a_tiny_ring_counts_drops_instead_of_hanging() {
     };
     let mut s = Session::start_with("drops", capture::ALL, config);
     let (_, status) = s.run(&mut s.cgroup.workload(&["loop-open", "/etc/hostname", "5000"]));
-    assert!(status.success(), "the workload finished despite the full ring");
+    assert!(
+        status.success(),
+        "the workload finished despite the full ring"
+    );
     let received = s.collect().await.len() as u64;
     let stats = s.probe.kernel_stats().unwrap();
     assert!(stats.ring_full > 0, "{stats:?}");
     // 5000 opens and 5000 closes were produced; each was either delivered or counted lost.
-    assert!(stats.records_emitted + stats.ring_full >= 10_000, "{stats:?}");
+    assert!(
+        stats.records_emitted + stats.ring_full >= 10_000,
+        "{stats:?}"
+    );
     assert!(received <= stats.records_emitted);
 }
 
@@ -466,7 +522,9 @@ async fn long_lived_descriptors_flush_periodically_and_exit_sweeps_the_rest() {
     assert!(child.wait().unwrap().success());
     let records = s.collect().await;
     assert!(
-        records.iter().any(|r| matches!(r, Record::Exit(e) if e.common.tgid == pid && e.group_dead)),
+        records
+            .iter()
+            .any(|r| matches!(r, Record::Exit(e) if e.common.tgid == pid && e.group_dead)),
         "exit record"
     );
     // The kernel closed the fd at exit without a close(2): the sweep reports what the flush did
@@ -474,7 +532,11 @@ async fn long_lived_descriptors_flush_periodically_and_exit_sweeps_the_rest() {
     let swept = s.probe.take_counters(|k, _| k.tgid == pid && k.fd == fd);
     assert_eq!(swept.len(), 1, "{swept:?}");
     assert_eq!((swept[0].1.write_bytes, swept[0].1.write_ops), (200, 1));
-    assert!(s.probe.take_counters(|k, _| k.tgid == pid && k.fd == fd).is_empty());
+    assert!(
+        s.probe
+            .take_counters(|k, _| k.tgid == pid && k.fd == fd)
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -492,7 +554,11 @@ async fn dropping_the_probe_detaches_every_program() {
             .filter_map(Result::ok)
             .map(|p| p.id())
             .collect();
-        leftover = ids.iter().copied().filter(|id| loaded.contains(id)).collect();
+        leftover = ids
+            .iter()
+            .copied()
+            .filter(|id| loaded.contains(id))
+            .collect();
         if leftover.is_empty() {
             break;
         }

@@ -1,1 +1,93 @@
-fn main() {}
+//! `cargo xtask`: everything that is not plain cargo. It builds with whatever stable toolchain
+//! the machine has; `setup` installs the pinned ones and every other command builds the project
+//! with them (`cargo +<pinned>`), so a fresh machine needs nothing but rustup.
+
+mod bench;
+mod setup;
+mod test;
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing: pinned toolchains, rust-src, bpf-linker.
+    Setup,
+    /// Build the agent (release) and run it with the given arguments, as root.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, check formatting and lints, and run every test (needs root).
+    Test,
+    /// Benchmarks; each prints a table and ends with one JSON line.
+    Bench {
+        #[arg(value_enum)]
+        which: bench::Which,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root()?;
+    std::env::set_current_dir(&root)?;
+    match cli.command {
+        Task::Setup => setup::run(),
+        Task::Run { args } => {
+            setup::run()?;
+            cargo(&[
+                "build",
+                "--release",
+                "-p",
+                "nri-sysflow",
+                "--bin",
+                "nri-sysflow",
+            ])?;
+            let status = Command::new(root.join("target/release/nri-sysflow"))
+                .args(&args)
+                .status()
+                .context("starting nri-sysflow")?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Task::Test => {
+            setup::run()?;
+            test::run_all()
+        }
+        Task::Bench { which } => {
+            setup::run()?;
+            bench::run(which)
+        }
+    }
+}
+
+fn workspace_root() -> anyhow::Result<std::path::PathBuf> {
+    let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    Ok(manifest
+        .parent()
+        .context("xtask has no parent directory")?
+        .to_path_buf())
+}
+
+/// Runs `cargo +<user-space toolchain> args...` and fails on a non-zero exit.
+pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let toolchain = format!("+{}", setup::USER_TOOLCHAIN);
+    run(Command::new("cargo").arg(toolchain).args(args))
+}
+
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("+ {cmd:?}");
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}

@@ -77,10 +77,15 @@ pub fn stash_args(pid_tgid: u64, args: [u64; 6]) {
 /// Takes (and forgets) the arguments saved at sys_enter. None when the enter was not seen (the
 /// cgroup was off then, or the probe attached mid-call).
 #[inline(always)]
-pub fn take_args(pid_tgid: u64) -> Option<[u64; 6]> {
-    let args = unsafe { PENDING_SYSCALLS.get(&pid_tgid) }.map(|p| p.args);
+pub fn take_args(caller: &Caller) -> Option<[u64; 6]> {
+    // An off cgroup stashed nothing: skip the lookup. An entry left from before a mode change is
+    // overwritten by the thread's next stash, or freed when it exits.
+    if caller.mode == 0 {
+        return None;
+    }
+    let args = unsafe { PENDING_SYSCALLS.get(&caller.pid_tgid) }.map(|p| p.args);
     if args.is_some() {
-        let _ = PENDING_SYSCALLS.remove(&pid_tgid);
+        let _ = PENDING_SYSCALLS.remove(&caller.pid_tgid);
     }
     args
 }

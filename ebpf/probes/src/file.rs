@@ -44,7 +44,7 @@ open_exit!(sys_exit_creat, open_syscall::CREAT);
 #[inline(always)]
 fn open_exit(ctx: &TracePointContext, syscall: u8) -> u32 {
     let caller = caller();
-    let Some(args) = take_args(caller.pid_tgid) else {
+    let Some(args) = take_args(&caller) else {
         return 0;
     };
     if !caller.wants(capture::FILE) {
@@ -60,7 +60,12 @@ fn open_exit(ctx: &TracePointContext, syscall: u8) -> u32 {
                 unsafe { bpf_probe_read_user(args[2] as *const [u64; 2]) }.unwrap_or([0; 2]);
             (args[0] as i32, args[1], how[0] as u32, how[1] as u32)
         }
-        _ => (AT_FDCWD, args[0], O_CREAT | O_WRONLY | O_TRUNC, args[1] as u32),
+        _ => (
+            AT_FDCWD,
+            args[0],
+            O_CREAT | O_WRONLY | O_TRUNC,
+            args[1] as u32,
+        ),
     };
     let file = if ret >= 0 {
         // A new descriptor starts with fresh counters, whatever a lost close left behind.
@@ -202,7 +207,7 @@ path_exit!(sys_exit_fchdir, path_op::FCHDIR, { fd: 0 });
 #[inline(always)]
 fn path_exit(ctx: &TracePointContext, op: u8, at: PathArgs) -> u32 {
     let caller = caller();
-    let Some(args) = take_args(caller.pid_tgid) else {
+    let Some(args) = take_args(&caller) else {
         return 0;
     };
     if !caller.wants(capture::FILE) {
@@ -264,7 +269,7 @@ dup_exit!(sys_exit_fcntl, dup_syscall::FCNTL_DUPFD);
 #[inline(always)]
 fn dup_exit(ctx: &TracePointContext, syscall: u8) -> u32 {
     let caller = caller();
-    let Some(args) = take_args(caller.pid_tgid) else {
+    let Some(args) = take_args(&caller) else {
         return 0;
     };
     if !caller.wants(FD_BITS) {

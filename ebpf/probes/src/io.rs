@@ -13,8 +13,10 @@ use crate::{
     emit::{Caller, caller, now_ns, take_args},
     exit_ret,
     file::emit_close,
-    kernel::{current_task, file_identity, file_of_fd, is_socket, process_start_ns, sock_info,
-        user_sockaddr},
+    kernel::{
+        current_task, file_identity, file_of_fd, is_socket, process_start_ns, sock_info,
+        user_sockaddr,
+    },
     maps::{FD_COUNTERS, bump},
 };
 
@@ -53,27 +55,123 @@ macro_rules! io_exit {
     };
 }
 
-io_exit!(sys_exit_read, Direction::Read, io_ops::READ, Peer::None, false);
-io_exit!(sys_exit_write, Direction::Write, io_ops::WRITE, Peer::None, false);
-io_exit!(sys_exit_pread64, Direction::Read, io_ops::READ, Peer::None, false);
-io_exit!(sys_exit_pwrite64, Direction::Write, io_ops::WRITE, Peer::None, false);
-io_exit!(sys_exit_readv, Direction::Read, io_ops::READ, Peer::None, false);
-io_exit!(sys_exit_writev, Direction::Write, io_ops::WRITE, Peer::None, false);
-io_exit!(sys_exit_preadv, Direction::Read, io_ops::READ, Peer::None, false);
-io_exit!(sys_exit_pwritev, Direction::Write, io_ops::WRITE, Peer::None, false);
-io_exit!(sys_exit_preadv2, Direction::Read, io_ops::READ, Peer::None, false);
-io_exit!(sys_exit_pwritev2, Direction::Write, io_ops::WRITE, Peer::None, false);
-io_exit!(sys_exit_sendto, Direction::Write, io_ops::SEND, Peer::SockaddrArg(4), false);
-io_exit!(sys_exit_recvfrom, Direction::Read, io_ops::RECV, Peer::SockaddrArg(4), false);
-io_exit!(sys_exit_sendmsg, Direction::Write, io_ops::SEND, Peer::MsghdrArg(1), false);
-io_exit!(sys_exit_recvmsg, Direction::Read, io_ops::RECV, Peer::MsghdrArg(1), false);
-io_exit!(sys_exit_sendmmsg, Direction::Write, io_ops::SEND, Peer::MmsghdrArg(1), true);
-io_exit!(sys_exit_recvmmsg, Direction::Read, io_ops::RECV, Peer::MmsghdrArg(1), true);
+io_exit!(
+    sys_exit_read,
+    Direction::Read,
+    io_ops::READ,
+    Peer::None,
+    false
+);
+io_exit!(
+    sys_exit_write,
+    Direction::Write,
+    io_ops::WRITE,
+    Peer::None,
+    false
+);
+io_exit!(
+    sys_exit_pread64,
+    Direction::Read,
+    io_ops::READ,
+    Peer::None,
+    false
+);
+io_exit!(
+    sys_exit_pwrite64,
+    Direction::Write,
+    io_ops::WRITE,
+    Peer::None,
+    false
+);
+io_exit!(
+    sys_exit_readv,
+    Direction::Read,
+    io_ops::READ,
+    Peer::None,
+    false
+);
+io_exit!(
+    sys_exit_writev,
+    Direction::Write,
+    io_ops::WRITE,
+    Peer::None,
+    false
+);
+io_exit!(
+    sys_exit_preadv,
+    Direction::Read,
+    io_ops::READ,
+    Peer::None,
+    false
+);
+io_exit!(
+    sys_exit_pwritev,
+    Direction::Write,
+    io_ops::WRITE,
+    Peer::None,
+    false
+);
+io_exit!(
+    sys_exit_preadv2,
+    Direction::Read,
+    io_ops::READ,
+    Peer::None,
+    false
+);
+io_exit!(
+    sys_exit_pwritev2,
+    Direction::Write,
+    io_ops::WRITE,
+    Peer::None,
+    false
+);
+io_exit!(
+    sys_exit_sendto,
+    Direction::Write,
+    io_ops::SEND,
+    Peer::SockaddrArg(4),
+    false
+);
+io_exit!(
+    sys_exit_recvfrom,
+    Direction::Read,
+    io_ops::RECV,
+    Peer::SockaddrArg(4),
+    false
+);
+io_exit!(
+    sys_exit_sendmsg,
+    Direction::Write,
+    io_ops::SEND,
+    Peer::MsghdrArg(1),
+    false
+);
+io_exit!(
+    sys_exit_recvmsg,
+    Direction::Read,
+    io_ops::RECV,
+    Peer::MsghdrArg(1),
+    false
+);
+io_exit!(
+    sys_exit_sendmmsg,
+    Direction::Write,
+    io_ops::SEND,
+    Peer::MmsghdrArg(1),
+    true
+);
+io_exit!(
+    sys_exit_recvmmsg,
+    Direction::Read,
+    io_ops::RECV,
+    Peer::MmsghdrArg(1),
+    true
+);
 
 #[inline(always)]
 fn io_exit(ctx: &TracePointContext, dir: Direction, op: u16, peer: Peer, mmsg: bool) -> u32 {
     let caller = caller();
-    let Some(args) = take_args(caller.pid_tgid) else {
+    let Some(args) = take_args(&caller) else {
         return 0;
     };
     let ret = exit_ret(ctx);
@@ -100,7 +198,7 @@ fn io_exit(ctx: &TracePointContext, dir: Direction, op: u16, peer: Peer, mmsg: b
 #[tracepoint]
 pub fn sys_exit_sendfile64(ctx: TracePointContext) -> u32 {
     let caller = caller();
-    let Some(args) = take_args(caller.pid_tgid) else {
+    let Some(args) = take_args(&caller) else {
         return 0;
     };
     let ret = exit_ret(&ctx);
@@ -108,8 +206,24 @@ pub fn sys_exit_sendfile64(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let bytes = ret as u64;
-    count(&caller, args[0] as i32, Direction::Write, io_ops::SENDFILE, 1, bytes, None);
-    count(&caller, args[1] as i32, Direction::Read, io_ops::SENDFILE, 1, bytes, None);
+    count(
+        &caller,
+        args[0] as i32,
+        Direction::Write,
+        io_ops::SENDFILE,
+        1,
+        bytes,
+        None,
+    );
+    count(
+        &caller,
+        args[1] as i32,
+        Direction::Read,
+        io_ops::SENDFILE,
+        1,
+        bytes,
+        None,
+    );
     0
 }
 

@@ -63,7 +63,10 @@ pub fn sys_enter_file(ctx: TracePointContext) -> u32 {
 /// Attached to the sys_enter of dup/fcntl: descriptor tracking matters to every capture kind.
 #[tracepoint]
 pub fn sys_enter_fd(ctx: TracePointContext) -> u32 {
-    stash_if(&ctx, capture::FILE | capture::NETWORK | capture::IO_COUNTERS)
+    stash_if(
+        &ctx,
+        capture::FILE | capture::NETWORK | capture::IO_COUNTERS,
+    )
 }
 
 /// Attached to the sys_enter of socket syscalls.

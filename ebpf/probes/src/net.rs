@@ -16,7 +16,7 @@ use crate::{
 #[tracepoint]
 pub fn sys_exit_socket(ctx: TracePointContext) -> u32 {
     let caller = caller();
-    let Some(args) = take_args(caller.pid_tgid) else {
+    let Some(args) = take_args(&caller) else {
         return 0;
     };
     if !caller.wants(capture::NETWORK) {
@@ -58,7 +58,7 @@ sock_exit!(sys_exit_listen, sock_op::LISTEN);
 #[inline(always)]
 fn sock_exit(ctx: &TracePointContext, op: u8) -> u32 {
     let caller = caller();
-    let Some(args) = take_args(caller.pid_tgid) else {
+    let Some(args) = take_args(&caller) else {
         return 0;
     };
     if !caller.wants(capture::NETWORK) {

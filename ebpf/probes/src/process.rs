@@ -8,8 +8,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use sysflow_common::{
-    ARGS_CAP, CloneRecord, ExecRecord, ExitRecord, ID_UNCHANGED, PATH_CAP, RecordKind,
-    SetIdRecord, capture, clone_role, clone_syscall, exec_syscall, record_flags, setid_syscall,
+    ARGS_CAP, CloneRecord, ExecRecord, ExitRecord, ID_UNCHANGED, PATH_CAP, RecordKind, SetIdRecord,
+    capture, clone_role, clone_syscall, exec_syscall, record_flags, setid_syscall,
 };
 
 use crate::{
@@ -55,7 +55,7 @@ pub fn sys_exit_vfork(ctx: TracePointContext) -> u32 {
 fn clone_exit(ctx: &TracePointContext, syscall: u8) -> u32 {
     let caller = caller();
     let ret = exit_ret(ctx);
-    let args = if ret == 0 { None } else { take_args(caller.pid_tgid) };
+    let args = if ret == 0 { None } else { take_args(&caller) };
     if !caller.wants(capture::PROCESS) {
         return 0;
     }
@@ -128,9 +128,10 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     if !caller.wants(capture::PROCESS) {
         return 0;
     }
-    let old_tid: u32 = unsafe { ctx.read_at::<i32>(load_config!(offsets.tp_exec_old_pid) as usize) }
-        .map(|v| v as u32)
-        .unwrap_or(caller.tid());
+    let old_tid: u32 =
+        unsafe { ctx.read_at::<i32>(load_config!(offsets.tp_exec_old_pid) as usize) }
+            .map(|v| v as u32)
+            .unwrap_or(caller.tid());
     let old_key = ((caller.tgid() as u64) << 32) | old_tid as u64;
     let syscall = unsafe { PENDING_SYSCALLS.get(&old_key) }
         .map(|p| (p.args[5] & 0xff) as u8)
@@ -203,7 +204,7 @@ pub fn sys_exit_execveat(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn exec_exit(ctx: &TracePointContext, syscall: u8) -> u32 {
     let caller = caller();
-    let Some(args) = take_args(caller.pid_tgid) else {
+    let Some(args) = take_args(&caller) else {
         return 0;
     };
     let ret = exit_ret(ctx);
@@ -325,7 +326,7 @@ setid_exit!(sys_exit_setresgid, setid_syscall::SETRESGID, 3);
 #[inline(always)]
 fn setid_exit(ctx: &TracePointContext, syscall: u8, nargs: usize) -> u32 {
     let caller = caller();
-    let Some(args) = take_args(caller.pid_tgid) else {
+    let Some(args) = take_args(&caller) else {
         return 0;
     };
     if !caller.wants(capture::PROCESS) {

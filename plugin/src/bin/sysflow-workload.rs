@@ -64,9 +64,9 @@ enum Work {
     LoopRw { count: u64 },
     /// Benchmark: COUNT open+close of PATH.
     LoopOpen { path: PathBuf, count: u64 },
-    /// Benchmark: COUNT fork+exec of /bin/true, waiting for each.
+    /// Benchmark: COUNT fork+exec of /bin/true, waiting for each (median iteration).
     LoopForkExec { count: u64 },
-    /// Benchmark: COUNT connect + 64-byte send + close to ADDR.
+    /// Benchmark: COUNT connect + 64-byte send + close to ADDR (median iteration).
     LoopTcp { addr: SocketAddr, count: u64 },
 }
 
@@ -86,6 +86,28 @@ fn report(count: u64, started: Instant) {
     println!("{{\"ops\": {count}, \"ns_per_op\": {ns:.1}}}");
 }
 
+/// For loops whose iterations take microseconds or more: the median iteration, so one rare
+/// stall (a loopback SYN retransmit after port reuse costs a whole second) does not decide the
+/// figure; the mean is reported beside it.
+fn report_median(mut iterations: Vec<u64>) {
+    let count = iterations.len();
+    let mean = iterations.iter().sum::<u64>() as f64 / count.max(1) as f64;
+    iterations.sort_unstable();
+    let median = iterations.get(count / 2).copied().unwrap_or(0);
+    println!("{{\"ops\": {count}, \"ns_per_op\": {median}, \"mean_ns\": {mean:.1}}}");
+}
+
+fn timed(count: u64, mut op: impl FnMut()) {
+    let iterations = (0..count)
+        .map(|_| {
+            let started = Instant::now();
+            op();
+            started.elapsed().as_nanos() as u64
+        })
+        .collect();
+    report_median(iterations);
+}
+
 fn main() {
     match Cli::parse().command {
         Work::Exit { code } => std::process::exit(code),
@@ -93,12 +115,19 @@ fn main() {
             let p = cpath(&path);
             // SAFETY (all libc calls below): valid pointers and lengths from live buffers.
             let fd = unsafe {
-                libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, 0o640)
+                libc::open(
+                    p.as_ptr(),
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+                    0o640,
+                )
             };
             check(fd, "open");
             let buf = vec![b'x'; size];
             for _ in 0..count {
-                check(unsafe { libc::write(fd, buf.as_ptr().cast(), size) } as i32, "write");
+                check(
+                    unsafe { libc::write(fd, buf.as_ptr().cast(), size) } as i32,
+                    "write",
+                );
             }
             check(unsafe { libc::close(fd) }, "close");
         }
@@ -110,7 +139,10 @@ fn main() {
             check(dup, "dup");
             let mut buf = [0u8; 50];
             for _ in 0..2 {
-                check(unsafe { libc::pread(dup, buf.as_mut_ptr().cast(), 50, 10) } as i32, "pread");
+                check(
+                    unsafe { libc::pread(dup, buf.as_mut_ptr().cast(), 50, 10) } as i32,
+                    "pread",
+                );
             }
             check(unsafe { libc::close(dup) }, "close dup");
             check(unsafe { libc::close(fd) }, "close");
@@ -141,7 +173,11 @@ fn main() {
             s.read_exact(&mut got).expect("recv");
         }
         Work::UdpClient { addr, send } => {
-            let local = if addr.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
+            let local = if addr.is_ipv4() {
+                "127.0.0.1:0"
+            } else {
+                "[::1]:0"
+            };
             let s = UdpSocket::bind(local).expect("bind");
             s.send_to(&vec![b'u'; send], addr).expect("sendto");
             let mut buf = [0u8; 2048];
@@ -165,15 +201,25 @@ fn main() {
         Work::HoldFile { path } => {
             let p = cpath(&path);
             let fd = unsafe {
-                libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, 0o600)
+                libc::open(
+                    p.as_ptr(),
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+                    0o600,
+                )
             };
             check(fd, "open");
-            check(unsafe { libc::write(fd, [b'1'; 100].as_ptr().cast(), 100) } as i32, "write");
+            check(
+                unsafe { libc::write(fd, [b'1'; 100].as_ptr().cast(), 100) } as i32,
+                "write",
+            );
             println!("ready {fd}");
             std::io::stdout().flush().expect("stdout");
             let mut line = String::new();
             std::io::stdin().read_line(&mut line).expect("stdin");
-            check(unsafe { libc::write(fd, [b'2'; 200].as_ptr().cast(), 200) } as i32, "write");
+            check(
+                unsafe { libc::write(fd, [b'2'; 200].as_ptr().cast(), 200) } as i32,
+                "write",
+            );
             std::process::exit(0);
         }
         Work::LoopRw { count } => {
@@ -200,22 +246,16 @@ fn main() {
             }
             report(count, started);
         }
-        Work::LoopForkExec { count } => {
-            let started = Instant::now();
-            for _ in 0..count {
-                let status = Command::new("/bin/true").status().expect("spawn /bin/true");
-                assert!(status.success());
-            }
-            report(count, started);
-        }
+        Work::LoopForkExec { count } => timed(count, || {
+            let status = Command::new("/bin/true").status().expect("spawn /bin/true");
+            assert!(status.success());
+        }),
         Work::LoopTcp { addr, count } => {
             let payload = [b'b'; 64];
-            let started = Instant::now();
-            for _ in 0..count {
+            timed(count, || {
                 let mut s = TcpStream::connect(addr).expect("connect");
                 s.write_all(&payload).expect("send");
-            }
-            report(count, started);
+            });
         }
     }
 }

@@ -275,7 +275,10 @@ mod tests {
                 .collect();
             for exit in hooks.iter().filter(|h| h.program.starts_with("sys_exit")) {
                 let enter = exit.program.replace("sys_exit_", "sys_enter_");
-                assert!(enters.contains(enter.as_str()), "{family:?}: {enter} missing");
+                assert!(
+                    enters.contains(enter.as_str()),
+                    "{family:?}: {enter} missing"
+                );
             }
         }
     }

@@ -97,7 +97,9 @@ impl Btf {
     pub fn parse(data: &[u8]) -> Result<Self, BtfError> {
         let magic = data.get(0..2).map(|b| u16::from_le_bytes([b[0], b[1]]));
         if magic != Some(0xeb9f) {
-            return Err(BtfError::Malformed("bad magic (not little-endian BTF)".into()));
+            return Err(BtfError::Malformed(
+                "bad magic (not little-endian BTF)".into(),
+            ));
         }
         let hdr_len = u32_at(data, 4)? as usize;
         let type_off = u32_at(data, 8)? as usize;
@@ -152,8 +154,8 @@ impl Btf {
                 }
                 KIND_ENUM | KIND_FUNC_PROTO => at += vlen * 8,
                 KIND_DATASEC | KIND_ENUM64 => at += vlen * 12,
-                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST
-                | KIND_RESTRICT | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => {}
+                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
+                | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => {}
                 other => {
                     return Err(BtfError::Malformed(format!(
                         "unknown type kind {other} at type {}",
@@ -319,7 +321,13 @@ mod tests {
         let mut blob = Vec::new();
         blob.extend_from_slice(&0xeb9fu16.to_le_bytes());
         blob.extend_from_slice(&[1, 0]);
-        for w in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+        for w in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
             blob.extend_from_slice(&w.to_le_bytes());
         }
         blob.extend_from_slice(&types);

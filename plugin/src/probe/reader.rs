@@ -83,7 +83,9 @@ async fn read_ring(
             if batch.is_empty() {
                 break;
             }
-            stats.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            stats
+                .records
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
             for mut record in batch.drain(..) {
                 subtract_flushed(&mut record, &flushed);
                 if tx.send(record).await.is_err() {

@@ -291,7 +291,9 @@ const AF_INET6: u16 = 10;
 
 fn endpoint(family: u16, ep: &Endpoint) -> Option<SocketAddr> {
     let ip = match family {
-        AF_INET => IpAddr::V4(Ipv4Addr::new(ep.addr[0], ep.addr[1], ep.addr[2], ep.addr[3])),
+        AF_INET => IpAddr::V4(Ipv4Addr::new(
+            ep.addr[0], ep.addr[1], ep.addr[2], ep.addr[3],
+        )),
         AF_INET6 => IpAddr::V6(Ipv6Addr::from(ep.addr)),
         _ => return None,
     };
@@ -442,200 +444,202 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     let truncated0 = header.flags & record_flags::STR0_TRUNCATED != 0;
     let truncated1 = header.flags & record_flags::STR1_TRUNCATED != 0;
     let c = common(&header);
-    Ok(match RecordKind::from_u16(kind).ok_or(DecodeError::UnknownKind(kind))? {
-        RecordKind::Clone => {
-            let r: CloneRecord = read(bytes, kind)?;
-            Record::Clone(CloneEvent {
-                common: c,
-                is_child: r.role == sysflow_common::clone_role::CHILD,
-                syscall: match r.syscall {
-                    sysflow_common::clone_syscall::CLONE3 => CloneSyscall::Clone3,
-                    sysflow_common::clone_syscall::FORK => CloneSyscall::Fork,
-                    sysflow_common::clone_syscall::VFORK => CloneSyscall::Vfork,
-                    _ => CloneSyscall::Clone,
-                },
-                clone_flags: r.clone_flags,
-                child_tid: r.child_tid,
-                parent_tgid: r.parent_tgid,
-                is_thread: r.is_thread != 0,
-            })
-        }
-        RecordKind::Exec => {
-            let r: ExecRecord = read(bytes, kind)?;
-            let mut s = Strings::after::<ExecRecord>(bytes, kind);
-            let filename = text(s.take(r.filename_len)?);
-            let args = s
-                .take(r.args_len)?
-                .split(|&b| b == 0)
-                .map(text)
-                .collect::<Vec<_>>();
-            // argv is NUL-terminated: drop the empty piece after the last NUL (a cut argument
-            // has no NUL and is kept).
-            let args = match args.split_last() {
-                Some((last, rest)) if last.is_empty() => rest.to_vec(),
-                _ => args,
-            };
-            Record::Exec(ExecEvent {
-                common: c,
-                syscall: match r.syscall {
-                    sysflow_common::exec_syscall::EXECVE => ExecSyscall::Execve,
-                    sysflow_common::exec_syscall::EXECVEAT => ExecSyscall::Execveat,
-                    _ => ExecSyscall::Unknown,
-                },
-                filename,
-                filename_truncated: truncated0,
-                args,
-                args_truncated: truncated1,
-                uid: r.uid,
-                gid: r.gid,
-                old_tid: r.old_tid,
-            })
-        }
-        RecordKind::Exit => {
-            let r: ExitRecord = read(bytes, kind)?;
-            let signal = r.wait_status & 0x7f;
-            Record::Exit(ExitEvent {
-                common: c,
-                exit_code: (signal == 0).then_some((r.wait_status >> 8) & 0xff),
-                signal: (signal != 0).then_some(signal),
-                group_dead: r.group_dead != 0,
-            })
-        }
-        RecordKind::SetId => {
-            let r: SetIdRecord = read(bytes, kind)?;
-            use sysflow_common::setid_syscall as s;
-            Record::SetId(SetIdEvent {
-                common: c,
-                syscall: match r.syscall {
-                    s::SETREUID => SetIdSyscall::Setreuid,
-                    s::SETRESUID => SetIdSyscall::Setresuid,
-                    s::SETGID => SetIdSyscall::Setgid,
-                    s::SETREGID => SetIdSyscall::Setregid,
-                    s::SETRESGID => SetIdSyscall::Setresgid,
-                    _ => SetIdSyscall::Setuid,
-                },
-                ids: [id(r.ids[0]), id(r.ids[1]), id(r.ids[2])],
-            })
-        }
-        RecordKind::Open => {
-            let r: OpenRecord = read(bytes, kind)?;
-            let mut s = Strings::after::<OpenRecord>(bytes, kind);
-            use sysflow_common::open_syscall as o;
-            Record::Open(OpenEvent {
-                common: c,
-                syscall: match r.syscall {
-                    o::OPEN => OpenSyscall::Open,
-                    o::OPENAT2 => OpenSyscall::Openat2,
-                    o::CREAT => OpenSyscall::Creat,
-                    _ => OpenSyscall::Openat,
-                },
-                dirfd: r.dirfd,
-                path: text(s.take(r.path_len)?),
-                path_truncated: truncated0,
-                flags: r.flags,
-                mode: r.mode,
-                file: r.file.into(),
-            })
-        }
-        RecordKind::Close => {
-            let r: CloseRecord = read(bytes, kind)?;
-            use sysflow_common::close_reason as cr;
-            Record::Close(CloseEvent {
-                common: c,
-                fd: r.fd,
-                reason: match r.reason {
-                    cr::REPLACED => CloseReason::Replaced,
-                    cr::PEER_CHANGED => CloseReason::PeerChanged,
-                    _ => CloseReason::Close,
-                },
-                counters: (r.has_counters != 0).then(|| IoCounters::from(&r.counters)),
-            })
-        }
-        RecordKind::PathOp => {
-            let r: PathOpRecord = read(bytes, kind)?;
-            let mut s = Strings::after::<PathOpRecord>(bytes, kind);
-            let path = text(s.take(r.path_len)?);
-            let path2 = text(s.take(r.path2_len)?);
-            use sysflow_common::path_op as p;
-            let op = match r.op {
-                p::UNLINK => PathOp::Unlink,
-                p::UNLINKAT => PathOp::Unlinkat,
-                p::RMDIR => PathOp::Rmdir,
-                p::RENAME => PathOp::Rename,
-                p::RENAMEAT => PathOp::Renameat,
-                p::RENAMEAT2 => PathOp::Renameat2,
-                p::MKDIR => PathOp::Mkdir,
-                p::MKDIRAT => PathOp::Mkdirat,
-                p::LINK => PathOp::Link,
-                p::LINKAT => PathOp::Linkat,
-                p::SYMLINK => PathOp::Symlink,
-                p::SYMLINKAT => PathOp::Symlinkat,
-                p::CHMOD => PathOp::Chmod,
-                p::FCHMOD => PathOp::Fchmod,
-                p::FCHMODAT => PathOp::Fchmodat,
-                p::CHOWN => PathOp::Chown,
-                p::FCHOWN => PathOp::Fchown,
-                p::LCHOWN => PathOp::Lchown,
-                p::FCHOWNAT => PathOp::Fchownat,
-                p::CHDIR => PathOp::Chdir,
-                p::FCHDIR => PathOp::Fchdir,
-                other => return Err(DecodeError::UnknownKind(kind | (other as u16) << 8)),
-            };
-            Record::PathOp(PathOpEvent {
-                common: c,
-                op,
-                dirfd: r.dirfd,
-                path,
-                dirfd2: r.dirfd2,
-                path2,
-                paths_truncated: truncated0 || truncated1,
-                fd: (r.fd >= 0).then_some(r.fd),
-                mode_or_flags: r.mode_or_flags,
-                uid: id(r.uid),
-                gid: id(r.gid),
-            })
-        }
-        RecordKind::Dup => {
-            let r: DupRecord = read(bytes, kind)?;
-            use sysflow_common::dup_syscall as d;
-            Record::Dup(DupEvent {
-                common: c,
-                syscall: match r.syscall {
-                    d::DUP2 => DupSyscall::Dup2,
-                    d::DUP3 => DupSyscall::Dup3,
-                    d::FCNTL_DUPFD => DupSyscall::FcntlDupfd,
-                    _ => DupSyscall::Dup,
-                },
-                old_fd: r.old_fd,
-                flags: r.flags,
-            })
-        }
-        RecordKind::Socket => {
-            let r: SocketRecord = read(bytes, kind)?;
-            Record::Socket(SocketEvent {
-                common: c,
-                domain: r.domain,
-                sock_type: r.sock_type,
-                protocol: r.protocol,
-            })
-        }
-        RecordKind::SockOp => {
-            let r: SockOpRecord = read(bytes, kind)?;
-            use sysflow_common::sock_op as so;
-            Record::SockOp(SockOpEvent {
-                common: c,
-                op: match r.op {
-                    so::ACCEPT => SockOp::Accept,
-                    so::ACCEPT4 => SockOp::Accept4,
-                    so::BIND => SockOp::Bind,
-                    so::LISTEN => SockOp::Listen,
-                    _ => SockOp::Connect,
-                },
-                fd: r.fd,
-                sock: Socket::from_info(&r.sock),
-            })
-        }
-    })
+    Ok(
+        match RecordKind::from_u16(kind).ok_or(DecodeError::UnknownKind(kind))? {
+            RecordKind::Clone => {
+                let r: CloneRecord = read(bytes, kind)?;
+                Record::Clone(CloneEvent {
+                    common: c,
+                    is_child: r.role == sysflow_common::clone_role::CHILD,
+                    syscall: match r.syscall {
+                        sysflow_common::clone_syscall::CLONE3 => CloneSyscall::Clone3,
+                        sysflow_common::clone_syscall::FORK => CloneSyscall::Fork,
+                        sysflow_common::clone_syscall::VFORK => CloneSyscall::Vfork,
+                        _ => CloneSyscall::Clone,
+                    },
+                    clone_flags: r.clone_flags,
+                    child_tid: r.child_tid,
+                    parent_tgid: r.parent_tgid,
+                    is_thread: r.is_thread != 0,
+                })
+            }
+            RecordKind::Exec => {
+                let r: ExecRecord = read(bytes, kind)?;
+                let mut s = Strings::after::<ExecRecord>(bytes, kind);
+                let filename = text(s.take(r.filename_len)?);
+                let args = s
+                    .take(r.args_len)?
+                    .split(|&b| b == 0)
+                    .map(text)
+                    .collect::<Vec<_>>();
+                // argv is NUL-terminated: drop the empty piece after the last NUL (a cut argument
+                // has no NUL and is kept).
+                let args = match args.split_last() {
+                    Some((last, rest)) if last.is_empty() => rest.to_vec(),
+                    _ => args,
+                };
+                Record::Exec(ExecEvent {
+                    common: c,
+                    syscall: match r.syscall {
+                        sysflow_common::exec_syscall::EXECVE => ExecSyscall::Execve,
+                        sysflow_common::exec_syscall::EXECVEAT => ExecSyscall::Execveat,
+                        _ => ExecSyscall::Unknown,
+                    },
+                    filename,
+                    filename_truncated: truncated0,
+                    args,
+                    args_truncated: truncated1,
+                    uid: r.uid,
+                    gid: r.gid,
+                    old_tid: r.old_tid,
+                })
+            }
+            RecordKind::Exit => {
+                let r: ExitRecord = read(bytes, kind)?;
+                let signal = r.wait_status & 0x7f;
+                Record::Exit(ExitEvent {
+                    common: c,
+                    exit_code: (signal == 0).then_some((r.wait_status >> 8) & 0xff),
+                    signal: (signal != 0).then_some(signal),
+                    group_dead: r.group_dead != 0,
+                })
+            }
+            RecordKind::SetId => {
+                let r: SetIdRecord = read(bytes, kind)?;
+                use sysflow_common::setid_syscall as s;
+                Record::SetId(SetIdEvent {
+                    common: c,
+                    syscall: match r.syscall {
+                        s::SETREUID => SetIdSyscall::Setreuid,
+                        s::SETRESUID => SetIdSyscall::Setresuid,
+                        s::SETGID => SetIdSyscall::Setgid,
+                        s::SETREGID => SetIdSyscall::Setregid,
+                        s::SETRESGID => SetIdSyscall::Setresgid,
+                        _ => SetIdSyscall::Setuid,
+                    },
+                    ids: [id(r.ids[0]), id(r.ids[1]), id(r.ids[2])],
+                })
+            }
+            RecordKind::Open => {
+                let r: OpenRecord = read(bytes, kind)?;
+                let mut s = Strings::after::<OpenRecord>(bytes, kind);
+                use sysflow_common::open_syscall as o;
+                Record::Open(OpenEvent {
+                    common: c,
+                    syscall: match r.syscall {
+                        o::OPEN => OpenSyscall::Open,
+                        o::OPENAT2 => OpenSyscall::Openat2,
+                        o::CREAT => OpenSyscall::Creat,
+                        _ => OpenSyscall::Openat,
+                    },
+                    dirfd: r.dirfd,
+                    path: text(s.take(r.path_len)?),
+                    path_truncated: truncated0,
+                    flags: r.flags,
+                    mode: r.mode,
+                    file: r.file.into(),
+                })
+            }
+            RecordKind::Close => {
+                let r: CloseRecord = read(bytes, kind)?;
+                use sysflow_common::close_reason as cr;
+                Record::Close(CloseEvent {
+                    common: c,
+                    fd: r.fd,
+                    reason: match r.reason {
+                        cr::REPLACED => CloseReason::Replaced,
+                        cr::PEER_CHANGED => CloseReason::PeerChanged,
+                        _ => CloseReason::Close,
+                    },
+                    counters: (r.has_counters != 0).then(|| IoCounters::from(&r.counters)),
+                })
+            }
+            RecordKind::PathOp => {
+                let r: PathOpRecord = read(bytes, kind)?;
+                let mut s = Strings::after::<PathOpRecord>(bytes, kind);
+                let path = text(s.take(r.path_len)?);
+                let path2 = text(s.take(r.path2_len)?);
+                use sysflow_common::path_op as p;
+                let op = match r.op {
+                    p::UNLINK => PathOp::Unlink,
+                    p::UNLINKAT => PathOp::Unlinkat,
+                    p::RMDIR => PathOp::Rmdir,
+                    p::RENAME => PathOp::Rename,
+                    p::RENAMEAT => PathOp::Renameat,
+                    p::RENAMEAT2 => PathOp::Renameat2,
+                    p::MKDIR => PathOp::Mkdir,
+                    p::MKDIRAT => PathOp::Mkdirat,
+                    p::LINK => PathOp::Link,
+                    p::LINKAT => PathOp::Linkat,
+                    p::SYMLINK => PathOp::Symlink,
+                    p::SYMLINKAT => PathOp::Symlinkat,
+                    p::CHMOD => PathOp::Chmod,
+                    p::FCHMOD => PathOp::Fchmod,
+                    p::FCHMODAT => PathOp::Fchmodat,
+                    p::CHOWN => PathOp::Chown,
+                    p::FCHOWN => PathOp::Fchown,
+                    p::LCHOWN => PathOp::Lchown,
+                    p::FCHOWNAT => PathOp::Fchownat,
+                    p::CHDIR => PathOp::Chdir,
+                    p::FCHDIR => PathOp::Fchdir,
+                    other => return Err(DecodeError::UnknownKind(kind | (other as u16) << 8)),
+                };
+                Record::PathOp(PathOpEvent {
+                    common: c,
+                    op,
+                    dirfd: r.dirfd,
+                    path,
+                    dirfd2: r.dirfd2,
+                    path2,
+                    paths_truncated: truncated0 || truncated1,
+                    fd: (r.fd >= 0).then_some(r.fd),
+                    mode_or_flags: r.mode_or_flags,
+                    uid: id(r.uid),
+                    gid: id(r.gid),
+                })
+            }
+            RecordKind::Dup => {
+                let r: DupRecord = read(bytes, kind)?;
+                use sysflow_common::dup_syscall as d;
+                Record::Dup(DupEvent {
+                    common: c,
+                    syscall: match r.syscall {
+                        d::DUP2 => DupSyscall::Dup2,
+                        d::DUP3 => DupSyscall::Dup3,
+                        d::FCNTL_DUPFD => DupSyscall::FcntlDupfd,
+                        _ => DupSyscall::Dup,
+                    },
+                    old_fd: r.old_fd,
+                    flags: r.flags,
+                })
+            }
+            RecordKind::Socket => {
+                let r: SocketRecord = read(bytes, kind)?;
+                Record::Socket(SocketEvent {
+                    common: c,
+                    domain: r.domain,
+                    sock_type: r.sock_type,
+                    protocol: r.protocol,
+                })
+            }
+            RecordKind::SockOp => {
+                let r: SockOpRecord = read(bytes, kind)?;
+                use sysflow_common::sock_op as so;
+                Record::SockOp(SockOpEvent {
+                    common: c,
+                    op: match r.op {
+                        so::ACCEPT => SockOp::Accept,
+                        so::ACCEPT4 => SockOp::Accept4,
+                        so::BIND => SockOp::Bind,
+                        so::LISTEN => SockOp::Listen,
+                        _ => SockOp::Connect,
+                    },
+                    fd: r.fd,
+                    sock: Socket::from_info(&r.sock),
+                })
+            }
+        },
+    )
 }
 
 #[cfg(test)]
@@ -644,8 +648,7 @@ mod tests {
 
     fn bytes_of<T>(v: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a plain #[repr(C)] value.
-        unsafe { std::slice::from_raw_parts(v as *const T as *const u8, size_of::<T>()) }
-            .to_vec()
+        unsafe { std::slice::from_raw_parts(v as *const T as *const u8, size_of::<T>()) }.to_vec()
     }
 
     fn open_record(path: &[u8]) -> Vec<u8> {

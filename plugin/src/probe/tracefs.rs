@@ -57,7 +57,12 @@ impl Tracefs {
         category: &str,
         name: &str,
     ) -> Result<HashMap<String, u32>, TracefsError> {
-        let path = self.root.join("events").join(category).join(name).join("format");
+        let path = self
+            .root
+            .join("events")
+            .join(category)
+            .join(name)
+            .join("format");
         let text = std::fs::read_to_string(&path).map_err(|source| TracefsError::Read {
             path: path.clone(),
             source,
@@ -65,7 +70,12 @@ impl Tracefs {
         Ok(parse_format(&text))
     }
 
-    pub fn field_offset(&self, category: &str, name: &str, field: &str) -> Result<u32, TracefsError> {
+    pub fn field_offset(
+        &self,
+        category: &str,
+        name: &str,
+        field: &str,
+    ) -> Result<u32, TracefsError> {
         self.field_offsets(category, name)?
             .get(field)
             .copied()
@@ -81,7 +91,13 @@ fn mount_tracefs(target: &str) -> std::io::Result<()> {
     let (source, target, fstype) = (c("nodev"), c(target), c("tracefs"));
     // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
     let rc = unsafe {
-        libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc == 0 {
         Ok(())

@@ -11,7 +11,7 @@ use std::{
 };
 
 use nri_sysflow::{
-    cgroup::{cgroup2_mount, cgroup_id},
+    cgroup::{cgroup_id, cgroup2_mount},
     probe::{Probe, ProbeConfig, Record, RecordReceiver},
 };
 use sysflow_common::capture;

@@ -1,0 +1,17 @@
+//! `cargo xtask bench <which>`: builds optimised and runs one benchmark. Each prints its figures
+//! side by side with a baseline measured in the same run, and ends with one JSON line.
+
+use crate::cargo;
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Which {
+    /// Kernel capture overhead per operation (detached / attached but off / capturing all),
+    /// the highest record rate without drops, and one ring vs several.
+    Capture,
+}
+
+pub fn run(which: Which) -> anyhow::Result<()> {
+    match which {
+        Which::Capture => cargo(&["bench", "-p", "nri-sysflow", "--bench", "capture"]),
+    }
+}

@@ -1,0 +1,104 @@
+//! Installs the toolchains and tools the build needs, only what is missing.
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context as _, bail};
+
+/// User space (aya 0.16 needs rustc >= 1.98).
+pub const USER_TOOLCHAIN: &str = "1.99";
+/// The eBPF crate. Must match plugin/build.rs. bpf-linker links against this nightly's LLVM.
+pub const EBPF_TOOLCHAIN: &str = "nightly-2026-10-01";
+/// LLVM major of EBPF_TOOLCHAIN, and the bpf-linker feature that matches it.
+const EBPF_LLVM_FEATURE: &str = "llvm-23";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+fn home() -> anyhow::Result<PathBuf> {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .context("HOME is not set")
+}
+
+fn ensure_toolchain(name: &str, components: &[&str]) -> anyhow::Result<()> {
+    let installed = succeeds(Command::new("rustup").args(["run", name, "rustc", "--version"]));
+    let has_components = components.iter().all(|c| {
+        Command::new("rustup")
+            .args(["component", "list", "--installed", "--toolchain", name])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| l.starts_with(c))
+            })
+            .unwrap_or(false)
+    });
+    if installed && has_components {
+        return Ok(());
+    }
+    let mut cmd = Command::new("rustup");
+    cmd.args(["toolchain", "install", name, "--profile", "minimal"]);
+    for c in components {
+        cmd.args(["--component", c]);
+    }
+    crate::run(&mut cmd)
+}
+
+/// The nightly's own libLLVM, which bpf-linker must link against (Debian has no LLVM 23).
+fn nightly_libllvm() -> anyhow::Result<PathBuf> {
+    let out = Command::new("rustup")
+        .args(["run", EBPF_TOOLCHAIN, "rustc", "--print", "sysroot"])
+        .output()
+        .context("rustc --print sysroot")?;
+    let sysroot = PathBuf::from(String::from_utf8(out.stdout)?.trim());
+    let lib = sysroot.join("lib");
+    for entry in std::fs::read_dir(&lib)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name.starts_with("libLLVM.so.") {
+            return Ok(lib.join(name));
+        }
+    }
+    bail!("no libLLVM.so.* in {}", lib.display())
+}
+
+fn ensure_bpf_linker() -> anyhow::Result<()> {
+    let libllvm = nightly_libllvm()?;
+    let llvm_name = libllvm
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let linker = home()?.join(".cargo/bin/bpf-linker");
+    // Built against the right LLVM? ldd names the library it links.
+    let linked_right = Command::new("ldd")
+        .arg(&linker)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(&llvm_name))
+        .unwrap_or(false);
+    if linked_right {
+        return Ok(());
+    }
+    let prefix = home()?.join(".local/share/nri-sysflow/llvm");
+    std::fs::create_dir_all(prefix.join("lib"))?;
+    let link = prefix.join("lib/libLLVM.so");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&libllvm, &link)
+        .with_context(|| format!("linking {}", link.display()))?;
+    crate::run(
+        Command::new("cargo")
+            .arg(format!("+{USER_TOOLCHAIN}"))
+            .args(["install", "--force", "--locked"])
+            .arg(format!("bpf-linker@{BPF_LINKER_VERSION}"))
+            .args(["--no-default-features", "--features", EBPF_LLVM_FEATURE])
+            .env("LLVM_PREFIX", &prefix),
+    )
+}
+
+pub fn run() -> anyhow::Result<()> {
+    ensure_toolchain(USER_TOOLCHAIN, &["clippy", "rustfmt"])?;
+    ensure_toolchain(EBPF_TOOLCHAIN, &["rust-src", "clippy"])?;
+    ensure_bpf_linker()?;
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! `cargo xtask test`: formatting, lints, then every test. Kernel capture tests load real eBPF
+//! programs and need root.
+
+use std::process::Command;
+
+use crate::{cargo, run, setup::EBPF_TOOLCHAIN};
+
+pub fn run_all() -> anyhow::Result<()> {
+    cargo(&["fmt", "--all", "--check"])?;
+    // Not one workspace-wide clippy: the eBPF crate builds only for the BPF target.
+    cargo(&[
+        "clippy",
+        "-p",
+        "nri-sysflow",
+        "-p",
+        "sysflow-common",
+        "-p",
+        "xtask",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    run(Command::new("cargo")
+        .arg(format!("+{EBPF_TOOLCHAIN}"))
+        .args([
+            "clippy",
+            "-p",
+            "sysflow-ebpf",
+            "--bin",
+            "sysflow-ebpf",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    cargo(&["test", "-p", "sysflow-common", "-p", "nri-sysflow"])
+}
