@@ -1,0 +1,715 @@
+//! Writing SysFlow: Avro Object Container Files with the format's rule enforced.
+//!
+//! * Entities (pods, containers, processes, files) are handed to the writer with `set_*` and
+//!   written lazily, right before the first record that refers to them in the current file:
+//!   a process's ancestors first (root first), each process's container before it, each
+//!   container's pod before it. A changed entity (e.g. a process after exec) is written again.
+//! * Every file starts with an SFHeader. After rotation, entities are written again as `REUP`
+//!   when later records refer to them, so each file stands alone.
+//! * A block reaches the file in one `write`: a writer killed at any moment leaves a file that
+//!   ends on a block boundary. Files are written as `<name>.sf.partial` and renamed to
+//!   `<name>.sf` when complete; leftovers of a crash are renamed on the next start.
+
+use std::{
+    collections::HashMap,
+    fs::{self, OpenOptions},
+    io::{self, Write},
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use apache_avro::{Codec, DeflateSettings, Schema, ZstandardSettings};
+
+use crate::{
+    records::{
+        Container, File, Foid, Oid, Pod, Process, Record, RecordV6, SfHeader, SfObjectState,
+        SysFlow,
+    },
+    schema::{SCHEMA_V5, SCHEMA_V5_IPV6, SCHEMA_VERSION},
+};
+
+/// Uncompressed bytes per block: the reference collector's COMPRESS_BLOCK_SIZE.
+pub const DEFAULT_BLOCK_BYTES: usize = 80_000;
+/// The collector's `-G` default in deployments: rotate every 5 minutes.
+pub const DEFAULT_ROTATE: Duration = Duration::from_secs(300);
+const PARTIAL_SUFFIX: &str = ".sf.partial";
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compression {
+    /// The collector's default.
+    #[default]
+    Deflate,
+    Zstd,
+    Snappy,
+    None,
+}
+
+impl Compression {
+    fn codec(self) -> Codec {
+        match self {
+            Compression::Deflate => Codec::Deflate(DeflateSettings::default()),
+            Compression::Zstd => Codec::Zstandard(ZstandardSettings::default()),
+            Compression::Snappy => Codec::Snappy,
+            Compression::None => Codec::Null,
+        }
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "deflate" => Compression::Deflate,
+            "zstd" => Compression::Zstd,
+            "snappy" => Compression::Snappy,
+            "none" | "null" => Compression::None,
+            other => {
+                return Err(format!(
+                    "unknown codec {other:?} (deflate, zstd, snappy, none)"
+                ));
+            }
+        })
+    }
+}
+
+/// How files are encoded and named.
+#[derive(Clone, Debug)]
+pub struct WriterConfig {
+    /// SFHeader.exporter, and part of every file name (the node name).
+    pub exporter: String,
+    /// SFHeader.ip (the node IP; empty when unknown, as the collector writes it).
+    pub node_ip: String,
+    pub compression: Compression,
+    pub block_bytes: usize,
+    /// Write the schema with the IPv6 extension (NetworkFlow.sip6/dip6). Off: exactly v5, and
+    /// IPv6 endpoints are not representable.
+    pub ipv6_extension: bool,
+    /// Start a new file after this long.
+    pub rotate_after: Duration,
+    /// Start a new file once the current one reaches this size.
+    pub max_file_bytes: Option<u64>,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            exporter: "local".into(),
+            node_ip: String::new(),
+            compression: Compression::Deflate,
+            block_bytes: DEFAULT_BLOCK_BYTES,
+            ipv6_extension: true,
+            rotate_after: DEFAULT_ROTATE,
+            max_file_bytes: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SysflowWriteError {
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    /// Avro encoding failed (a record that does not fit the schema).
+    #[error("avro encoding: {0}")]
+    Avro(#[from] Box<apache_avro::Error>),
+    /// A record refers to a process the writer was never given.
+    #[error("record refers to process (createTS {}, pid {}) that was never set", .0.create_ts, .0.hpid)]
+    MissingProcess(Oid),
+    /// A record refers to a file the writer was never given.
+    #[error("record refers to a file (FOID {0:?}) that was never set")]
+    MissingFile(Foid),
+    /// A process refers to a container the writer was never given.
+    #[error("process refers to container {0} that was never set")]
+    MissingContainer(String),
+    /// A container refers to a pod the writer was never given.
+    #[error("container refers to pod {0} that was never set")]
+    MissingPod(String),
+    /// Headers are written by the writer itself; NetworkEvent is never written.
+    #[error("{0} records are not written through write()")]
+    NotWritable(&'static str),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SysflowWriteError + '_ {
+    move |source| SysflowWriteError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What the writer has done, for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Records written, by union branch (0 = SFHeader ... 11 = K8sEvent).
+    pub records_by_type: [u64; 12],
+    pub entities_rewritten_after_rotation: u64,
+    /// Parent processes not known to the writer (their poid stays dangling).
+    pub missing_ancestors: u64,
+    pub files_completed: u64,
+    pub bytes_written: u64,
+}
+
+/// Buffers the writes apache-avro makes for one block and hands them to the file in a single
+/// `write_all` when the block is complete (apache-avro calls `flush` after each block).
+struct BlockSink {
+    out: Box<dyn Write + Send>,
+    pending: Vec<u8>,
+    written: u64,
+}
+
+impl Write for BlockSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            self.out.write_all(&self.pending)?;
+            self.written += self.pending.len() as u64;
+            self.pending.clear();
+        }
+        self.out.flush()
+    }
+}
+
+struct Tracked<T> {
+    value: T,
+    version: u64,
+    /// The version last written to any file: writing it again (in a later file) is a REUP.
+    emitted: Option<u64>,
+}
+
+/// The latest known version of every entity, and which versions the current file has.
+#[derive(Default)]
+struct Entities {
+    next_version: u64,
+    processes: HashMap<Oid, Tracked<Process>>,
+    files: HashMap<Foid, Tracked<File>>,
+    containers: HashMap<String, Tracked<Container>>,
+    pods: HashMap<String, Tracked<Pod>>,
+    in_file: InFile,
+}
+
+/// Entity versions written to the current file.
+#[derive(Default)]
+struct InFile {
+    processes: HashMap<Oid, u64>,
+    files: HashMap<Foid, u64>,
+    containers: HashMap<String, u64>,
+    pods: HashMap<String, u64>,
+}
+
+fn upsert<K: std::hash::Hash + Eq, T: PartialEq>(
+    map: &mut HashMap<K, Tracked<T>>,
+    next_version: &mut u64,
+    key: K,
+    value: T,
+) {
+    match map.get_mut(&key) {
+        Some(t) if t.value == value => {}
+        Some(t) => {
+            *next_version += 1;
+            t.value = value;
+            t.version = *next_version;
+        }
+        None => {
+            *next_version += 1;
+            map.insert(
+                key,
+                Tracked {
+                    value,
+                    version: *next_version,
+                    emitted: None,
+                },
+            );
+        }
+    }
+}
+
+/// Where records go.
+enum Destination {
+    /// One stream, no rotation (tests, benchmarks, pipes).
+    Stream,
+    /// Rotated files in a directory.
+    Directory { dir: PathBuf },
+}
+
+struct OpenFile {
+    avro: apache_avro::Writer<'static, BlockSink>,
+    partial: Option<PathBuf>,
+    final_path: Option<PathBuf>,
+    opened: SystemTime,
+}
+
+/// A SysFlow writer. See the module documentation for the rules it keeps.
+pub struct SysFlowWriter {
+    config: WriterConfig,
+    destination: Destination,
+    schema: &'static Schema,
+    file: Option<OpenFile>,
+    entities: Entities,
+    stats: WriterStats,
+    last_name: Option<(u64, u32)>,
+}
+
+impl SysFlowWriter {
+    /// Writes rotated files into `dir` (created if missing). Leftover `.sf.partial` files from a
+    /// crash are renamed to `.sf` first: they are readable up to their last block.
+    pub fn to_directory(dir: &Path, config: WriterConfig) -> Result<Self, SysflowWriteError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        recover_partials(dir)?;
+        let mut w = Self::new(config, Destination::Directory { dir: dir.into() });
+        w.open_next()?;
+        Ok(w)
+    }
+
+    /// Writes one stream (no rotation).
+    pub fn to_stream(
+        out: Box<dyn Write + Send>,
+        config: WriterConfig,
+    ) -> Result<Self, SysflowWriteError> {
+        let mut w = Self::new(config, Destination::Stream);
+        w.start_file(out, None, None, String::new())?;
+        Ok(w)
+    }
+
+    fn new(config: WriterConfig, destination: Destination) -> Self {
+        let schema: &'static Schema = if config.ipv6_extension {
+            &SCHEMA_V5_IPV6
+        } else {
+            &SCHEMA_V5
+        };
+        SysFlowWriter {
+            config,
+            destination,
+            schema,
+            file: None,
+            entities: Entities::default(),
+            stats: WriterStats::default(),
+            last_name: None,
+        }
+    }
+
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// Path of the file being written (its final name), when writing to a directory.
+    pub fn current_path(&self) -> Option<&Path> {
+        self.file.as_ref().and_then(|f| f.final_path.as_deref())
+    }
+
+    /// Bytes of the current file so far (complete blocks).
+    pub fn current_file_bytes(&self) -> u64 {
+        self.file
+            .as_ref()
+            .map(|f| f.avro.get_ref().written)
+            .unwrap_or(0)
+    }
+
+    /// Sets (or updates) a process. It is written before the next record that refers to it.
+    pub fn set_process(&mut self, process: Process) {
+        let e = &mut self.entities;
+        upsert(&mut e.processes, &mut e.next_version, process.oid, process);
+    }
+
+    pub fn set_file(&mut self, file: File) {
+        let e = &mut self.entities;
+        upsert(&mut e.files, &mut e.next_version, file.oid, file);
+    }
+
+    pub fn set_container(&mut self, container: Container) {
+        let e = &mut self.entities;
+        upsert(
+            &mut e.containers,
+            &mut e.next_version,
+            container.id.clone(),
+            container,
+        );
+    }
+
+    pub fn set_pod(&mut self, pod: Pod) {
+        let e = &mut self.entities;
+        upsert(&mut e.pods, &mut e.next_version, pod.id.clone(), pod);
+    }
+
+    pub fn process(&self, oid: &Oid) -> Option<&Process> {
+        self.entities.processes.get(oid).map(|t| &t.value)
+    }
+
+    /// Forgets entities nothing will refer to any more (exited processes, removed containers).
+    pub fn forget_process(&mut self, oid: &Oid) {
+        self.entities.processes.remove(oid);
+        self.entities.in_file.processes.remove(oid);
+    }
+
+    pub fn forget_file(&mut self, oid: &Foid) {
+        self.entities.files.remove(oid);
+        self.entities.in_file.files.remove(oid);
+    }
+
+    pub fn forget_container(&mut self, id: &str) {
+        self.entities.containers.remove(id);
+        self.entities.in_file.containers.remove(id);
+    }
+
+    pub fn forget_pod(&mut self, id: &str) {
+        self.entities.pods.remove(id);
+        self.entities.in_file.pods.remove(id);
+    }
+
+    /// Entities the writer holds: (processes, files, containers, pods).
+    pub fn entity_counts(&self) -> (usize, usize, usize, usize) {
+        let e = &self.entities;
+        (
+            e.processes.len(),
+            e.files.len(),
+            e.containers.len(),
+            e.pods.len(),
+        )
+    }
+
+    /// Writes an event or flow, after the entities it refers to.
+    pub fn write(&mut self, record: &Record) -> Result<(), SysflowWriteError> {
+        self.rotate_if_due()?;
+        match record {
+            Record::Header(_) => return Err(SysflowWriteError::NotWritable("SFHeader")),
+            Record::NetworkEvent(_) => return Err(SysflowWriteError::NotWritable("NetworkEvent")),
+            Record::Process(p) => {
+                self.set_process(p.clone());
+                return self.ensure_process(p.oid);
+            }
+            Record::File(f) => {
+                self.set_file(f.clone());
+                return self.ensure_file(f.oid);
+            }
+            Record::Container(c) => {
+                self.set_container(c.clone());
+                return self.ensure_container(&c.id);
+            }
+            Record::Pod(p) => {
+                self.set_pod(p.clone());
+                return self.ensure_pod(&p.id);
+            }
+            Record::ProcessEvent(e) => self.ensure_process(e.proc_oid)?,
+            Record::NetworkFlow(f) => self.ensure_process(f.proc_oid)?,
+            Record::ProcessFlow(f) => self.ensure_process(f.proc_oid)?,
+            Record::FileFlow(f) => {
+                self.ensure_process(f.proc_oid)?;
+                self.ensure_file(f.file_oid)?;
+            }
+            Record::FileEvent(f) => {
+                self.ensure_process(f.proc_oid)?;
+                self.ensure_file(f.file_oid)?;
+                if let Some(new) = f.new_file_oid {
+                    self.ensure_file(new)?;
+                }
+            }
+            Record::K8sEvent(_) => {}
+        }
+        self.append(record)
+    }
+
+    fn append(&mut self, record: &Record) -> Result<(), SysflowWriteError> {
+        let file = self
+            .file
+            .as_mut()
+            .expect("a file is open while the writer lives");
+        let result = if self.config.ipv6_extension {
+            file.avro.append_ser(SysFlow {
+                rec: &RecordV6::from(record),
+            })
+        } else {
+            file.avro.append_ser(SysFlow { rec: record })
+        };
+        result.map_err(Box::new)?;
+        self.stats.records_by_type[branch(record)] += 1;
+        Ok(())
+    }
+
+    fn ensure_pod(&mut self, id: &str) -> Result<(), SysflowWriteError> {
+        let Some(t) = self.entities.pods.get_mut(id) else {
+            return Err(SysflowWriteError::MissingPod(id.into()));
+        };
+        if self.entities.in_file.pods.get(id) == Some(&t.version) {
+            return Ok(());
+        }
+        let (pod_rec, reup) = (t.value.clone(), t.emitted == Some(t.version));
+        t.emitted = Some(t.version);
+        self.entities.in_file.pods.insert(id.into(), t.version);
+        if reup {
+            self.stats.entities_rewritten_after_rotation += 1;
+        }
+        // Pods have no state field: a re-emitted pod is the same record.
+        self.append(&Record::Pod(pod_rec))
+    }
+
+    fn ensure_container(&mut self, id: &str) -> Result<(), SysflowWriteError> {
+        let Some(t) = self.entities.containers.get(id) else {
+            return Err(SysflowWriteError::MissingContainer(id.into()));
+        };
+        if self.entities.in_file.containers.get(id) == Some(&t.version) {
+            return Ok(());
+        }
+        let pod = t.value.pod_id.clone();
+        if let Some(pod) = pod {
+            self.ensure_pod(&pod)?;
+        }
+        let t = self.entities.containers.get_mut(id).expect("checked above");
+        let reup = t.emitted == Some(t.version);
+        t.emitted = Some(t.version);
+        let record = Record::Container(t.value.clone());
+        self.entities
+            .in_file
+            .containers
+            .insert(id.into(), t.version);
+        if reup {
+            self.stats.entities_rewritten_after_rotation += 1;
+        }
+        self.append(&record)
+    }
+
+    fn ensure_process(&mut self, oid: Oid) -> Result<(), SysflowWriteError> {
+        if !self.entities.processes.contains_key(&oid) {
+            return Err(SysflowWriteError::MissingProcess(oid));
+        }
+        // Ancestors first, root first: collect the chain of processes this file lacks.
+        let mut chain = Vec::new();
+        let mut next = Some(oid);
+        while let Some(current) = next {
+            let Some(t) = self.entities.processes.get(&current) else {
+                self.stats.missing_ancestors += 1;
+                break;
+            };
+            if self.entities.in_file.processes.get(&current) == Some(&t.version)
+                || chain.contains(&current)
+            {
+                break;
+            }
+            chain.push(current);
+            next = t.value.poid;
+        }
+        for oid in chain.into_iter().rev() {
+            let container = self.entities.processes[&oid].value.container_id.clone();
+            if let Some(container) = container {
+                self.ensure_container(&container)?;
+            }
+            let t = self.entities.processes.get_mut(&oid).expect("in chain");
+            let mut record = t.value.clone();
+            if t.emitted == Some(t.version) {
+                record.state = SfObjectState::Reup;
+                self.stats.entities_rewritten_after_rotation += 1;
+            }
+            t.emitted = Some(t.version);
+            self.entities.in_file.processes.insert(oid, t.version);
+            self.append(&Record::Process(record))?;
+        }
+        Ok(())
+    }
+
+    fn ensure_file(&mut self, oid: Foid) -> Result<(), SysflowWriteError> {
+        let Some(t) = self.entities.files.get(&oid) else {
+            return Err(SysflowWriteError::MissingFile(oid));
+        };
+        if self.entities.in_file.files.get(&oid) == Some(&t.version) {
+            return Ok(());
+        }
+        if let Some(container) = t.value.container_id.clone() {
+            self.ensure_container(&container)?;
+        }
+        let t = self.entities.files.get_mut(&oid).expect("checked above");
+        let mut record = t.value.clone();
+        if t.emitted == Some(t.version) {
+            record.state = SfObjectState::Reup;
+            self.stats.entities_rewritten_after_rotation += 1;
+        }
+        t.emitted = Some(t.version);
+        self.entities.in_file.files.insert(oid, t.version);
+        self.append(&Record::File(record))
+    }
+
+    /// Pushes buffered records to the file as a block (call it periodically so a quiet node's
+    /// records do not wait for a full block).
+    pub fn flush(&mut self) -> Result<(), SysflowWriteError> {
+        if let Some(file) = self.file.as_mut() {
+            file.avro.flush().map_err(Box::new)?;
+            let path = file.partial.clone().unwrap_or_default();
+            file.avro.get_mut().flush().map_err(io_err(&path))?;
+        }
+        Ok(())
+    }
+
+    /// Rotates when the current file is older than `rotate_after` or larger than
+    /// `max_file_bytes`. A no-op for stream output.
+    pub fn rotate_if_due(&mut self) -> Result<bool, SysflowWriteError> {
+        let Destination::Directory { .. } = self.destination else {
+            return Ok(false);
+        };
+        let Some(file) = self.file.as_ref() else {
+            return Ok(false);
+        };
+        let age = SystemTime::now()
+            .duration_since(file.opened)
+            .unwrap_or_default();
+        let size = file.avro.get_ref().written + file.avro.get_ref().pending.len() as u64;
+        let too_big = self.config.max_file_bytes.is_some_and(|max| size >= max);
+        if age >= self.config.rotate_after || too_big {
+            self.rotate()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Completes the current file and starts the next one.
+    pub fn rotate(&mut self) -> Result<(), SysflowWriteError> {
+        self.finish_file()?;
+        self.open_next()
+    }
+
+    /// Completes the current file (flushes, renames it to its final name).
+    pub fn close(mut self) -> Result<Option<PathBuf>, SysflowWriteError> {
+        let path = self.current_path().map(Path::to_owned);
+        self.finish_file()?;
+        Ok(path)
+    }
+
+    fn finish_file(&mut self) -> Result<(), SysflowWriteError> {
+        self.flush()?;
+        let Some(file) = self.file.take() else {
+            return Ok(());
+        };
+        self.stats.bytes_written += file.avro.get_ref().written;
+        let sink = file.avro.into_inner().map_err(Box::new)?;
+        drop(sink);
+        if let (Some(partial), Some(final_path)) = (file.partial, file.final_path) {
+            fs::rename(&partial, &final_path).map_err(io_err(&partial))?;
+        }
+        self.stats.files_completed += 1;
+        self.entities.in_file = InFile::default();
+        Ok(())
+    }
+
+    fn open_next(&mut self) -> Result<(), SysflowWriteError> {
+        let Destination::Directory { dir } = &self.destination else {
+            return Ok(());
+        };
+        let now = SystemTime::now();
+        let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        // Two files started in the same second get a sequence number.
+        let seq = match self.last_name {
+            Some((s, n)) if s == secs => n + 1,
+            _ => 0,
+        };
+        self.last_name = Some((secs, seq));
+        let node = sanitize(&self.config.exporter);
+        let name = if seq == 0 {
+            format!("{node}-{secs}")
+        } else {
+            format!("{node}-{secs}-{seq}")
+        };
+        let final_path = dir.join(format!("{name}.sf"));
+        let partial = dir.join(format!("{name}{PARTIAL_SUFFIX}"));
+        let out = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&partial)
+            .map_err(io_err(&partial))?;
+        let filename = final_path.to_string_lossy().into_owned();
+        self.start_file(Box::new(out), Some(partial), Some(final_path), filename)
+    }
+
+    fn start_file(
+        &mut self,
+        out: Box<dyn Write + Send>,
+        partial: Option<PathBuf>,
+        final_path: Option<PathBuf>,
+        filename: String,
+    ) -> Result<(), SysflowWriteError> {
+        let sink = BlockSink {
+            out,
+            pending: Vec::new(),
+            written: 0,
+        };
+        let avro = apache_avro::Writer::builder()
+            .schema(self.schema)
+            .writer(sink)
+            .codec(self.config.compression.codec())
+            .block_size(self.config.block_bytes)
+            .build()
+            .map_err(Box::new)?;
+        self.file = Some(OpenFile {
+            avro,
+            partial,
+            final_path,
+            opened: SystemTime::now(),
+        });
+        self.entities.in_file = InFile::default();
+        let header = Record::Header(SfHeader {
+            version: SCHEMA_VERSION,
+            exporter: self.config.exporter.clone(),
+            ip: self.config.node_ip.clone(),
+            filename,
+        });
+        self.append(&header)?;
+        // A new file is a complete SysFlow file (container header, SFHeader) at once.
+        self.flush()
+    }
+}
+
+impl Drop for SysFlowWriter {
+    /// Best effort: leave complete blocks on disk. The `.partial` name stays; the next start
+    /// (or `recover_partials`) renames it.
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
+fn branch(record: &Record) -> usize {
+    match record {
+        Record::Header(_) => 0,
+        Record::Container(_) => 1,
+        Record::Process(_) => 2,
+        Record::File(_) => 3,
+        Record::ProcessEvent(_) => 4,
+        Record::NetworkFlow(_) => 5,
+        Record::FileFlow(_) => 6,
+        Record::FileEvent(_) => 7,
+        Record::NetworkEvent(_) => 8,
+        Record::ProcessFlow(_) => 9,
+        Record::Pod(_) => 10,
+        Record::K8sEvent(_) => 11,
+    }
+}
+
+/// File names carry the node name: keep it to characters safe in any path.
+fn sanitize(node: &str) -> String {
+    let s: String = node
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() { "node".into() } else { s }
+}
+
+/// Renames `*.sf.partial` files left by a crash to `*.sf`. Returns the recovered paths.
+pub fn recover_partials(dir: &Path) -> Result<Vec<PathBuf>, SysflowWriteError> {
+    let mut recovered = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let path = entry.map_err(io_err(dir))?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if let Some(stem) = name.strip_suffix(PARTIAL_SUFFIX) {
+            let target = dir.join(format!("{stem}.sf"));
+            fs::rename(&path, &target).map_err(io_err(&path))?;
+            recovered.push(target);
+        }
+    }
+    Ok(recovered)
+}
