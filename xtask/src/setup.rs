@@ -96,9 +96,43 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
     )
 }
 
+/// Where the Python tools live (sysprint, fastavro): outside the work tree, kept between runs.
+pub fn venv_dir() -> anyhow::Result<PathBuf> {
+    Ok(home()?.join(".local/share/nri-sysflow/venv"))
+}
+
+/// The reference SysFlow reader (`sysprint`) and fastavro, for conformance tests and the
+/// format benchmark.
+const PYTHON_PACKAGES: &[&str] = &["sysflow-tools==0.6.1", "fastavro==1.13.1"];
+
+fn ensure_python_tools() -> anyhow::Result<()> {
+    let venv = venv_dir()?;
+    let marker = venv.join(".nri-sysflow-packages");
+    let wanted = PYTHON_PACKAGES.join(" ");
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) {
+        return Ok(());
+    }
+    if !venv.join("bin/python").exists() {
+        if !succeeds(Command::new("python3").args(["-m", "venv"]).arg(&venv)) {
+            // Debian's own python3 needs the venv module from a separate package.
+            crate::run(Command::new("apt-get").arg("update"))?;
+            crate::run(Command::new("apt-get").args(["install", "-y", "python3-venv"]))?;
+            crate::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        }
+    }
+    crate::run(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(PYTHON_PACKAGES),
+    )?;
+    std::fs::write(&marker, wanted)?;
+    Ok(())
+}
+
 pub fn run() -> anyhow::Result<()> {
     ensure_toolchain(USER_TOOLCHAIN, &["clippy", "rustfmt"])?;
     ensure_toolchain(EBPF_TOOLCHAIN, &["rust-src", "clippy"])?;
     ensure_bpf_linker()?;
+    ensure_python_tools()?;
     Ok(())
 }

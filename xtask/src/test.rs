@@ -15,6 +15,8 @@ pub fn run_all() -> anyhow::Result<()> {
         "-p",
         "sysflow-common",
         "-p",
+        "sysflow",
+        "-p",
         "xtask",
         "--all-targets",
         "--",
@@ -38,5 +40,13 @@ pub fn run_all() -> anyhow::Result<()> {
             "-D",
             "warnings",
         ]))?;
-    cargo(&["test", "-p", "sysflow-common", "-p", "nri-sysflow"])
+    cargo(&[
+        "test",
+        "-p",
+        "sysflow-common",
+        "-p",
+        "sysflow",
+        "-p",
+        "nri-sysflow",
+    ])
 }

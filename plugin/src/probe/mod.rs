@@ -139,10 +139,16 @@ impl FlushedCounters {
     /// totals as the baseline (periodic flush); otherwise the baseline is forgotten (close).
     pub(crate) fn delta(&mut self, key: FdKey, now: &FdCounters, keep: bool) -> IoCounters {
         let mut delta = IoCounters::from(now);
-        let baseline = if keep {
-            self.reported.insert(key, *now)
-        } else {
-            self.reported.remove(&key)
+        // Only the same entry generation (first_ns) has this baseline: a close of an older
+        // entry of the same fd number, still queued in the ring, must not consume it.
+        let same_generation = self
+            .reported
+            .get(&key)
+            .is_some_and(|b| b.first_ns == now.first_ns);
+        let baseline = match (keep, same_generation) {
+            (true, _) => self.reported.insert(key, *now),
+            (false, true) => self.reported.remove(&key),
+            (false, false) => None,
         };
         if let Some(before) = baseline.filter(|b| b.first_ns == now.first_ns) {
             delta.read_bytes = now.read_bytes.saturating_sub(before.read_bytes);
@@ -424,8 +430,10 @@ impl Probe {
     pub fn flush_counters(&self, active_before_ns: u64) -> Vec<(FdKey, IoCounters)> {
         let mut flushed = self.flushed.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
+        let mut live = HashMap::new();
         for item in self.fd_counters.iter() {
             let Ok((key, counters)) = item else { continue };
+            live.insert(key, counters.first_ns);
             if counters.last_ns > active_before_ns {
                 continue;
             }
@@ -434,6 +442,11 @@ impl Probe {
                 out.push((key, delta));
             }
         }
+        // Baselines of entries the kernel no longer has (closed while their close record was
+        // lost, or forgotten on fd reuse) would otherwise stay forever.
+        flushed
+            .reported
+            .retain(|key, b| live.get(key) == Some(&b.first_ns));
         out
     }
 
@@ -502,5 +515,49 @@ impl Drop for Probe {
                 scope.spawn(move || drop(batch));
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counters(first_ns: u64, write_bytes: u64, write_ops: u64) -> FdCounters {
+        FdCounters {
+            first_ns,
+            last_ns: first_ns + write_ops,
+            write_bytes,
+            write_ops,
+            ..FdCounters::default()
+        }
+    }
+
+    #[test]
+    fn a_flush_then_a_close_report_only_what_is_new() {
+        let key = FdKey { tgid: 1, fd: 3 };
+        let mut f = FlushedCounters::default();
+        let first = f.delta(key, &counters(10, 100, 1), true);
+        assert_eq!(
+            (first.write_bytes, first.write_ops, first.first_ns),
+            (100, 1, 10)
+        );
+        let close = f.delta(key, &counters(10, 300, 2), false);
+        assert_eq!(
+            (close.write_bytes, close.write_ops, close.first_ns),
+            (200, 1, 11)
+        );
+        assert!(f.reported.is_empty());
+    }
+
+    #[test]
+    fn a_late_close_of_an_older_entry_keeps_the_baseline() {
+        let key = FdKey { tgid: 1, fd: 3 };
+        let mut f = FlushedCounters::default();
+        f.delta(key, &counters(50, 100, 1), true);
+        // A close of the previous entry of fd 3 (first_ns 5) arrives after the flush.
+        let old = f.delta(key, &counters(5, 832, 1), false);
+        assert_eq!(old.write_bytes, 832);
+        let close = f.delta(key, &counters(50, 300, 2), false);
+        assert_eq!((close.write_bytes, close.write_ops), (200, 1));
     }
 }

@@ -9,6 +9,8 @@
 //! * A block reaches the file in one `write`: a writer killed at any moment leaves a file that
 //!   ends on a block boundary. Files are written as `<name>.sf.partial` and renamed to
 //!   `<name>.sf` when complete; leftovers of a crash are renamed on the next start.
+//! * Names are `<node>-<unix seconds>-<sequence>.sf`, fixed width, so they sort in the order
+//!   they were written.
 
 use std::{
     collections::HashMap,
@@ -601,12 +603,9 @@ impl SysFlowWriter {
             _ => 0,
         };
         self.last_name = Some((secs, seq));
-        let node = sanitize(&self.config.exporter);
-        let name = if seq == 0 {
-            format!("{node}-{secs}")
-        } else {
-            format!("{node}-{secs}-{seq}")
-        };
+        // Fixed-width parts, so both a name sort and sysprint's sort by the digits in the name
+        // give the order the files were written in.
+        let name = format!("{}-{secs:010}-{seq:03}", sanitize(&self.config.exporter));
         let final_path = dir.join(format!("{name}.sf"));
         let partial = dir.join(format!("{name}{PARTIAL_SUFFIX}"));
         let out = OpenOptions::new()
