@@ -1,10 +1,13 @@
 //! The `nri-sysflow` command.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use nri_sysflow::probe::{Probe, ProbeConfig};
+use nri_sysflow::{
+    print::{self, Format},
+    probe::{Probe, ProbeConfig},
+};
 
 #[derive(Parser)]
 #[command(
@@ -19,6 +22,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Print SysFlow files the way sysprint does: one line per event or flow, joined with its
+    /// process, container, pod and files.
+    Print {
+        /// str (table), json (sysprint's fields) or csv.
+        #[arg(long, default_value = "str")]
+        format: Format,
+        /// Only these record types, e.g. PE,FF,NF.
+        #[arg(long = "type", value_parser = print::parse_types)]
+        types: Option<print::TypeList>,
+        /// Files, or directories of .sf files.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Print the kernel records the probe captures, one JSON object per line (for debugging the
     /// capture itself; `run` writes SysFlow).
     Trace {
@@ -41,6 +57,11 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Print {
+            format,
+            types,
+            paths,
+        } => print_files(&paths, format, types.as_ref().map(|t| t.0.as_slice())),
         Command::Trace {
             duration,
             cgroup_id,
@@ -67,5 +88,25 @@ async fn trace(duration: Option<u64>, cgroup_id: Option<u64>) -> anyhow::Result<
         }
     }
     eprintln!("{}", serde_json::to_string(&probe.kernel_stats()?)?);
+    Ok(())
+}
+
+fn print_files(paths: &[PathBuf], format: Format, types: Option<&[String]>) -> anyhow::Result<()> {
+    let files = print::expand(paths).context("listing input files")?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let summary = match print::print(&files, format, types, &mut out) {
+        Ok(s) => s,
+        // Output closed early (e.g. piped into head): not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    drop(out);
+    for e in &summary.errors {
+        eprintln!("nri-sysflow print: {e}");
+    }
+    if !summary.errors.is_empty() {
+        std::process::exit(1);
+    }
     Ok(())
 }

@@ -8,10 +8,13 @@ pub enum Which {
     /// Kernel capture overhead per operation (detached / attached but off / capturing all),
     /// the highest record rate without drops, and one ring vs several.
     Capture,
+    /// SysFlow write/read throughput and bytes per record, beside fastavro on the same records.
+    Sysflow,
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
     match which {
         Which::Capture => cargo(&["bench", "-p", "nri-sysflow", "--bench", "capture"]),
+        Which::Sysflow => cargo(&["bench", "-p", "sysflow", "--bench", "format"]),
     }
 }

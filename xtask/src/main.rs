@@ -3,6 +3,7 @@
 //! with them (`cargo +<pinned>`), so a fresh machine needs nothing but rustup.
 
 mod bench;
+mod fuzz;
 mod setup;
 mod test;
 
@@ -29,6 +30,11 @@ enum Task {
     },
     /// Set up, check formatting and lints, and run every test (needs root).
     Test,
+    /// Fuzz the SysFlow reader for a bounded time.
+    Fuzz {
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Benchmarks; each prints a table and ends with one JSON line.
     Bench {
         #[arg(value_enum)]
@@ -61,6 +67,10 @@ fn main() -> anyhow::Result<()> {
         Task::Test => {
             setup::run()?;
             test::run_all()
+        }
+        Task::Fuzz { seconds } => {
+            setup::run()?;
+            fuzz::run_for(seconds)
         }
         Task::Bench { which } => {
             setup::run()?;

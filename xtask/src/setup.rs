@@ -112,13 +112,13 @@ fn ensure_python_tools() -> anyhow::Result<()> {
     if std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) {
         return Ok(());
     }
-    if !venv.join("bin/python").exists() {
-        if !succeeds(Command::new("python3").args(["-m", "venv"]).arg(&venv)) {
-            // Debian's own python3 needs the venv module from a separate package.
-            crate::run(Command::new("apt-get").arg("update"))?;
-            crate::run(Command::new("apt-get").args(["install", "-y", "python3-venv"]))?;
-            crate::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-        }
+    if !venv.join("bin/python").exists()
+        && !succeeds(Command::new("python3").args(["-m", "venv"]).arg(&venv))
+    {
+        // Debian's own python3 needs the venv module from a separate package.
+        crate::run(Command::new("apt-get").arg("update"))?;
+        crate::run(Command::new("apt-get").args(["install", "-y", "python3-venv"]))?;
+        crate::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
     }
     crate::run(
         Command::new(venv.join("bin/pip"))

@@ -40,6 +40,7 @@ pub fn run_all() -> anyhow::Result<()> {
             "-D",
             "warnings",
         ]))?;
+    crate::fuzz::run_for(30)?;
     cargo(&[
         "test",
         "-p",

@@ -17,8 +17,9 @@ use apache_avro::{Schema, types::Value};
 
 use crate::records::*;
 
-/// Largest allocation a corrupt length field may ask the Avro decoder for.
-const MAX_ALLOCATION: usize = 64 << 20;
+/// Largest allocation a corrupt length field may ask the Avro decoder for (the collector's
+/// blocks are 80 KB uncompressed; a string or block beyond this is treated as corrupt).
+const MAX_ALLOCATION: usize = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -56,6 +57,10 @@ pub enum ReadError {
 
 /// One item of a SysFlow stream.
 #[derive(Clone, Debug, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "items are consumed one at a time; boxing every record would cost an allocation each"
+)]
 pub enum ReadItem {
     Record(Record),
     /// A union branch this reader does not know (a future schema version).

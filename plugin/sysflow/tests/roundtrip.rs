@@ -100,3 +100,85 @@ fn write_sample_file_for_inspection() {
     support::write_sample(&mut w, &support::sample());
     w.close().unwrap();
 }
+
+#[test]
+fn zstd_snappy_and_uncompressed_files_round_trip() {
+    for compression in [Compression::Zstd, Compression::Snappy, Compression::None] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = WriterConfig {
+            compression,
+            ..WriterConfig::default()
+        };
+        let mut w = SysFlowWriter::to_directory(dir.path(), config).unwrap();
+        let s = support::sample();
+        support::write_sample(&mut w, &s);
+        let path = w.close().unwrap().unwrap();
+        let events: Vec<Record> = read_all(&path)
+            .into_iter()
+            .filter(|r| {
+                !matches!(
+                    r,
+                    Record::Header(_)
+                        | Record::Pod(_)
+                        | Record::Container(_)
+                        | Record::Process(_)
+                        | Record::File(_)
+                )
+            })
+            .collect();
+        assert_eq!(events, s.events, "{compression:?}");
+    }
+}
+
+#[test]
+fn a_union_branch_from_a_future_schema_is_skipped_not_fatal() {
+    use apache_avro::{Schema, types::Value};
+    // v5 plus a 13th branch, as a later schema version might add.
+    let mut schema: serde_json::Value =
+        serde_json::from_str(sysflow::schema::SCHEMA_V5_JSON).unwrap();
+    schema["fields"][0]["type"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "type": "record", "namespace": "sysflow.future", "name": "Thing",
+            "fields": [{"name": "x", "type": "long"}]
+        }));
+    let schema = Schema::parse_str(&schema.to_string()).unwrap();
+    let mut w = apache_avro::Writer::new(&schema, Vec::new()).unwrap();
+    let header = Value::Record(vec![(
+        "rec".into(),
+        Value::Union(
+            0,
+            Box::new(Value::Record(vec![
+                ("version".into(), Value::Long(6)),
+                ("exporter".into(), Value::String("n".into())),
+                ("ip".into(), Value::String(String::new())),
+                ("filename".into(), Value::String(String::new())),
+            ])),
+        ),
+    )]);
+    let thing = Value::Record(vec![(
+        "rec".into(),
+        Value::Union(
+            12,
+            Box::new(Value::Record(vec![("x".into(), Value::Long(7))])),
+        ),
+    )]);
+    w.append_value(header.clone()).unwrap();
+    w.append_value(thing).unwrap();
+    w.append_value(header).unwrap();
+    let bytes = w.into_inner().unwrap();
+    let items: Vec<ReadItem> = SysFlowReader::new(&bytes[..], "future")
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(items.len(), 3);
+    assert!(matches!(&items[0], ReadItem::Record(Record::Header(h)) if h.version == 6));
+    assert_eq!(
+        items[1],
+        ReadItem::Unknown {
+            name: "sysflow.future.Thing".into()
+        }
+    );
+    assert!(matches!(&items[2], ReadItem::Record(Record::Header(_))));
+}

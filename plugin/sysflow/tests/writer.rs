@@ -206,7 +206,8 @@ fn crash_child_writes_until_killed() {
     let mut w = SysFlowWriter::to_directory(Path::new(&dir), config).unwrap();
     let s = support::sample();
     support::write_sample(&mut w, &s);
-    for i in 0.. {
+    // Until the parent kills this process.
+    for i in 0..i64::MAX {
         w.write(&flow(&s, i)).unwrap();
         if i % 1000 == 0 {
             std::fs::write(Path::new(&dir).join("progress"), i.to_string()).unwrap();
