@@ -1,5 +1,7 @@
 //! nri-sysflow: a container telemetry agent. Kernel capture (probe) attributed per cgroup,
 //! written as SysFlow (the `sysflow` crate).
+pub mod agent;
 pub mod cgroup;
+pub mod engine;
 pub mod print;
 pub mod probe;

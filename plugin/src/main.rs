@@ -5,6 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use nri_sysflow::{
+    agent::{self, config::AgentConfig},
     print::{self, Format},
     probe::{Probe, ProbeConfig},
 };
@@ -22,6 +23,28 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Capture and write SysFlow files (standalone: everything on the host, containers
+    /// recognised from cgroup paths).
+    Run {
+        /// Directory for the .sf files.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Stop after this many seconds (default: until SIGINT/SIGTERM).
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Start a new file every this many seconds (default 300).
+        #[arg(long)]
+        rotate: Option<u64>,
+        /// Report long-lived flows every this many seconds (default 30).
+        #[arg(long)]
+        flow_interval: Option<u64>,
+        /// YAML configuration file (flags override it).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Do not look for containerd's NRI socket: standalone capture.
+        #[arg(long)]
+        no_nri: bool,
+    },
     /// Print SysFlow files the way sysprint does: one line per event or flow, joined with its
     /// process, container, pod and files.
     Print {
@@ -47,8 +70,23 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build();
+    let result = match runtime {
+        Ok(rt) => rt.block_on(real_main()),
+        Err(e) => Err(e.into()),
+    };
+    // Errors are one line each: what went wrong and where.
+    if let Err(e) = result {
+        eprintln!("nri-sysflow: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn real_main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -57,6 +95,45 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Run {
+            output,
+            duration,
+            rotate,
+            flow_interval,
+            config,
+            no_nri: _,
+        } => {
+            let mut cfg = match &config {
+                Some(path) => AgentConfig::load(path)?,
+                None => AgentConfig::default(),
+            };
+            if let Some(dir) = output {
+                cfg.output.dir = dir;
+            }
+            if let Some(secs) = rotate {
+                cfg.output.rotate_secs = secs;
+            }
+            if let Some(secs) = flow_interval {
+                cfg.flows.interval_secs = secs;
+            }
+            cfg.validate(
+                config
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new("command line")),
+            )?;
+            let summary = agent::run(cfg, duration.map(Duration::from_secs)).await?;
+            eprintln!(
+                "nri-sysflow: {} kernel records, {} SysFlow records written, {} ring drops, last file {}",
+                summary.kernel_records,
+                summary.records_written,
+                summary.ring_drops,
+                summary
+                    .last_file
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            );
+            Ok(())
+        }
         Command::Print {
             format,
             types,

@@ -192,6 +192,11 @@ fn raise_memlock_limit() {
     }
 }
 
+/// Now, on CLOCK_BOOTTIME (the clock of record timestamps).
+pub fn boot_now_ns() -> u64 {
+    clock_ns(libc::CLOCK_BOOTTIME) as u64
+}
+
 fn clock_ns(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -362,6 +367,11 @@ impl Probe {
         self.links.len()
     }
 
+    /// Nanoseconds to add to a CLOCK_BOOTTIME timestamp to get wall-clock time.
+    pub fn boot_to_wall_offset_ns(&self) -> i128 {
+        self.boot_to_wall_ns
+    }
+
     /// Converts a record timestamp (CLOCK_BOOTTIME) to nanoseconds since the Unix epoch.
     pub fn boot_to_wall_ns(&self, boot_ns: u64) -> i64 {
         (boot_ns as i128 + self.boot_to_wall_ns) as i64
@@ -468,6 +478,22 @@ impl Probe {
             // Removed in between by a close in the kernel: that close reported it.
             if self.fd_counters.remove(&key).is_ok() {
                 out.push((key, flushed.delta(key, &counters, false)));
+            }
+        }
+        out
+    }
+
+    /// Takes out the counters of these descriptors, where they exist: a lookup per key, so a
+    /// process exit costs as many lookups as the process had descriptors, not a table scan.
+    pub fn take_fd_counters(&mut self, keys: &[FdKey]) -> Vec<(FdKey, IoCounters)> {
+        let mut flushed = self.flushed.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for key in keys {
+            let Ok(counters) = self.fd_counters.get(key, 0) else {
+                continue;
+            };
+            if self.fd_counters.remove(key).is_ok() {
+                out.push((*key, flushed.delta(*key, &counters, false)));
             }
         }
         out

@@ -1,0 +1,311 @@
+//! The agent's configuration: a YAML file (`--config`), every field optional with a default,
+//! unknown fields rejected; command-line flags override it.
+
+use std::{path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+use sysflow::{Compression, WriterConfig};
+use sysflow_common::capture;
+
+use crate::{engine::EngineConfig, probe::ProbeConfig};
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    pub output: OutputConfig,
+    pub flows: FlowsConfig,
+    pub capture: CaptureConfig,
+    pub kernel: KernelConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Where .sf files are written.
+    pub dir: PathBuf,
+    /// Start a new file after this many seconds.
+    pub rotate_secs: u64,
+    /// Start a new file at this size (MiB); none by default.
+    pub max_file_mib: Option<u64>,
+    /// deflate (the collector's), zstd, snappy or none.
+    pub compression: String,
+    /// SFHeader.exporter and file name prefix; the host name by default.
+    pub node_name: Option<String>,
+    /// SFHeader.ip (the collector writes an empty string when unknown).
+    pub node_ip: String,
+    /// Carry IPv6 endpoints in NetworkFlow's extension fields (see README).
+    pub ipv6_extension: bool,
+    /// Flush buffered records to the file at least this often.
+    pub flush_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowsConfig {
+    /// Long-lived descriptors are reported this often.
+    pub interval_secs: u64,
+    /// Fold thread clones and exits into ProcessFlow records.
+    pub process_flows: bool,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// off, process, process+file, all, or flows-without-io (no read/write counters).
+    pub default_mode: String,
+    /// Record process environments (secret-looking values redacted).
+    pub env: bool,
+    /// Bytes of exec arguments captured.
+    pub args_max: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KernelConfig {
+    pub ring_bytes: u32,
+    pub ring_count: u32,
+    pub fd_table_entries: u32,
+    pub max_processes: usize,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            output: OutputConfig::default(),
+            flows: FlowsConfig::default(),
+            capture: CaptureConfig::default(),
+            kernel: KernelConfig::default(),
+        }
+    }
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            dir: PathBuf::from("/var/lib/nri-sysflow"),
+            rotate_secs: 300,
+            max_file_mib: None,
+            compression: "deflate".into(),
+            node_name: None,
+            node_ip: String::new(),
+            ipv6_extension: true,
+            flush_secs: 5,
+        }
+    }
+}
+
+impl Default for FlowsConfig {
+    fn default() -> Self {
+        FlowsConfig {
+            interval_secs: 30,
+            process_flows: false,
+        }
+    }
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            default_mode: "all".into(),
+            env: false,
+            args_max: 1024,
+        }
+    }
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        let probe = ProbeConfig::default();
+        KernelConfig {
+            ring_bytes: probe.ring_bytes,
+            ring_count: probe.ring_count,
+            fd_table_entries: probe.fd_table_entries,
+            max_processes: EngineConfig::default().max_processes,
+        }
+    }
+}
+
+/// Capture mode names, as policies and the config spell them.
+pub fn parse_mode(name: &str) -> Result<u32, String> {
+    Ok(match name {
+        "off" => capture::OFF,
+        "process" => capture::PROCESS,
+        "process+file" => capture::PROCESS | capture::FILE,
+        "all" => capture::ALL,
+        "flows-without-io" => capture::PROCESS | capture::FILE | capture::NETWORK,
+        other => {
+            return Err(format!(
+                "unknown capture mode {other:?}: expected off, process, process+file, all or flows-without-io"
+            ));
+        }
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// YAML syntax or a field of the wrong type, unknown field, ...
+    #[error("config {path}:{line}:{column}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// A value out of range.
+    #[error("config {path}: {field}: {message}")]
+    Value {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
+}
+
+impl AgentConfig {
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let config: AgentConfig = serde_yaml_ng::from_str(&text).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
+            ConfigError::Syntax {
+                path: path.into(),
+                line,
+                column,
+                message: e.to_string(),
+            }
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    pub fn validate(&self, path: &std::path::Path) -> Result<(), ConfigError> {
+        let bad = |field, message: String| ConfigError::Value {
+            path: path.into(),
+            field,
+            message,
+        };
+        parse_mode(&self.capture.default_mode).map_err(|m| bad("capture.default_mode", m))?;
+        self.output
+            .compression
+            .parse::<Compression>()
+            .map_err(|m| bad("output.compression", m))?;
+        if self.output.rotate_secs == 0 {
+            return Err(bad("output.rotate_secs", "must be at least 1".into()));
+        }
+        if self.flows.interval_secs == 0 {
+            return Err(bad("flows.interval_secs", "must be at least 1".into()));
+        }
+        if !self.kernel.ring_bytes.is_power_of_two() || self.kernel.ring_bytes < 4096 {
+            return Err(bad(
+                "kernel.ring_bytes",
+                "must be a power of two of at least 4096".into(),
+            ));
+        }
+        if !(1..=4).contains(&self.kernel.ring_count) {
+            return Err(bad("kernel.ring_count", "must be 1 to 4".into()));
+        }
+        Ok(())
+    }
+
+    pub fn node_name(&self) -> String {
+        self.output.node_name.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "local".into())
+        })
+    }
+
+    pub fn writer_config(&self) -> WriterConfig {
+        WriterConfig {
+            exporter: self.node_name(),
+            node_ip: self.output.node_ip.clone(),
+            compression: self.output.compression.parse().unwrap_or_default(),
+            ipv6_extension: self.output.ipv6_extension,
+            rotate_after: Duration::from_secs(self.output.rotate_secs),
+            max_file_bytes: self.output.max_file_mib.map(|m| m << 20),
+            ..WriterConfig::default()
+        }
+    }
+
+    pub fn probe_config(&self) -> ProbeConfig {
+        ProbeConfig {
+            ring_bytes: self.kernel.ring_bytes,
+            ring_count: self.kernel.ring_count,
+            args_max: self.capture.args_max,
+            fd_table_entries: self.kernel.fd_table_entries,
+            default_mode: parse_mode(&self.capture.default_mode).unwrap_or(capture::ALL),
+            ..ProbeConfig::default()
+        }
+    }
+
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            capture_env: self.capture.env,
+            process_flows: self.flows.process_flows,
+            max_processes: self.kernel.max_processes,
+            ..EngineConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<AgentConfig, ConfigError> {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        AgentConfig::load(f.path())
+    }
+
+    #[test]
+    fn a_partial_file_keeps_defaults_for_the_rest() {
+        let c = load("output:\n  dir: /data\n  rotate_secs: 60\nflows:\n  interval_secs: 10\n")
+            .unwrap();
+        assert_eq!(c.output.dir, PathBuf::from("/data"));
+        assert_eq!((c.output.rotate_secs, c.flows.interval_secs), (60, 10));
+        assert_eq!(c.capture, CaptureConfig::default());
+    }
+
+    #[test]
+    fn errors_say_where_and_what() {
+        let e = load("output:\n  dir: /data\n  rotat_secs: 60\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(":3:3:") && e.contains("unknown field `rotat_secs`"),
+            "{e}"
+        );
+        let e = load("flows:\n  interval_secs: soon\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":2:18:") && e.contains("invalid type"), "{e}");
+        let e = load("capture:\n  default_mode: most\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("capture.default_mode") && e.contains("\"most\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn modes_have_the_documented_bits() {
+        assert_eq!(parse_mode("off"), Ok(0));
+        assert_eq!(parse_mode("all"), Ok(capture::ALL));
+        assert_eq!(
+            parse_mode("flows-without-io").unwrap() & capture::IO_COUNTERS,
+            0
+        );
+    }
+}

@@ -1,0 +1,230 @@
+//! `nri-sysflow run`: capture, turn kernel records into SysFlow, write rotated files.
+//!
+//! Standalone mode (the embedded default): everything on the host is captured and containers
+//! are recognised from cgroup paths. The first SIGINT/SIGTERM (or `--duration`) ends the run
+//! cleanly: open flows are written as truncated and the current file is completed. A second
+//! signal exits at once; the files on disk are still readable (up to their last block) and the
+//! next start completes their names.
+
+pub mod config;
+
+use std::{
+    io::{IsTerminal as _, Write as _},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use sysflow::SysFlowWriter;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::oneshot,
+};
+use tracing::info;
+
+use self::config::AgentConfig;
+use crate::{
+    engine::Engine,
+    probe::{Probe, boot_now_ns},
+};
+
+/// Records the readers buffer ahead of the engine.
+const CHANNEL_CAPACITY: usize = 65_536;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Loading eBPF needs privileges.
+    #[error("must run as root: loading eBPF programs needs CAP_BPF and CAP_PERFMON")]
+    NotRoot,
+    /// The output directory cannot be used.
+    #[error("output directory {path} is not writable: {source}")]
+    Output {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The SysFlow writer could not start.
+    #[error("cannot start writing SysFlow: {0}")]
+    Writer(#[from] sysflow::SysflowWriteError),
+    /// The kernel side could not start.
+    #[error("cannot start kernel capture: {0}")]
+    Probe(#[from] crate::probe::ProbeError),
+}
+
+/// What a run did.
+#[derive(Debug)]
+pub struct RunSummary {
+    pub kernel_records: u64,
+    pub records_written: u64,
+    pub files_completed: u64,
+    pub ring_drops: u64,
+    pub last_file: Option<PathBuf>,
+}
+
+fn check_output_dir(dir: &Path) -> Result<(), StartError> {
+    let err = |source| StartError::Output {
+        path: dir.into(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let probe_file = dir.join(format!(".nri-sysflow-write-test-{}", std::process::id()));
+    std::fs::write(&probe_file, b"").map_err(err)?;
+    let _ = std::fs::remove_file(&probe_file);
+    Ok(())
+}
+
+/// Waits for SIGINT or SIGTERM; a second one exits the process at once.
+fn stop_signal() -> std::io::Result<oneshot::Receiver<()>> {
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        info!(
+            "stopping: writing open flows and completing the current file (again to quit at once)"
+        );
+        let _ = tx.send(());
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        eprintln!("nri-sysflow: second signal, exiting now");
+        std::process::exit(130);
+    });
+    Ok(rx)
+}
+
+pub async fn run(
+    config: AgentConfig,
+    duration: Option<Duration>,
+) -> Result<RunSummary, StartError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(StartError::NotRoot);
+    }
+    check_output_dir(&config.output.dir)?;
+    let recovered = sysflow::writer::recover_partials(&config.output.dir)?;
+    if !recovered.is_empty() {
+        info!(
+            count = recovered.len(),
+            "completed the names of files a previous run left"
+        );
+    }
+    let writer = SysFlowWriter::to_directory(&config.output.dir, config.writer_config())?;
+    let mut probe = Probe::load(&config.probe_config())?;
+    let mut engine = Engine::new(
+        config.engine_config(),
+        writer,
+        probe.boot_to_wall_offset_ns(),
+    );
+    let mut records = probe.records(CHANNEL_CAPACITY)?;
+    // After attaching, so a process starting now is seen either here or by the probe.
+    engine.seed_from_proc();
+    info!(
+        processes = engine.process_count(),
+        attachments = probe.attachments(),
+        output = %config.output.dir.display(),
+        "capturing"
+    );
+
+    let mut stop = stop_signal().map_err(|e| StartError::Output {
+        path: "signal handlers".into(),
+        source: e,
+    })?;
+    let deadline = tokio::time::sleep(duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
+    tokio::pin!(deadline);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let flow_interval = Duration::from_secs(config.flows.interval_secs);
+    let mut flows =
+        tokio::time::interval_at(tokio::time::Instant::now() + flow_interval, flow_interval);
+    let flush_every = Duration::from_secs(config.output.flush_secs.max(1));
+    let mut last_flush = Instant::now();
+    let status = StatusLine::new(std::io::stderr().is_terminal());
+    let mut status = status;
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            _ = &mut deadline => break,
+            _ = flows.tick() => engine.export_interval(&mut probe, boot_now_ns()),
+            _ = tick.tick() => {
+                engine.tick(&mut probe, boot_now_ns());
+                if last_flush.elapsed() >= flush_every {
+                    let _ = engine.writer_mut().flush();
+                    last_flush = Instant::now();
+                }
+                let drops = probe.kernel_stats().map(|s| s.ring_full).unwrap_or(0);
+                status.show(&engine, drops);
+            }
+            record = records.recv() => {
+                let Some(record) = record else { break };
+                engine.handle(record, &mut probe);
+            }
+        }
+    }
+    status.clear();
+    // Take what the kernel already produced, then end every open flow.
+    while let Ok(Some(record)) =
+        tokio::time::timeout(Duration::from_millis(100), records.recv()).await
+    {
+        engine.handle(record, &mut probe);
+    }
+    let kernel_records = engine.stats.kernel_records;
+    let ring_drops = probe.kernel_stats().map(|s| s.ring_full).unwrap_or(0);
+    let written: u64;
+    let files;
+    let last_file = {
+        let stats = engine.writer().stats().clone();
+        written = stats.records_by_type.iter().sum();
+        files = stats.files_completed + 1;
+        engine.shutdown(&mut probe, boot_now_ns())?
+    };
+    drop(records);
+    // Detaching takes a few seconds (the kernel serializes it); the files are complete already.
+    drop(probe);
+    Ok(RunSummary {
+        kernel_records,
+        records_written: written,
+        files_completed: files,
+        ring_drops,
+        last_file,
+    })
+}
+
+/// A one-line live status on a terminal: records/s, drops, files written.
+struct StatusLine {
+    enabled: bool,
+    last: Instant,
+    last_records: u64,
+}
+
+impl StatusLine {
+    fn new(enabled: bool) -> Self {
+        StatusLine {
+            enabled,
+            last: Instant::now(),
+            last_records: 0,
+        }
+    }
+
+    fn show(&mut self, engine: &Engine, drops: u64) {
+        if !self.enabled {
+            return;
+        }
+        let stats = engine.writer().stats();
+        let written: u64 = stats.records_by_type.iter().sum();
+        let rate = (written - self.last_records.min(written)) as f64
+            / self.last.elapsed().as_secs_f64().max(0.001);
+        self.last = Instant::now();
+        self.last_records = written;
+        let mut err = std::io::stderr();
+        let _ = write!(
+            err,
+            "\r\x1b[2K{rate:>9.0} records/s  {written} written  {drops} kernel drops  {} files  {} processes",
+            stats.files_completed + 1,
+            engine.process_count()
+        );
+        let _ = err.flush();
+    }
+
+    fn clear(&self) {
+        if self.enabled {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}

@@ -1,0 +1,1200 @@
+//! The record engine: kernel records in, SysFlow records out.
+//!
+//! It keeps the process table (with each process's descriptors and the flow in progress on
+//! each), resolves paths and containers, and follows the reference collector's rules:
+//! * ProcessEvent CLONE (under the parent with the child's pid, and under the child with 0),
+//!   EXEC (after the process is written again as MODIFIED), EXIT (after every open flow of the
+//!   process is written with TRUNCATE), SETUID (with the new user's name).
+//! * FileEvent MKDIR, RMDIR, LINK, SYMLINK, UNLINK, RENAME (chmod/chown have no flag in the
+//!   schema and only update nothing).
+//! * FileFlow / NetworkFlow from the kernel's I/O counters: written on close, on process exit
+//!   (TRUNCATE), every flow interval for long-lived descriptors (then restarted: new start
+//!   time, counters and flags reset), and at shutdown (TRUNCATE). A flow whose flags are 0 or
+//!   only TRUNCATE is never written.
+
+pub mod containers;
+pub mod paths;
+pub mod process;
+pub mod users;
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::{IpAddr, SocketAddr},
+};
+
+use sysflow::{
+    Container, File, FileEvent, FileFlow, Foid, Ipv6Bytes, NetworkFlow, Oid, ProcessEvent,
+    ProcessFlow, Record as SfRecord, SfObjectState, SysFlowWriter, SysflowWriteError,
+    encoding::{foid, ipv4_to_int, linux_open_flags_to_ppm, op, proto, restype, restype_from_mode},
+};
+use sysflow_common::{AT_FDCWD, FdCounters, FdKey};
+use tracing::{debug, warn};
+
+use self::{
+    containers::ContainerResolver,
+    paths::resolve,
+    process::{FdEntry, FdKind, FlowState, ProcEntry, ProcessTable, ThreadCounts, snapshot},
+    users::UserNames,
+};
+use crate::probe::{
+    IoCounters, Record,
+    records::{CloseReason, Common, PathOp, SetIdSyscall, SockOp, Socket},
+};
+
+const O_CLOEXEC: u32 = 0o2000000;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const AT_REMOVEDIR: u32 = 0x200;
+
+/// Where the engine gets I/O counters the kernel has not reported by itself.
+pub trait CounterSource {
+    /// Takes out the counters of these descriptors (process exit, close-on-exec).
+    fn take_fd_counters(&mut self, keys: &[FdKey]) -> Vec<(FdKey, IoCounters)>;
+    /// What every descriptor counted since its last report (periodic export).
+    fn flush_counters(&mut self) -> Vec<(FdKey, IoCounters)>;
+    /// Takes out counters `matches` selects (descriptors of processes gone unnoticed).
+    fn take_counters_where(
+        &mut self,
+        matches: &mut dyn FnMut(&FdKey, &FdCounters) -> bool,
+    ) -> Vec<(FdKey, IoCounters)>;
+}
+
+impl CounterSource for crate::probe::Probe {
+    fn take_fd_counters(&mut self, keys: &[FdKey]) -> Vec<(FdKey, IoCounters)> {
+        crate::probe::Probe::take_fd_counters(self, keys)
+    }
+
+    fn flush_counters(&mut self) -> Vec<(FdKey, IoCounters)> {
+        crate::probe::Probe::flush_counters(self, u64::MAX)
+    }
+
+    fn take_counters_where(
+        &mut self,
+        matches: &mut dyn FnMut(&FdKey, &FdCounters) -> bool,
+    ) -> Vec<(FdKey, IoCounters)> {
+        self.take_counters(|k, v| matches(k, v))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Write Process.env (values of secret-looking names redacted). Off by default: the
+    /// environment is sensitive.
+    pub capture_env: bool,
+    /// Fold thread clones and exits into ProcessFlow records.
+    pub process_flows: bool,
+    /// Most processes kept in the table.
+    pub max_processes: usize,
+    /// How long an exited process stays known (for late references), in ns.
+    pub exit_grace_ns: i64,
+    /// Most file entities kept beyond those open descriptors refer to.
+    pub max_files: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            capture_env: false,
+            process_flows: false,
+            max_processes: 65_536,
+            exit_grace_ns: 10_000_000_000,
+            max_files: 100_000,
+        }
+    }
+}
+
+/// What the engine did, for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub kernel_records: u64,
+    /// Processes first met through a record (not seen starting), created from /proc.
+    pub processes_discovered: u64,
+    pub processes_evicted: u64,
+    pub flows_exported: u64,
+    /// Records the writer refused (a bug if ever non-zero).
+    pub write_errors: u64,
+}
+
+pub struct Engine {
+    config: EngineConfig,
+    procs: ProcessTable,
+    names: UserNames,
+    containers: ContainerResolver,
+    containers_set: HashSet<String>,
+    files_set: HashSet<Foid>,
+    writer: SysFlowWriter,
+    /// Add to a CLOCK_BOOTTIME timestamp to get wall-clock ns.
+    boot_to_wall_ns: i128,
+    pub stats: EngineStats,
+}
+
+fn wall(offset: i128, boot_ns: u64) -> i64 {
+    (boot_ns as i128 + offset) as i64
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig, writer: SysFlowWriter, boot_to_wall_ns: i128) -> Self {
+        Engine {
+            procs: ProcessTable::new(config.max_processes),
+            config,
+            names: UserNames::load(),
+            containers: ContainerResolver::default(),
+            containers_set: HashSet::new(),
+            files_set: HashSet::new(),
+            writer,
+            boot_to_wall_ns,
+            stats: EngineStats::default(),
+        }
+    }
+
+    pub fn writer(&self) -> &SysFlowWriter {
+        &self.writer
+    }
+
+    pub fn writer_mut(&mut self) -> &mut SysFlowWriter {
+        &mut self.writer
+    }
+
+    pub fn process_count(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn containers_mut(&mut self) -> &mut ContainerResolver {
+        &mut self.containers
+    }
+
+    fn wall(&self, boot_ns: u64) -> i64 {
+        wall(self.boot_to_wall_ns, boot_ns)
+    }
+
+    /// Learns every process running now from /proc, with its descriptors.
+    pub fn seed_from_proc(&mut self) {
+        let mut snapshots: Vec<_> = process::all_pids()
+            .into_iter()
+            .filter_map(|pid| snapshot(pid, self.config.capture_env))
+            .collect();
+        // Parents before children, so each child finds its parent's OID.
+        snapshots.sort_by_key(|s| s.start_boot_ns);
+        for s in snapshots {
+            let cgroup_id = 0;
+            self.insert_snapshot(s, cgroup_id, true);
+        }
+    }
+
+    fn insert_snapshot(&mut self, s: process::ProcSnapshot, cgroup_id: u64, coarse: bool) -> u32 {
+        let tgid = s.tgid;
+        let start = s.start_boot_ns;
+        let parent = self.procs.get(s.parent_tgid).map(|p| p.oid);
+        let container = self.container_of(cgroup_id, tgid);
+        let ts = self.wall(start);
+        let mut entry = ProcEntry {
+            tgid,
+            oid: Oid {
+                create_ts: ts,
+                hpid: tgid as i64,
+            },
+            start_boot_ns: start,
+            coarse_start: coarse,
+            poid: parent,
+            parent_tgid: s.parent_tgid,
+            exe: s.exe,
+            args: s.args,
+            uid: s.uid,
+            gid: s.gid,
+            tty: s.tty,
+            entry: s.entry,
+            cwd: s.cwd,
+            env: s.env,
+            cgroup_id,
+            container_id: container,
+            ts,
+            state: SfObjectState::Created,
+            fds: HashMap::new(),
+            threads: ThreadCounts::default(),
+            exited_at_ns: None,
+        };
+        for (fd, target) in s.fds {
+            if let Some(kind) = self.kind_from_link(&target, entry.container_id.as_deref(), ts) {
+                entry.fds.insert(
+                    fd,
+                    FdEntry {
+                        kind,
+                        flow: FlowState {
+                            ts,
+                            tid: tgid as i64,
+                            ..FlowState::default()
+                        },
+                    },
+                );
+            }
+        }
+        self.publish(&entry);
+        if self.procs.insert(entry).is_none() {
+            self.stats.processes_evicted = self.procs.evictions;
+        }
+        tgid
+    }
+
+    /// What a /proc/<pid>/fd link names: a path, a pipe, a socket.
+    fn kind_from_link(&mut self, target: &str, container: Option<&str>, ts: i64) -> Option<FdKind> {
+        let (path, restype) = if target.starts_with('/') {
+            (target.to_owned(), restype::FILE)
+        } else if target.starts_with("pipe:") {
+            (target.to_owned(), restype::PIPE)
+        } else if target.starts_with("socket:") {
+            return Some(FdKind::Socket(None));
+        } else {
+            return None;
+        };
+        let oid = self.set_file(&path, container, restype, ts);
+        Some(FdKind::File {
+            path,
+            foid: oid,
+            restype,
+            open_flags: 0,
+        })
+    }
+
+    fn container_of(&mut self, cgroup_id: u64, tgid: u32) -> Option<String> {
+        let c = if cgroup_id == 0 {
+            // Seeding: no cgroup id yet; read the process's cgroup path directly.
+            std::fs::read_to_string(format!("/proc/{tgid}/cgroup"))
+                .ok()
+                .and_then(|t| containers::unified_path(&t).and_then(containers::container_of_path))
+        } else {
+            self.containers.resolve(cgroup_id, tgid)
+        }?;
+        if self.containers_set.insert(c.id.clone()) {
+            // Without runtime metadata the collector writes "incomplete"; NRI fills it later.
+            self.writer.set_container(Container {
+                id: c.id.clone(),
+                name: "incomplete".into(),
+                image: "incomplete:incomplete".into(),
+                imageid: String::new(),
+                container_type: c.runtime,
+                privileged: false,
+                pod_id: None,
+            });
+        }
+        Some(c.id)
+    }
+
+    /// Replaces the metadata of a container (from NRI or the containerd API).
+    pub fn set_container(&mut self, container: Container, pod: Option<sysflow::Pod>) {
+        if let Some(pod) = pod {
+            self.writer.set_pod(pod);
+        }
+        self.containers_set.insert(container.id.clone());
+        self.writer.set_container(container);
+    }
+
+    /// Gives the writer the current version of a process.
+    fn publish(&mut self, entry: &ProcEntry) {
+        self.writer.set_process(entry.to_sysflow(&self.names));
+    }
+
+    /// The entry for a record's process: the known one if the start time matches, else one
+    /// made from /proc (or a bare one when the process is already gone).
+    fn process_for(&mut self, c: &Common) -> u32 {
+        let tgid = c.tgid;
+        if let Some(entry) = self.procs.get(tgid)
+            && entry.same_process(c.proc_start_ns)
+        {
+            if entry.cgroup_id != c.cgroup_id {
+                // Moved to another cgroup (before exec into a container, for instance).
+                let container = self.container_of(c.cgroup_id, tgid);
+                let entry = self.procs.get_mut(tgid).expect("checked");
+                entry.cgroup_id = c.cgroup_id;
+                if entry.container_id != container {
+                    entry.container_id = container;
+                    let snapshot = entry.clone();
+                    self.publish(&snapshot);
+                }
+            }
+            return tgid;
+        }
+        self.stats.processes_discovered += 1;
+        let snap = snapshot(tgid, self.config.capture_env).unwrap_or(process::ProcSnapshot {
+            tgid,
+            parent_tgid: 0,
+            start_boot_ns: c.proc_start_ns,
+            exe: String::new(),
+            args: String::new(),
+            uid: 0,
+            gid: 0,
+            tty: false,
+            entry: false,
+            cwd: String::new(),
+            env: Vec::new(),
+            fds: Vec::new(),
+        });
+        let snap = process::ProcSnapshot {
+            start_boot_ns: c.proc_start_ns,
+            ..snap
+        };
+        self.insert_snapshot(snap, c.cgroup_id, false)
+    }
+
+    fn write(&mut self, record: SfRecord) {
+        if let Err(e) = self.writer.write(&record) {
+            self.stats.write_errors += 1;
+            warn!("SysFlow record not written: {e}");
+        }
+    }
+
+    fn set_file(&mut self, path: &str, container: Option<&str>, restype: i32, ts: i64) -> Foid {
+        let oid = foid(container, path);
+        if self.files_set.insert(oid) {
+            self.writer.set_file(File {
+                state: SfObjectState::Created,
+                oid,
+                ts,
+                restype,
+                path: path.into(),
+                container_id: container.map(str::to_owned),
+            });
+        }
+        oid
+    }
+
+    /// Handles one kernel record.
+    pub fn handle(&mut self, record: Record, counters: &mut dyn CounterSource) {
+        self.stats.kernel_records += 1;
+        match record {
+            Record::Clone(e) => self.on_clone(e),
+            Record::Exec(e) => self.on_exec(e, counters),
+            Record::Exit(e) => self.on_exit(e, counters),
+            Record::SetId(e) => self.on_setid(e),
+            Record::Open(e) => self.on_open(e),
+            Record::Close(e) => self.on_close(e),
+            Record::PathOp(e) => self.on_path_op(e),
+            Record::Dup(e) => self.on_dup(e),
+            Record::Socket(e) => self.on_socket(e),
+            Record::SockOp(e) => self.on_sock_op(e),
+        }
+    }
+
+    fn process_event(&mut self, tgid: u32, c: &Common, op_flags: i32, args: Vec<String>, ret: i64) {
+        let Some(entry) = self.procs.get(tgid) else {
+            return;
+        };
+        let record = SfRecord::ProcessEvent(ProcessEvent {
+            proc_oid: entry.oid,
+            ts: self.wall(c.ts_ns),
+            tid: c.tid as i64,
+            op_flags,
+            args,
+            ret: ret.clamp(i32::MIN as i64, i32::MAX as i64) as i32,
+        });
+        self.write(record);
+    }
+
+    fn on_clone(&mut self, e: crate::probe::records::CloneEvent) {
+        let c = &e.common;
+        if e.is_thread {
+            if self.config.process_flows && !e.is_child {
+                let tgid = self.process_for(c);
+                let ts = self.wall(c.ts_ns);
+                let entry = self.procs.get_mut(tgid).expect("just ensured");
+                if entry.threads.first_ts == 0 {
+                    entry.threads.first_ts = ts;
+                }
+                if c.ret < 0 {
+                    entry.threads.clone_errors += 1;
+                } else {
+                    entry.threads.cloned += 1;
+                }
+            }
+            return;
+        }
+        if !e.is_child {
+            let tgid = self.process_for(c);
+            self.process_event(tgid, c, op::CLONE, vec![], c.ret);
+            return;
+        }
+        // The new process reports itself: copy what it inherits from its parent.
+        let ts = self.wall(c.ts_ns);
+        let parent = self.procs.get(e.parent_tgid).cloned();
+        let container = self.container_of(c.cgroup_id, c.tgid);
+        let mut entry = ProcEntry {
+            tgid: c.tgid,
+            oid: Oid {
+                create_ts: self.wall(c.proc_start_ns),
+                hpid: c.tgid as i64,
+            },
+            start_boot_ns: c.proc_start_ns,
+            coarse_start: false,
+            poid: parent.as_ref().map(|p| p.oid),
+            parent_tgid: e.parent_tgid,
+            exe: String::new(),
+            args: String::new(),
+            uid: 0,
+            gid: 0,
+            tty: false,
+            entry: false,
+            cwd: String::new(),
+            env: Vec::new(),
+            cgroup_id: c.cgroup_id,
+            container_id: container,
+            ts,
+            state: SfObjectState::Created,
+            fds: HashMap::new(),
+            threads: ThreadCounts::default(),
+            exited_at_ns: None,
+        };
+        match &parent {
+            Some(p) => {
+                entry.exe = p.exe.clone();
+                entry.args = p.args.clone();
+                entry.uid = p.uid;
+                entry.gid = p.gid;
+                entry.tty = p.tty;
+                entry.cwd = p.cwd.clone();
+                entry.env = p.env.clone();
+                // Descriptors are inherited; each copy is a flow of its own in the child.
+                for (fd, f) in &p.fds {
+                    entry.fds.insert(
+                        *fd,
+                        FdEntry {
+                            kind: f.kind.clone(),
+                            flow: FlowState {
+                                ts,
+                                tid: c.tid as i64,
+                                ..FlowState::default()
+                            },
+                        },
+                    );
+                }
+            }
+            None => {
+                if let Some(s) = snapshot(c.tgid, self.config.capture_env) {
+                    entry.exe = s.exe;
+                    entry.args = s.args;
+                    entry.uid = s.uid;
+                    entry.gid = s.gid;
+                    entry.tty = s.tty;
+                    entry.cwd = s.cwd;
+                    entry.env = s.env;
+                }
+            }
+        }
+        self.publish(&entry);
+        self.procs.insert(entry);
+        self.stats.processes_evicted = self.procs.evictions;
+        self.process_event(c.tgid, c, op::CLONE, vec![], 0);
+    }
+
+    fn on_exec(&mut self, e: crate::probe::records::ExecEvent, counters: &mut dyn CounterSource) {
+        let c = &e.common;
+        let tgid = self.process_for(c);
+        if c.ret < 0 {
+            self.process_event(tgid, c, op::EXEC, vec![], c.ret);
+            return;
+        }
+        // Descriptors marked close-on-exec were closed by the exec, without a close(2).
+        self.close_cloexec(tgid, c, counters);
+        let ts = self.wall(c.ts_ns);
+        let env = if self.config.capture_env {
+            snapshot(tgid, true).map(|s| s.env).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let entry = self.procs.get_mut(tgid).expect("ensured");
+        entry.exe = resolve(Some(&entry.cwd), &e.filename);
+        entry.args = e.args.get(1..).map(|a| a.join(" ")).unwrap_or_default();
+        entry.uid = e.uid;
+        entry.gid = e.gid;
+        entry.env = env;
+        entry.state = SfObjectState::Modified;
+        entry.ts = ts;
+        let snapshot = entry.clone();
+        self.publish(&snapshot);
+        self.process_event(tgid, c, op::EXEC, vec![], 0);
+    }
+
+    fn close_cloexec(&mut self, tgid: u32, c: &Common, counters: &mut dyn CounterSource) {
+        let Some(entry) = self.procs.get(tgid) else {
+            return;
+        };
+        let cloexec: Vec<i32> = entry
+            .fds
+            .iter()
+            .filter(|(_, f)| f.flow.op_flags & CLOEXEC_MARK != 0)
+            .map(|(fd, _)| *fd)
+            .collect();
+        if cloexec.is_empty() {
+            return;
+        }
+        let keys: Vec<FdKey> = cloexec.iter().map(|fd| FdKey { tgid, fd: *fd }).collect();
+        let mut taken: HashMap<i32, IoCounters> = counters
+            .take_fd_counters(&keys)
+            .into_iter()
+            .map(|(k, v)| (k.fd, v))
+            .collect();
+        let end = self.wall(c.ts_ns);
+        for fd in cloexec {
+            let counters = taken.remove(&fd);
+            if let Some(mut f) = self.procs.get_mut(tgid).and_then(|e| e.fds.remove(&fd)) {
+                if let Some(k) = &counters {
+                    add_counters(&mut f.flow, k);
+                }
+                f.flow.op_flags |= op::CLOSE;
+                self.export(tgid, fd, &f, counters.as_ref(), end);
+            }
+        }
+    }
+
+    fn on_exit(&mut self, e: crate::probe::records::ExitEvent, counters: &mut dyn CounterSource) {
+        let c = &e.common;
+        let tgid = self.process_for(c);
+        if !e.group_dead {
+            if self.config.process_flows
+                && let Some(entry) = self.procs.get_mut(tgid)
+            {
+                entry.threads.exited += 1;
+            }
+            return;
+        }
+        let end = self.wall(c.ts_ns);
+        // Every flow of the process ends here, marked truncated.
+        let fds: Vec<i32> = self
+            .procs
+            .get(tgid)
+            .map(|p| p.fds.keys().copied().collect())
+            .unwrap_or_default();
+        let keys: Vec<FdKey> = fds.iter().map(|fd| FdKey { tgid, fd: *fd }).collect();
+        let mut taken: HashMap<i32, IoCounters> = counters
+            .take_fd_counters(&keys)
+            .into_iter()
+            .map(|(k, v)| (k.fd, v))
+            .collect();
+        let mut fds_sorted = fds;
+        fds_sorted.sort_unstable();
+        for fd in fds_sorted {
+            let counters = taken.remove(&fd);
+            if let Some(mut f) = self.procs.get_mut(tgid).and_then(|e| e.fds.remove(&fd)) {
+                if let Some(k) = &counters {
+                    add_counters(&mut f.flow, k);
+                }
+                f.flow.op_flags |= op::TRUNCATE;
+                self.export(tgid, fd, &f, counters.as_ref(), end);
+            }
+        }
+        if self.config.process_flows {
+            self.write_process_flow(tgid, end);
+        }
+        let ret = e.exit_code.unwrap_or_else(|| -e.signal.unwrap_or(0));
+        self.process_event(tgid, c, op::EXIT, vec![], ret as i64);
+        if let Some(entry) = self.procs.get_mut(tgid) {
+            entry.exited_at_ns = Some(end);
+        }
+    }
+
+    fn write_process_flow(&mut self, tgid: u32, end: i64) {
+        let Some(entry) = self.procs.get_mut(tgid) else {
+            return;
+        };
+        let t = std::mem::take(&mut entry.threads);
+        if t.cloned + t.exited + t.clone_errors == 0 {
+            return;
+        }
+        let mut flags = 0;
+        if t.cloned + t.clone_errors > 0 {
+            flags |= op::CLONE;
+        }
+        if t.exited > 0 {
+            flags |= op::EXIT;
+        }
+        let record = SfRecord::ProcessFlow(ProcessFlow {
+            proc_oid: entry.oid,
+            ts: if t.first_ts != 0 {
+                t.first_ts
+            } else {
+                entry.ts
+            },
+            num_threads_cloned: t.cloned,
+            op_flags: flags,
+            end_ts: end,
+            num_threads_exited: t.exited,
+            num_clone_errors: t.clone_errors,
+        });
+        self.write(record);
+    }
+
+    fn on_setid(&mut self, e: crate::probe::records::SetIdEvent) {
+        let c = &e.common;
+        let tgid = self.process_for(c);
+        if c.ret != 0 {
+            return;
+        }
+        let is_uid = matches!(
+            e.syscall,
+            SetIdSyscall::Setuid | SetIdSyscall::Setreuid | SetIdSyscall::Setresuid
+        );
+        // The effective id: the only argument of set[ug]id, the second of the others.
+        let new_id = match e.syscall {
+            SetIdSyscall::Setuid | SetIdSyscall::Setgid => e.ids[0],
+            _ => e.ids[1],
+        };
+        let ts = self.wall(c.ts_ns);
+        let entry = self.procs.get_mut(tgid).expect("ensured");
+        if let Some(id) = new_id {
+            if is_uid {
+                entry.uid = id;
+            } else {
+                entry.gid = id;
+            }
+        }
+        entry.state = SfObjectState::Modified;
+        entry.ts = ts;
+        let snapshot = entry.clone();
+        self.publish(&snapshot);
+        if is_uid {
+            // The collector renders the argument as Falco does: the user name.
+            let arg = new_id
+                .map(|id| {
+                    let name = self.names.user(id);
+                    if name.is_empty() {
+                        id.to_string()
+                    } else {
+                        name
+                    }
+                })
+                .unwrap_or_default();
+            self.process_event(tgid, c, op::SETUID, vec![arg], 0);
+        }
+    }
+
+    /// The directory a dirfd refers to, or the cwd for AT_FDCWD.
+    fn base_dir(&self, tgid: u32, dirfd: i32) -> Option<String> {
+        let entry = self.procs.get(tgid)?;
+        if dirfd == AT_FDCWD {
+            return (!entry.cwd.is_empty()).then(|| entry.cwd.clone());
+        }
+        match &entry.fds.get(&dirfd)?.kind {
+            FdKind::File { path, .. } if path.starts_with('/') => Some(path.clone()),
+            _ => None,
+        }
+    }
+
+    fn on_open(&mut self, e: crate::probe::records::OpenEvent) {
+        let c = &e.common;
+        let tgid = self.process_for(c);
+        if c.ret < 0 {
+            return;
+        }
+        let base = self.base_dir(tgid, e.dirfd);
+        let path = resolve(base.as_deref(), &e.path);
+        let ts = self.wall(c.ts_ns);
+        let container = self.procs.get(tgid).and_then(|p| p.container_id.clone());
+        let rtype = if e.file.mode == 0 {
+            restype::FILE
+        } else {
+            restype_from_mode(e.file.mode as u32)
+        };
+        let oid = self.set_file(&path, container.as_deref(), rtype, ts);
+        let mut op_flags = op::OPEN;
+        if e.flags & O_CLOEXEC != 0 {
+            op_flags |= CLOEXEC_MARK;
+        }
+        let entry = self.procs.get_mut(tgid).expect("ensured");
+        entry.fds.insert(
+            c.ret as i32,
+            FdEntry {
+                kind: FdKind::File {
+                    path,
+                    foid: oid,
+                    restype: rtype,
+                    open_flags: linux_open_flags_to_ppm(e.flags),
+                },
+                flow: FlowState {
+                    ts,
+                    op_flags,
+                    tid: c.tid as i64,
+                    ..FlowState::default()
+                },
+            },
+        );
+    }
+
+    fn on_close(&mut self, e: crate::probe::records::CloseEvent) {
+        let c = &e.common;
+        let tgid = self.process_for(c);
+        let end = self.wall(c.ts_ns);
+        match e.reason {
+            CloseReason::PeerChanged => {
+                // The descriptor stays open: report the old peer's share and restart the flow.
+                let Some(counters) = &e.counters else { return };
+                let f = self.fd_entry(tgid, e.fd, counters, end);
+                let mut f = f;
+                add_counters(&mut f.flow, counters);
+                self.export(tgid, e.fd, &f, Some(counters), end);
+                if let Some(live) = self.procs.get_mut(tgid).and_then(|p| p.fds.get_mut(&e.fd)) {
+                    live.flow = restarted(&live.flow, end);
+                }
+            }
+            CloseReason::Close | CloseReason::Replaced => {
+                let known = self.procs.get_mut(tgid).and_then(|p| p.fds.remove(&e.fd));
+                let mut f = match (known, &e.counters) {
+                    (Some(f), _) => f,
+                    (None, Some(counters)) => self.fd_entry(tgid, e.fd, counters, end),
+                    (None, None) => return,
+                };
+                if let Some(counters) = &e.counters {
+                    add_counters(&mut f.flow, counters);
+                }
+                f.flow.op_flags |= op::CLOSE;
+                self.export(tgid, e.fd, &f, e.counters.as_ref(), end);
+                // Descriptors that were never seen opening stay unknown after close.
+                if let Some(p) = self.procs.get_mut(tgid) {
+                    p.fds.remove(&e.fd);
+                }
+            }
+        }
+    }
+
+    /// The process's entry for `fd`, creating one from what the kernel's counters say about
+    /// a descriptor the agent did not see opening (inherited before the agent started, etc.).
+    fn fd_entry(&mut self, tgid: u32, fd: i32, counters: &IoCounters, ts: i64) -> FdEntry {
+        if let Some(f) = self.procs.get(tgid).and_then(|p| p.fds.get(&fd)) {
+            return f.clone();
+        }
+        let kind = match &counters.sock {
+            Some(s) if matches!(s.family, AF_INET | AF_INET6) => FdKind::Socket(Some(s.clone())),
+            _ => {
+                let container = self.procs.get(tgid).and_then(|p| p.container_id.clone());
+                let link = std::fs::read_link(format!("/proc/{tgid}/fd/{fd}"))
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .ok();
+                let ftype = counters.file.file_type() as u32;
+                let path = match link {
+                    Some(l) => l,
+                    None if counters.sock.is_some() => format!("socket:[{}]", counters.file.ino),
+                    None if ftype == 0o010000 => format!("pipe:[{}]", counters.file.ino),
+                    None => format!("anon_inode:[{}:{}]", counters.file.dev, counters.file.ino),
+                };
+                let rtype = restype_from_mode(counters.file.mode as u32);
+                let oid = self.set_file(&path, container.as_deref(), rtype, ts);
+                FdKind::File {
+                    path,
+                    foid: oid,
+                    restype: rtype,
+                    open_flags: 0,
+                }
+            }
+        };
+        FdEntry {
+            kind,
+            flow: FlowState {
+                ts: counters_start(self.boot_to_wall_ns, counters, ts),
+                tid: counters.last_tid as i64,
+                ..FlowState::default()
+            },
+        }
+    }
+
+    fn on_path_op(&mut self, e: crate::probe::records::PathOpEvent) {
+        let c = &e.common;
+        let tgid = self.process_for(c);
+        let flag = match e.op {
+            PathOp::Unlinkat if e.mode_or_flags & AT_REMOVEDIR != 0 => op::RMDIR,
+            PathOp::Unlink | PathOp::Unlinkat => op::UNLINK,
+            PathOp::Rmdir => op::RMDIR,
+            PathOp::Rename | PathOp::Renameat | PathOp::Renameat2 => op::RENAME,
+            PathOp::Mkdir | PathOp::Mkdirat => op::MKDIR,
+            PathOp::Link | PathOp::Linkat => op::LINK,
+            PathOp::Symlink | PathOp::Symlinkat => op::SYMLINK,
+            PathOp::Chdir | PathOp::Fchdir => {
+                if c.ret == 0 {
+                    let dir = match (e.op.clone(), e.fd) {
+                        (PathOp::Fchdir, Some(fd)) => self.base_dir(tgid, fd),
+                        _ => Some(resolve(self.base_dir(tgid, AT_FDCWD).as_deref(), &e.path)),
+                    };
+                    if let (Some(dir), Some(p)) = (dir, self.procs.get_mut(tgid)) {
+                        p.cwd = dir;
+                    }
+                }
+                return;
+            }
+            // No opFlag in the schema for chmod and chown.
+            _ => return,
+        };
+        let ts = self.wall(c.ts_ns);
+        let container = self.procs.get(tgid).and_then(|p| p.container_id.clone());
+        let base = self.base_dir(tgid, e.dirfd);
+        let path = resolve(base.as_deref(), &e.path);
+        let rtype = if flag & (op::MKDIR | op::RMDIR) != 0 {
+            restype::DIRECTORY
+        } else {
+            restype::UNKNOWN
+        };
+        let file_oid = self.set_file(&path, container.as_deref(), rtype, ts);
+        let new_file_oid = if flag & (op::RENAME | op::LINK | op::SYMLINK) != 0 {
+            let base2 = self.base_dir(tgid, e.dirfd2);
+            let path2 = resolve(base2.as_deref(), &e.path2);
+            Some(self.set_file(&path2, container.as_deref(), rtype, ts))
+        } else {
+            None
+        };
+        let Some(entry) = self.procs.get(tgid) else {
+            return;
+        };
+        let record = SfRecord::FileEvent(FileEvent {
+            proc_oid: entry.oid,
+            ts,
+            tid: c.tid as i64,
+            op_flags: flag,
+            file_oid,
+            ret: c.ret as i32,
+            new_file_oid,
+        });
+        self.write(record);
+    }
+
+    fn on_dup(&mut self, e: crate::probe::records::DupEvent) {
+        let c = &e.common;
+        let tgid = self.process_for(c);
+        let new_fd = c.ret as i32;
+        if c.ret < 0 || new_fd == e.old_fd {
+            return;
+        }
+        let ts = self.wall(c.ts_ns);
+        let Some(entry) = self.procs.get_mut(tgid) else {
+            return;
+        };
+        let Some(old) = entry.fds.get(&e.old_fd) else {
+            return;
+        };
+        let mut op_flags = 0;
+        if e.flags & O_CLOEXEC != 0 {
+            op_flags |= CLOEXEC_MARK;
+        }
+        let copy = FdEntry {
+            kind: old.kind.clone(),
+            flow: FlowState {
+                ts,
+                op_flags,
+                tid: c.tid as i64,
+                ..FlowState::default()
+            },
+        };
+        entry.fds.insert(new_fd, copy);
+    }
+
+    fn on_socket(&mut self, e: crate::probe::records::SocketEvent) {
+        let c = &e.common;
+        let tgid = self.process_for(c);
+        if c.ret < 0 || !matches!(e.domain as u16, AF_INET | AF_INET6) {
+            return;
+        }
+        let ts = self.wall(c.ts_ns);
+        let mut op_flags = 0;
+        if e.sock_type & O_CLOEXEC != 0 {
+            op_flags |= CLOEXEC_MARK;
+        }
+        if let Some(entry) = self.procs.get_mut(tgid) {
+            entry.fds.insert(
+                c.ret as i32,
+                FdEntry {
+                    kind: FdKind::Socket(None),
+                    flow: FlowState {
+                        ts,
+                        op_flags,
+                        tid: c.tid as i64,
+                        ..FlowState::default()
+                    },
+                },
+            );
+        }
+    }
+
+    fn on_sock_op(&mut self, e: crate::probe::records::SockOpEvent) {
+        let c = &e.common;
+        let tgid = self.process_for(c);
+        let ts = self.wall(c.ts_ns);
+        let (fd, flag) = match e.op {
+            SockOp::Connect => (e.fd, op::CONNECT),
+            SockOp::Accept | SockOp::Accept4 if c.ret >= 0 => (c.ret as i32, op::ACCEPT),
+            _ => return,
+        };
+        if e.sock
+            .as_ref()
+            .is_some_and(|s| !matches!(s.family, AF_INET | AF_INET6))
+        {
+            return;
+        }
+        let Some(entry) = self.procs.get_mut(tgid) else {
+            return;
+        };
+        let f = entry.fds.entry(fd).or_insert_with(|| FdEntry {
+            kind: FdKind::Socket(None),
+            flow: FlowState::default(),
+        });
+        f.kind = FdKind::Socket(e.sock.clone());
+        f.flow.ts = ts;
+        f.flow.tid = c.tid as i64;
+        f.flow.op_flags |= flag;
+    }
+
+    /// Writes the flow of one descriptor.
+    fn export(&mut self, tgid: u32, fd: i32, f: &FdEntry, counters: Option<&IoCounters>, end: i64) {
+        let flags = f.flow.op_flags & !CLOEXEC_MARK;
+        if flags == 0 || flags == op::TRUNCATE {
+            return;
+        }
+        let Some(entry) = self.procs.get(tgid) else {
+            return;
+        };
+        let flow = &f.flow;
+        let record = match &f.kind {
+            FdKind::File {
+                foid, open_flags, ..
+            } => SfRecord::FileFlow(FileFlow {
+                proc_oid: entry.oid,
+                ts: flow.ts,
+                tid: flow.tid,
+                op_flags: flags,
+                open_flags: if flags & op::OPEN != 0 {
+                    *open_flags
+                } else {
+                    0
+                },
+                end_ts: end.max(flow.ts),
+                file_oid: *foid,
+                fd,
+                num_r_recv_ops: flow.read_ops,
+                num_w_send_ops: flow.write_ops,
+                num_r_recv_bytes: flow.read_bytes,
+                num_w_send_bytes: flow.write_bytes,
+            }),
+            FdKind::Socket(seen) => {
+                // The kernel's view at first I/O has both ends (and a datagram's peer); the
+                // connect/accept view covers sockets that moved no data.
+                let sock = counters
+                    .and_then(|k| k.sock.clone())
+                    .filter(|s| s.local.is_some() || s.remote.is_some())
+                    .or_else(|| seen.clone());
+                network_flow(entry.oid, fd, flow, flags, end, sock.as_ref())
+            }
+        };
+        self.stats.flows_exported += 1;
+        self.write(record);
+    }
+
+    /// Periodic export: every descriptor with I/O since its last report is written, then its
+    /// flow restarts (new start time, counters and flags reset).
+    pub fn export_interval(&mut self, counters: &mut dyn CounterSource, now_boot_ns: u64) {
+        let now = self.wall(now_boot_ns);
+        let mut deltas = counters.flush_counters();
+        deltas.sort_by_key(|(k, _)| (k.tgid, k.fd));
+        for (key, delta) in deltas {
+            let known = self
+                .procs
+                .get(key.tgid)
+                .is_some_and(|p| p.exited_at_ns.is_none() && p.same_process(delta.proc_start_ns));
+            if !known {
+                continue;
+            }
+            let mut f = self.fd_entry(key.tgid, key.fd, &delta, now);
+            add_counters(&mut f.flow, &delta);
+            self.export(key.tgid, key.fd, &f, Some(&delta), now);
+            let restarted_flow = restarted(&f.flow, now);
+            if let Some(p) = self.procs.get_mut(key.tgid) {
+                p.fds.insert(
+                    key.fd,
+                    FdEntry {
+                        kind: f.kind,
+                        flow: FlowState {
+                            op_flags: f.flow.op_flags & CLOEXEC_MARK,
+                            ..restarted_flow
+                        },
+                    },
+                );
+            }
+        }
+    }
+
+    /// Housekeeping: forget processes that exited long enough ago, sweep counters of
+    /// processes that died unseen, bound the file entities, rotate and flush output.
+    pub fn tick(&mut self, counters: &mut dyn CounterSource, now_boot_ns: u64) {
+        let now = self.wall(now_boot_ns);
+        for tgid in self.procs.expired(now, self.config.exit_grace_ns) {
+            if let Some(p) = self.procs.remove(tgid) {
+                self.writer.forget_process(&p.oid);
+            }
+        }
+        // Counters of processes this agent never saw exiting (records lost, pid gone).
+        let alive = |tgid: u32| std::path::Path::new(&format!("/proc/{tgid}")).exists();
+        let procs = &self.procs;
+        let stale = counters.take_counters_where(&mut |k, v| {
+            !procs
+                .get(k.tgid)
+                .is_some_and(|p| p.same_process(v.proc_start_ns))
+                && !alive(k.tgid)
+        });
+        if !stale.is_empty() {
+            debug!(
+                count = stale.len(),
+                "dropped counters of processes gone unseen"
+            );
+        }
+        if self.files_set.len() > self.config.max_files {
+            let open: HashSet<Foid> = self
+                .procs
+                .values()
+                .flat_map(|p| p.fds.values())
+                .filter_map(|f| match &f.kind {
+                    FdKind::File { foid, .. } => Some(*foid),
+                    FdKind::Socket(_) => None,
+                })
+                .collect();
+            for oid in self.files_set.iter().filter(|o| !open.contains(o)) {
+                self.writer.forget_file(oid);
+            }
+            self.files_set.retain(|o| open.contains(o));
+        }
+        if let Err(e) = self
+            .writer
+            .rotate_if_due()
+            .and_then(|_| self.writer.flush())
+        {
+            self.stats.write_errors += 1;
+            warn!("SysFlow output: {e}");
+        }
+    }
+
+    /// Shutdown: every open flow is written with TRUNCATE, then the file is completed.
+    pub fn shutdown(
+        mut self,
+        counters: &mut dyn CounterSource,
+        now_boot_ns: u64,
+    ) -> Result<Option<std::path::PathBuf>, SysflowWriteError> {
+        let now = self.wall(now_boot_ns);
+        let mut deltas: HashMap<FdKey, IoCounters> =
+            counters.flush_counters().into_iter().collect();
+        let mut tgids: Vec<u32> = self
+            .procs
+            .values()
+            .filter(|p| p.exited_at_ns.is_none())
+            .map(|p| p.tgid)
+            .collect();
+        tgids.sort_unstable();
+        for tgid in tgids {
+            let mut fds: Vec<i32> = self
+                .procs
+                .get(tgid)
+                .map(|p| p.fds.keys().copied().collect())
+                .unwrap_or_default();
+            fds.sort_unstable();
+            for fd in fds {
+                let delta = deltas.remove(&FdKey { tgid, fd });
+                if let Some(mut f) = self.procs.get_mut(tgid).and_then(|p| p.fds.remove(&fd)) {
+                    if let Some(d) = &delta {
+                        add_counters(&mut f.flow, d);
+                    }
+                    f.flow.op_flags |= op::TRUNCATE;
+                    self.export(tgid, fd, &f, delta.as_ref(), now);
+                }
+            }
+        }
+        self.writer.close()
+    }
+}
+
+/// A flag bit outside the schema's opFlags (bit 30) that marks close-on-exec descriptors in a
+/// flow state; never written.
+const CLOEXEC_MARK: i32 = 1 << 30;
+
+fn add_counters(flow: &mut FlowState, c: &IoCounters) {
+    flow.read_ops += c.read_ops as i64;
+    flow.write_ops += c.write_ops as i64;
+    flow.read_bytes += c.read_bytes as i64;
+    flow.write_bytes += c.write_bytes as i64;
+    if c.read_ops > 0 {
+        flow.op_flags |= op::READ_RECV;
+    }
+    if c.write_ops > 0 {
+        flow.op_flags |= op::WRITE_SEND;
+    }
+    if c.last_tid != 0 {
+        flow.tid = c.last_tid as i64;
+    }
+}
+
+fn restarted(flow: &FlowState, now: i64) -> FlowState {
+    FlowState {
+        ts: now,
+        tid: flow.tid,
+        ..FlowState::default()
+    }
+}
+
+fn counters_start(offset: i128, c: &IoCounters, fallback: i64) -> i64 {
+    if c.first_ns == 0 {
+        fallback
+    } else {
+        wall(offset, c.first_ns)
+    }
+}
+
+fn ip_fields(addr: Option<SocketAddr>) -> (i32, i32, Option<Ipv6Bytes>) {
+    match addr {
+        None => (0, 0, None),
+        Some(a) => {
+            let port = a.port() as i32;
+            match a.ip() {
+                IpAddr::V4(v4) => (ipv4_to_int(v4), port, None),
+                IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                    Some(v4) => (ipv4_to_int(v4), port, None),
+                    None => (0, port, Some(Ipv6Bytes(v6.octets()))),
+                },
+            }
+        }
+    }
+}
+
+/// A NetworkFlow: like the collector, source = the connecting side, destination = the
+/// accepting side, for both ends of a connection.
+fn network_flow(
+    proc_oid: Oid,
+    fd: i32,
+    flow: &FlowState,
+    flags: i32,
+    end: i64,
+    sock: Option<&Socket>,
+) -> SfRecord {
+    let (local, remote) = sock.map(|s| (s.local, s.remote)).unwrap_or((None, None));
+    let (src, dst) = if flags & op::ACCEPT != 0 {
+        (remote, local)
+    } else {
+        (local, remote)
+    };
+    let (sip, sport, sip6) = ip_fields(src);
+    let (dip, dport, dip6) = ip_fields(dst);
+    let protocol = match sock.map(|s| s.protocol) {
+        Some(6) => proto::TCP,
+        Some(17) => proto::UDP,
+        Some(1) => proto::ICMP,
+        Some(255) => proto::RAW,
+        _ => proto::UNKNOWN,
+    };
+    SfRecord::NetworkFlow(NetworkFlow {
+        proc_oid,
+        ts: flow.ts,
+        tid: flow.tid,
+        op_flags: flags,
+        end_ts: end.max(flow.ts),
+        sip,
+        sport,
+        dip,
+        dport,
+        proto: protocol,
+        fd,
+        num_r_recv_ops: flow.read_ops,
+        num_w_send_ops: flow.write_ops,
+        num_r_recv_bytes: flow.read_bytes,
+        num_w_send_bytes: flow.write_bytes,
+        sip6,
+        dip6,
+    })
+}
