@@ -1,13 +1,27 @@
 //! `nri-sysflow print` as a user runs it.
 
-use std::{path::PathBuf, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_nri-sysflow");
 
+/// `shared/reference-traces` beside the repository (or `SYSFLOW_REFERENCE_TRACES`): searched
+/// upwards from this crate, so any checkout layout with `shared/` beside it works.
+fn reference_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SYSFLOW_REFERENCE_TRACES") {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|a| a.join("shared/reference-traces"))
+        .find(|d| d.join("MANIFEST.md").exists())
+        .expect("shared/reference-traces not found beside the repository (or set SYSFLOW_REFERENCE_TRACES)")
+}
+
 fn trace(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/reference-traces")
-        .join(name)
+    reference_dir().join(name)
 }
 
 fn run(args: &[&str]) -> (i32, String, String) {

@@ -9,7 +9,7 @@ use sysflow_common::capture;
 
 use crate::{engine::EngineConfig, probe::ProbeConfig};
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
     pub output: OutputConfig,
@@ -66,17 +66,6 @@ pub struct KernelConfig {
     pub ring_count: u32,
     pub fd_table_entries: u32,
     pub max_processes: usize,
-}
-
-impl Default for AgentConfig {
-    fn default() -> Self {
-        AgentConfig {
-            output: OutputConfig::default(),
-            flows: FlowsConfig::default(),
-            capture: CaptureConfig::default(),
-            kernel: KernelConfig::default(),
-        }
-    }
 }
 
 impl Default for OutputConfig {

@@ -5,9 +5,11 @@
 //! * [`reader`]: version-tolerant streaming reader (schema versions 1000 to 5).
 //! * [`flat`]: records joined with their entities the way `sysprint` shows them.
 //! * [`encoding`]: OIDs, FOIDs, IPv4 ints, op flags and Falco open flags.
+//! * [`check`]: the entities-before-references rule, checked on a file.
 //!
 //! No eBPF, no async runtime: usable by any tool that reads or writes SysFlow.
 
+pub mod check;
 pub mod encoding;
 pub mod flat;
 pub mod reader;

@@ -1,16 +1,24 @@
 //! Truncated and corrupted files give errors (after whatever came before them), never panics.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sysflow::{SysFlowReader, reader::ReadItem};
 
+/// `shared/reference-traces` beside the repository (or `SYSFLOW_REFERENCE_TRACES`): searched
+/// upwards from this crate, so any checkout layout with `shared/` beside it works.
+fn reference_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SYSFLOW_REFERENCE_TRACES") {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|a| a.join("shared/reference-traces"))
+        .find(|d| d.join("MANIFEST.md").exists())
+        .expect("shared/reference-traces not found beside the repository (or set SYSFLOW_REFERENCE_TRACES)")
+}
+
 fn reference(name: &str) -> Vec<u8> {
-    let dir = std::env::var_os("SYSFLOW_REFERENCE_TRACES")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference-traces")
-        });
-    std::fs::read(dir.join(name)).unwrap()
+    std::fs::read(reference_dir().join(name)).unwrap()
 }
 
 /// Reads everything; returns (records, whether an error ended the stream).

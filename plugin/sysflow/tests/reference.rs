@@ -30,18 +30,17 @@ fn venv_bin(tool: &str) -> PathBuf {
     bin
 }
 
+/// `shared/reference-traces` beside the repository (or `SYSFLOW_REFERENCE_TRACES`): searched
+/// upwards from this crate, so any checkout layout with `shared/` beside it works.
 fn reference_dir() -> PathBuf {
-    let dir = std::env::var_os("SYSFLOW_REFERENCE_TRACES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference-traces")
-        });
-    assert!(
-        dir.join("MANIFEST.md").exists(),
-        "reference traces not found at {}",
-        dir.display()
-    );
-    dir
+    if let Some(dir) = std::env::var_os("SYSFLOW_REFERENCE_TRACES") {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|a| a.join("shared/reference-traces"))
+        .find(|d| d.join("MANIFEST.md").exists())
+        .expect("shared/reference-traces not found beside the repository (or set SYSFLOW_REFERENCE_TRACES)")
 }
 
 /// `sysprint -o json FILE`: one JSON object per event or flow. sysprint logs errors and still

@@ -4,7 +4,7 @@
 mod support;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
@@ -34,7 +34,8 @@ fn read(path: &Path) -> (Vec<Record>, Option<String>) {
     (records, None)
 }
 
-/// Asserts that every reference in the file points to an entity written earlier in it.
+/// Asserts that every reference in the file points to an entity written earlier in it, and
+/// counts the entity states.
 fn assert_self_contained(path: &Path) -> HashMap<&'static str, usize> {
     let (records, err) = read(path);
     assert_eq!(err, None, "{}", path.display());
@@ -43,55 +44,18 @@ fn assert_self_contained(path: &Path) -> HashMap<&'static str, usize> {
         "{} starts with a header",
         path.display()
     );
-    let (mut pods, mut conts, mut procs, mut files) = (
-        HashSet::new(),
-        HashSet::new(),
-        HashSet::new(),
-        HashSet::new(),
+    assert_eq!(
+        sysflow::check::dangling_references(&records),
+        Vec::<String>::new(),
+        "{}",
+        path.display()
     );
     let mut states: HashMap<&'static str, usize> = HashMap::new();
     for r in &records {
         match r {
-            Record::Header(_) => {}
-            Record::Pod(p) => {
-                pods.insert(p.id.clone());
-            }
-            Record::Container(c) => {
-                if let Some(pod) = &c.pod_id {
-                    assert!(pods.contains(pod), "container before its pod");
-                }
-                conts.insert(c.id.clone());
-            }
-            Record::Process(p) => {
-                if let Some(c) = &p.container_id {
-                    assert!(conts.contains(c), "process before its container");
-                }
-                if let Some(parent) = p.poid {
-                    assert!(procs.contains(&parent), "process before its parent");
-                }
-                *states.entry(p.state.symbol()).or_default() += 1;
-                procs.insert(p.oid);
-            }
-            Record::File(f) => {
-                if let Some(c) = &f.container_id {
-                    assert!(conts.contains(c));
-                }
-                *states.entry(f.state.symbol()).or_default() += 1;
-                files.insert(f.oid);
-            }
-            Record::FileFlow(f) => {
-                assert!(procs.contains(&f.proc_oid) && files.contains(&f.file_oid));
-            }
-            Record::FileEvent(f) => {
-                assert!(procs.contains(&f.proc_oid) && files.contains(&f.file_oid));
-                if let Some(n) = f.new_file_oid {
-                    assert!(files.contains(&n));
-                }
-            }
-            Record::NetworkFlow(f) => assert!(procs.contains(&f.proc_oid)),
-            Record::ProcessEvent(e) => assert!(procs.contains(&e.proc_oid)),
-            Record::ProcessFlow(f) => assert!(procs.contains(&f.proc_oid)),
-            Record::K8sEvent(_) | Record::NetworkEvent(_) => {}
+            Record::Process(p) => *states.entry(p.state.symbol()).or_default() += 1,
+            Record::File(f) => *states.entry(f.state.symbol()).or_default() += 1,
+            _ => {}
         }
     }
     states
