@@ -10,11 +10,14 @@ pub enum Which {
     Capture,
     /// SysFlow write/read throughput and bytes per record, beside fastavro on the same records.
     Sysflow,
+    /// The whole agent under a heavy mixed workload, beside the workload without it.
+    Agent,
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
     match which {
         Which::Capture => cargo(&["bench", "-p", "nri-sysflow", "--bench", "capture"]),
         Which::Sysflow => cargo(&["bench", "-p", "sysflow", "--bench", "format"]),
+        Which::Agent => cargo(&["bench", "-p", "nri-sysflow", "--bench", "agent"]),
     }
 }

@@ -289,6 +289,12 @@ mod tests {
     }
 
     #[test]
+    fn the_example_in_deploy_is_the_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent.yaml");
+        assert_eq!(AgentConfig::load(&path).unwrap(), AgentConfig::default());
+    }
+
+    #[test]
     fn modes_have_the_documented_bits() {
         assert_eq!(parse_mode("off"), Ok(0));
         assert_eq!(parse_mode("all"), Ok(capture::ALL));

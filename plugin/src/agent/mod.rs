@@ -57,6 +57,21 @@ pub struct RunSummary {
     pub files_completed: u64,
     pub ring_drops: u64,
     pub last_file: Option<PathBuf>,
+    /// Peak resident memory of the agent (VmHWM), MiB.
+    pub peak_rss_mib: f64,
+}
+
+/// VmHWM of this process, in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(0.0)
 }
 
 fn check_output_dir(dir: &Path) -> Result<(), StartError> {
@@ -183,6 +198,7 @@ pub async fn run(
         files_completed: files,
         ring_drops,
         last_file,
+        peak_rss_mib: peak_rss_mib(),
     })
 }
 

@@ -66,6 +66,13 @@ enum Work {
     LoopOpen { path: PathBuf, count: u64 },
     /// Benchmark: COUNT fork+exec of /bin/true, waiting for each (median iteration).
     LoopForkExec { count: u64 },
+    /// Benchmark, file-server-like: COUNT times open one of the files in DIR, read it in 16 KiB
+    /// chunks, send it over one TCP connection to ADDR, close it.
+    ServeFiles {
+        dir: PathBuf,
+        addr: SocketAddr,
+        count: u64,
+    },
     /// Benchmark: COUNT connect + 64-byte send + close to ADDR (median iteration).
     LoopTcp { addr: SocketAddr, count: u64 },
 }
@@ -250,6 +257,28 @@ fn main() {
             let status = Command::new("/bin/true").status().expect("spawn /bin/true");
             assert!(status.success());
         }),
+        Work::ServeFiles { dir, addr, count } => {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .expect("read dir")
+                .map(|e| e.expect("entry").path())
+                .collect();
+            files.sort();
+            assert!(!files.is_empty(), "no files in {}", dir.display());
+            let mut out = TcpStream::connect(addr).expect("connect");
+            let mut buf = vec![0u8; 16 << 10];
+            let started = Instant::now();
+            for i in 0..count as usize {
+                let mut f = std::fs::File::open(&files[i % files.len()]).expect("open");
+                loop {
+                    let n = f.read(&mut buf).expect("read");
+                    if n == 0 {
+                        break;
+                    }
+                    out.write_all(&buf[..n]).expect("send");
+                }
+            }
+            report(count, started);
+        }
         Work::LoopTcp { addr, count } => {
             let payload = [b'b'; 64];
             timed(count, || {

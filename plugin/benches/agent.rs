@@ -1,0 +1,256 @@
+//! `cargo xtask bench agent`: the whole agent (`nri-sysflow run`, capturing everything) while a
+//! heavy mixed workload runs, against the same workload without the agent, in one invocation.
+//!
+//! Prints each loop's throughput both ways, the agent's CPU seconds and peak RSS, SysFlow
+//! records written per second, kernel drops, and `.sf` bytes per 1,000 syscalls of the workload
+//! (counted once with `strace -f -c`). Needs root. The last line is one JSON object.
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _},
+    net::{SocketAddr, TcpListener},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Instant,
+};
+
+use serde_json::json;
+
+const AGENT: &str = env!("CARGO_BIN_EXE_nri-sysflow");
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_sysflow-workload");
+
+/// Accepts connections and reads each to EOF.
+fn sink() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 1 << 16];
+                while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    addr
+}
+
+struct Loop {
+    name: &'static str,
+    args: Vec<String>,
+}
+
+fn loops(sink: SocketAddr, files: &Path) -> Vec<Loop> {
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    vec![
+        Loop {
+            name: "rw_1byte",
+            args: s(&["loop-rw", "200000"]),
+        },
+        Loop {
+            name: "open_close",
+            args: s(&["loop-open", "/etc/hostname", "50000"]),
+        },
+        Loop {
+            name: "fork_exec",
+            args: s(&["loop-fork-exec", "300"]),
+        },
+        Loop {
+            name: "tcp_connect_send_close",
+            args: s(&["loop-tcp", &sink.to_string(), "2000"]),
+        },
+        Loop {
+            name: "file_server_64k",
+            args: s(&[
+                "serve-files",
+                files.to_str().unwrap(),
+                &sink.to_string(),
+                "20000",
+            ]),
+        },
+    ]
+}
+
+/// Runs every loop once; returns (name, operations per second) and the total wall time.
+fn run_workload(loops: &[Loop]) -> (Vec<(&'static str, f64)>, f64) {
+    let started = Instant::now();
+    let mut out = Vec::new();
+    for l in loops {
+        let o = Command::new(WORKLOAD)
+            .args(&l.args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{} failed", l.name);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        // Throughput from the mean iteration (the median is for the capture overhead table).
+        let ns = v["mean_ns"].as_f64().or(v["ns_per_op"].as_f64()).unwrap();
+        out.push((l.name, 1e9 / ns));
+    }
+    (out, started.elapsed().as_secs_f64())
+}
+
+/// Syscalls the workload makes, counted once under strace (not timed).
+fn count_syscalls(loops: &[Loop]) -> u64 {
+    let mut total = 0;
+    for l in loops {
+        let report = tempfile::NamedTempFile::new().unwrap();
+        let status = Command::new("strace")
+            .args(["-f", "-c", "-o"])
+            .arg(report.path())
+            .arg(WORKLOAD)
+            .args(&l.args)
+            .stdout(Stdio::null())
+            .status()
+            .expect("strace (cargo xtask setup installs it)");
+        assert!(status.success());
+        let text = std::fs::read_to_string(report.path()).unwrap();
+        // The "total" line: % time, seconds, usecs/call, calls, errors, "total".
+        let line = text
+            .lines()
+            .find(|l| l.trim_end().ends_with("total"))
+            .expect("strace total");
+        let calls: u64 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+        total += calls;
+    }
+    total
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+fn start_agent(dir: &Path) -> (Child, std::thread::JoinHandle<String>) {
+    let mut child = Command::new(AGENT)
+        .args(["run", "--output"])
+        .arg(dir)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "agent exited early"
+        );
+        if line.contains("capturing") {
+            break;
+        }
+    }
+    let log = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+        rest
+    });
+    (child, log)
+}
+
+fn main() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the agent benchmark runs the agent: run as root"
+    );
+    let files = tempfile::tempdir().unwrap();
+    for i in 0..20 {
+        std::fs::write(
+            files.path().join(format!("asset-{i:02}.bin")),
+            vec![b'a' + i as u8; 64 << 10],
+        )
+        .unwrap();
+    }
+    let sink = sink();
+    let loops = loops(sink, files.path());
+    let syscalls = count_syscalls(&loops);
+
+    let (baseline, baseline_wall) = run_workload(&loops);
+
+    let out = tempfile::tempdir().unwrap();
+    let (mut agent, log) = start_agent(out.path());
+    let pid = agent.id();
+    let cpu_before = cpu_seconds(pid);
+    let (captured, captured_wall) = run_workload(&loops);
+    // Let the agent catch up with what the workload produced before reading its figures.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let agent_cpu = cpu_seconds(pid) - cpu_before;
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    assert!(agent.wait().unwrap().success());
+    let log = log.join().unwrap();
+    // The agent reports its own peak RSS (VmHWM) in its summary line at exit.
+    let summary = log
+        .lines()
+        .find(|l| l.contains("ring drops"))
+        .unwrap_or_else(|| panic!("{log}"));
+    let field = |suffix: &str| -> u64 {
+        summary
+            .trim_start_matches("nri-sysflow: ")
+            .split(", ")
+            .find_map(|p| p.strip_suffix(suffix))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{summary}"))
+    };
+    let records = field(" SysFlow records written");
+    let drops = field(" ring drops");
+    let peak_rss_mib: f64 = summary
+        .split("peak RSS ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{summary}"));
+    let sf_bytes: u64 = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+
+    println!();
+    println!(
+        "{:<24} {:>16} {:>16} {:>9}",
+        "loop (ops/s)", "without agent", "with agent", "ratio"
+    );
+    let mut loops_json = serde_json::Map::new();
+    for ((name, base), (_, with)) in baseline.iter().zip(&captured) {
+        println!("{name:<24} {base:>16.0} {with:>16.0} {:>9.3}", with / base);
+        loops_json.insert(
+            name.to_string(),
+            json!({"without_agent": base, "with_agent": with, "ratio": with / base}),
+        );
+    }
+    println!(
+        "{:<24} {:>15.2}s {:>15.2}s {:>9.3}",
+        "whole workload (wall)",
+        baseline_wall,
+        captured_wall,
+        baseline_wall / captured_wall
+    );
+    println!(
+        "agent CPU: {agent_cpu:.2} s over {captured_wall:.2} s of workload; peak RSS {peak_rss_mib:.1} MiB"
+    );
+    println!(
+        "SysFlow records written: {records} ({:.0}/s); kernel drops: {drops}; .sf bytes: {sf_bytes} ({:.1} per 1,000 workload syscalls, {syscalls} syscalls)",
+        records as f64 / captured_wall,
+        sf_bytes as f64 / (syscalls as f64 / 1000.0)
+    );
+    println!(
+        "{}",
+        json!({
+            "bench": "agent",
+            "loops": loops_json,
+            "workload_wall_s": {"without_agent": baseline_wall, "with_agent": captured_wall},
+            "agent_cpu_s": agent_cpu,
+            "agent_peak_rss_mib": peak_rss_mib,
+            "records_written": records,
+            "records_per_s": records as f64 / captured_wall,
+            "kernel_drops": drops,
+            "sf_bytes": sf_bytes,
+            "workload_syscalls": syscalls,
+            "sf_bytes_per_1000_syscalls": sf_bytes as f64 / (syscalls as f64 / 1000.0),
+        })
+    );
+}
