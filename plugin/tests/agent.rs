@@ -218,6 +218,7 @@ fn a_known_workload_yields_exactly_its_records() {
          mkdir {d}/sub\n\
          rmdir {d}/sub\n\
          {WORKLOAD} tcp-client 127.0.0.1:{port} --send 1000 --recv 1000\n\
+         {WORKLOAD} close-range {d}/ranged.bin\n\
          exit 3\n"
     );
     let status = cgroup
@@ -342,6 +343,18 @@ fn a_known_workload_yields_exactly_its_records() {
         n["opflags_bitmap"].as_i64(),
         Some((op::CONNECT | op::READ_RECV | op::WRITE_SEND | op::CLOSE) as i64)
     );
+
+    // A descriptor closed by close_range(2) ends its flow as closed, with its bytes.
+    let ranged: Vec<_> = tree
+        .iter()
+        .filter(|r| r["type"] == "FF" && r["file"]["path"] == format!("{d}/ranged.bin").as_str())
+        .collect();
+    assert_eq!(ranged.len(), 1, "{ranged:#?}");
+    assert_eq!(
+        ranged[0]["opflags_bitmap"].as_i64(),
+        Some((op::OPEN | op::WRITE_SEND | op::CLOSE) as i64)
+    );
+    assert_eq!(ranged[0]["flow"]["wbytes"], 100);
 
     // The shell exits with 3.
     let exits: Vec<_> = tree
@@ -499,4 +512,73 @@ fn start_errors_are_one_clear_line_with_a_failing_exit_code() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn process_flows_fold_threads_and_shutdown_truncates_open_flows() {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "flows:\n  process_flows: true\n").unwrap();
+    let agent = Agent::start(&["--config", config.path().to_str().unwrap()]);
+    let cgroup = TestCgroup::new("agent-pf");
+    let status = cgroup.workload(&["fork-thread"]).status().unwrap();
+    assert!(status.success());
+    // Still writing through an open descriptor when the agent stops.
+    let work = tempfile::tempdir().unwrap();
+    let held = work.path().join("open-at-stop.bin");
+    let mut holder = cgroup
+        .workload(&["hold-file", held.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let holder_pid = holder.id();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let stopped = agent.stop();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_files_stand_alone(&stopped.files);
+    let records = ours_json(&stopped.files);
+    let forker = records
+        .iter()
+        .find(|r| r["type"] == "PE" && r["opflags"] == "EXEC" && r["proc"]["args"] == "fork-thread")
+        .expect("exec of the workload")["proc"]["pid"]
+        .clone();
+    let pf: Vec<&Json> = records
+        .iter()
+        .filter(|r| r["type"] == "PF" && r["proc"]["pid"] == forker)
+        .collect();
+    assert_eq!(pf.len(), 1, "{pf:#?}");
+    assert_eq!(
+        (
+            pf[0]["pf"]["nthreads"].as_i64(),
+            pf[0]["pf"]["nexits"].as_i64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert_eq!(pf[0]["opflags"], "CLONEEXIT");
+    // The thread clone is folded; the process clone (fork) is still an event.
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r["type"] == "PE" && r["opflags"] == "CLONE" && r["proc"]["pid"] == forker)
+            .count(),
+        1
+    );
+    let open: Vec<&Json> = records
+        .iter()
+        .filter(|r| {
+            r["type"] == "FF"
+                && r["proc"]["pid"] == holder_pid
+                && r["file"]["path"] == held.to_str().unwrap()
+        })
+        .collect();
+    assert_eq!(open.len(), 1, "{open:#?}");
+    assert_eq!(
+        open[0]["opflags_bitmap"].as_i64(),
+        Some((op::OPEN | op::WRITE_SEND | op::TRUNCATE) as i64)
+    );
+    assert_eq!(open[0]["flow"]["wbytes"], 100);
 }

@@ -540,6 +540,41 @@ async fn long_lived_descriptors_flush_periodically_and_exit_sweeps_the_rest() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_range_is_reported_and_leaves_the_counters_to_take() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cr.bin");
+    let mut s = Session::start("close-range", capture::ALL);
+    let out = s
+        .cgroup
+        .workload(&["close-range", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let fd: i32 = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let records = s.collect().await;
+    let ranges = of(&records, |r| match r {
+        Record::CloseRange(c) => Some(c),
+        _ => None,
+    });
+    assert_eq!(ranges.len(), 1, "{ranges:#?}");
+    assert_eq!(
+        (ranges[0].first, ranges[0].last, ranges[0].flags),
+        (fd as u32, u32::MAX, 0)
+    );
+    assert_eq!(ranges[0].common.ret, 0);
+    let pid = ranges[0].common.tgid;
+    let taken = s
+        .probe
+        .take_fd_counters(&[sysflow_common::FdKey { tgid: pid, fd }]);
+    assert_eq!(taken.len(), 1);
+    assert_eq!((taken[0].1.write_bytes, taken[0].1.write_ops), (100, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_probe_detaches_every_program() {
     let ids = {
         let s = Session::start("detach", capture::ALL);

@@ -34,6 +34,7 @@ pub enum RecordKind {
     Close = 11,
     PathOp = 12,
     Dup = 13,
+    CloseRange = 14,
     Socket = 20,
     SockOp = 21,
 }
@@ -49,6 +50,7 @@ impl RecordKind {
             11 => Self::Close,
             12 => Self::PathOp,
             13 => Self::Dup,
+            14 => Self::CloseRange,
             20 => Self::Socket,
             21 => Self::SockOp,
             _ => return None,
@@ -379,6 +381,19 @@ pub struct DupRecord {
     pub flags: u32,
     pub syscall: u8,
     pub _pad: [u8; 7],
+}
+
+/// close_range(2): descriptors `first..=last` were closed (unless `flags` has
+/// CLOSE_RANGE_CLOEXEC, which only marks them close-on-exec). Their counters stay in
+/// `FD_COUNTERS` for user space to take, since a range can be every possible fd.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CloseRangeRecord {
+    pub header: RecordHeader,
+    pub first: u32,
+    pub last: u32,
+    pub flags: u32,
+    pub _pad: u32,
 }
 
 /// socket(2): `header.ret` is the fd.

@@ -5,8 +5,8 @@ use core::mem::size_of;
 
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
 use sysflow_common::{
-    AT_FDCWD, CloseRecord, DupRecord, FdKey, FileIdentity, OpenRecord, PATH_CAP, PathOpRecord,
-    RecordKind, capture, close_reason, dup_syscall, open_syscall, path_op,
+    AT_FDCWD, CloseRangeRecord, CloseRecord, DupRecord, FdKey, FileIdentity, OpenRecord, PATH_CAP,
+    PathOpRecord, RecordKind, capture, close_reason, dup_syscall, open_syscall, path_op,
 };
 
 use crate::{
@@ -109,6 +109,29 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
         return 0;
     };
     emit_close(&caller, args[0] as i32, close_reason::CLOSE, 0);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_close_range(ctx: TracePointContext) -> u32 {
+    let caller = caller();
+    let Some(args) = take_args(&caller) else {
+        return 0;
+    };
+    if !caller.wants(FD_BITS) {
+        return 0;
+    }
+    let Some(buf) = scratch() else { return 0 };
+    unsafe {
+        *(buf as *mut CloseRangeRecord) = CloseRangeRecord {
+            header: header(RecordKind::CloseRange, &caller, exit_ret(&ctx)),
+            first: args[0] as u32,
+            last: args[1] as u32,
+            flags: args[2] as u32,
+            _pad: 0,
+        }
+    };
+    submit(buf, size_of::<CloseRangeRecord>());
     0
 }
 

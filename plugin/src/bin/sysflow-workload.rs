@@ -34,6 +34,8 @@ enum Work {
     },
     /// open read-only, dup, two preads of 50 bytes at offset 10 on the duplicate, close both.
     PreadDup { path: PathBuf },
+    /// open(O_WRONLY|O_CREAT|O_TRUNC), write 100 bytes, close_range(fd, ~0, 0), print the fd.
+    CloseRange { path: PathBuf },
     /// rename(FROM, TO).
     Rename { from: PathBuf, to: PathBuf },
     /// In DIR: mkdir sub, symlink sub -> lnk, link f -> f2, chmod f 0600, chown f 1:1, unlink
@@ -153,6 +155,24 @@ fn main() {
             }
             check(unsafe { libc::close(dup) }, "close dup");
             check(unsafe { libc::close(fd) }, "close");
+        }
+        Work::CloseRange { path } => {
+            let p = cpath(&path);
+            let fd = unsafe {
+                libc::open(
+                    p.as_ptr(),
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+                    0o600,
+                )
+            };
+            check(fd, "open");
+            check(
+                unsafe { libc::write(fd, [b'r'; 100].as_ptr().cast(), 100) } as i32,
+                "write",
+            );
+            let rc = unsafe { libc::syscall(libc::SYS_close_range, fd as u32, u32::MAX, 0u32) };
+            check(rc as i32, "close_range");
+            println!("{fd}");
         }
         Work::Rename { from, to } => {
             let (a, b) = (cpath(&from), cpath(&to));

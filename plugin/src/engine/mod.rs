@@ -369,6 +369,7 @@ impl Engine {
             Record::Close(e) => self.on_close(e),
             Record::PathOp(e) => self.on_path_op(e),
             Record::Dup(e) => self.on_dup(e),
+            Record::CloseRange(e) => self.on_close_range(e, counters),
             Record::Socket(e) => self.on_socket(e),
             Record::SockOp(e) => self.on_sock_op(e),
         }
@@ -879,6 +880,50 @@ impl Engine {
             },
         };
         entry.fds.insert(new_fd, copy);
+    }
+
+    /// close_range closed every descriptor in the range without a close(2) each: end the flows
+    /// of the ones this process has, with what the kernel counted for them.
+    fn on_close_range(
+        &mut self,
+        e: crate::probe::records::CloseRangeEvent,
+        counters: &mut dyn CounterSource,
+    ) {
+        const CLOSE_RANGE_CLOEXEC: u32 = 4;
+        let c = &e.common;
+        let tgid = self.process_for(c);
+        let Some(entry) = self.procs.get_mut(tgid) else {
+            return;
+        };
+        let in_range = |fd: &i32| *fd >= 0 && (e.first..=e.last).contains(&(*fd as u32));
+        if e.flags & CLOSE_RANGE_CLOEXEC != 0 {
+            for (_, f) in entry.fds.iter_mut().filter(|(fd, _)| in_range(fd)) {
+                f.flow.op_flags |= CLOEXEC_MARK;
+            }
+            return;
+        }
+        if c.ret != 0 {
+            return;
+        }
+        let mut fds: Vec<i32> = entry.fds.keys().copied().filter(in_range).collect();
+        fds.sort_unstable();
+        let keys: Vec<FdKey> = fds.iter().map(|fd| FdKey { tgid, fd: *fd }).collect();
+        let mut taken: HashMap<i32, IoCounters> = counters
+            .take_fd_counters(&keys)
+            .into_iter()
+            .map(|(k, v)| (k.fd, v))
+            .collect();
+        let end = self.wall(c.ts_ns);
+        for fd in fds {
+            let counters = taken.remove(&fd);
+            if let Some(mut f) = self.procs.get_mut(tgid).and_then(|p| p.fds.remove(&fd)) {
+                if let Some(k) = &counters {
+                    add_counters(&mut f.flow, k);
+                }
+                f.flow.op_flags |= op::CLOSE;
+                self.export(tgid, fd, &f, counters.as_ref(), end);
+            }
+        }
     }
 
     fn on_socket(&mut self, e: crate::probe::records::SocketEvent) {

@@ -70,6 +70,7 @@ const FILE_ENTER: &[&str] = &[
 ];
 
 const FD_ENTER: &[&str] = &[
+    "sys_enter_close_range",
     "sys_enter_dup",
     "sys_enter_dup2",
     "sys_enter_dup3",
@@ -200,6 +201,7 @@ const FILE_EXITS: &[Hook] = exits!(
     "sys_exit_fchownat",
     "sys_exit_chdir",
     "sys_exit_fchdir",
+    "sys_exit_close_range",
     "sys_exit_dup",
     "sys_exit_dup2",
     "sys_exit_dup3",

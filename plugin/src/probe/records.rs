@@ -8,9 +8,9 @@ use std::{
 
 use serde::Serialize;
 use sysflow_common::{
-    CloneRecord, CloseRecord, DupRecord, Endpoint, ExecRecord, ExitRecord, FdCounters,
-    FileIdentity, OpenRecord, PathOpRecord, RecordHeader, RecordKind, SetIdRecord, SockInfo,
-    SockOpRecord, SocketRecord, record_flags,
+    CloneRecord, CloseRangeRecord, CloseRecord, DupRecord, Endpoint, ExecRecord, ExitRecord,
+    FdCounters, FileIdentity, OpenRecord, PathOpRecord, RecordHeader, RecordKind, SetIdRecord,
+    SockInfo, SockOpRecord, SocketRecord, record_flags,
 };
 
 /// The object behind a descriptor: inode number, device and `i_mode` (file type and permissions).
@@ -260,6 +260,15 @@ pub struct DupEvent {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CloseRangeEvent {
+    pub common: Common,
+    pub first: u32,
+    pub last: u32,
+    /// CLOSE_RANGE_CLOEXEC (4): only marked close-on-exec, nothing closed.
+    pub flags: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SocketEvent {
     pub common: Common,
     pub domain: u32,
@@ -336,6 +345,7 @@ pub enum Record {
     Close(CloseEvent),
     PathOp(PathOpEvent),
     Dup(DupEvent),
+    CloseRange(CloseRangeEvent),
     Socket(SocketEvent),
     SockOp(SockOpEvent),
 }
@@ -351,6 +361,7 @@ impl Record {
             Record::Close(e) => &e.common,
             Record::PathOp(e) => &e.common,
             Record::Dup(e) => &e.common,
+            Record::CloseRange(e) => &e.common,
             Record::Socket(e) => &e.common,
             Record::SockOp(e) => &e.common,
         }
@@ -610,6 +621,15 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                         _ => DupSyscall::Dup,
                     },
                     old_fd: r.old_fd,
+                    flags: r.flags,
+                })
+            }
+            RecordKind::CloseRange => {
+                let r: CloseRangeRecord = read(bytes, kind)?;
+                Record::CloseRange(CloseRangeEvent {
+                    common: c,
+                    first: r.first,
+                    last: r.last,
                     flags: r.flags,
                 })
             }
