@@ -156,7 +156,14 @@ pub async fn run(
             biased;
             _ = &mut stop => break,
             _ = &mut deadline => break,
-            _ = flows.tick() => engine.export_interval(&mut probe, boot_now_ns()),
+            _ = flows.tick() => {
+                // Records already queued first: they may introduce the processes and
+                // descriptors the counters belong to.
+                while let Ok(record) = records.rx.try_recv() {
+                    engine.handle(record, &mut probe);
+                }
+                engine.export_interval(&mut probe, boot_now_ns());
+            }
             _ = tick.tick() => {
                 engine.tick(&mut probe, boot_now_ns());
                 if last_flush.elapsed() >= flush_every {

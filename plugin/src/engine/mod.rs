@@ -9,8 +9,8 @@
 //!   schema and only update nothing).
 //! * FileFlow / NetworkFlow from the kernel's I/O counters: written on close, on process exit
 //!   (TRUNCATE), every flow interval for long-lived descriptors (then restarted: new start
-//!   time, counters and flags reset), and at shutdown (TRUNCATE). A flow whose flags are 0 or
-//!   only TRUNCATE is never written.
+//!   time, counters and flags reset), and at shutdown (TRUNCATE). A flow on which nothing was
+//!   observed (flags only CLOSE and/or TRUNCATE, or none) is never written.
 
 pub mod containers;
 pub mod paths;
@@ -48,8 +48,13 @@ const AT_REMOVEDIR: u32 = 0x200;
 
 /// Where the engine gets I/O counters the kernel has not reported by itself.
 pub trait CounterSource {
-    /// Takes out the counters of these descriptors (process exit, close-on-exec).
-    fn take_fd_counters(&mut self, keys: &[FdKey]) -> Vec<(FdKey, IoCounters)>;
+    /// Takes out the counters of these descriptors (process exit, close-on-exec), where
+    /// `belongs` accepts the entry (see `Probe::take_fd_counters`).
+    fn take_fd_counters(
+        &mut self,
+        keys: &[FdKey],
+        belongs: &dyn Fn(&FdCounters) -> bool,
+    ) -> Vec<(FdKey, IoCounters)>;
     /// What every descriptor counted since its last report (periodic export).
     fn flush_counters(&mut self) -> Vec<(FdKey, IoCounters)>;
     /// Takes out counters `matches` selects (descriptors of processes gone unnoticed).
@@ -60,8 +65,12 @@ pub trait CounterSource {
 }
 
 impl CounterSource for crate::probe::Probe {
-    fn take_fd_counters(&mut self, keys: &[FdKey]) -> Vec<(FdKey, IoCounters)> {
-        crate::probe::Probe::take_fd_counters(self, keys)
+    fn take_fd_counters(
+        &mut self,
+        keys: &[FdKey],
+        belongs: &dyn Fn(&FdCounters) -> bool,
+    ) -> Vec<(FdKey, IoCounters)> {
+        crate::probe::Probe::take_fd_counters(self, keys, belongs)
     }
 
     fn flush_counters(&mut self) -> Vec<(FdKey, IoCounters)> {
@@ -213,7 +222,7 @@ impl Engine {
             threads: ThreadCounts::default(),
             exited_at_ns: None,
         };
-        for (fd, target) in s.fds {
+        for (fd, target, cloexec) in s.fds {
             if let Some(kind) = self.kind_from_link(&target, entry.container_id.as_deref(), ts) {
                 entry.fds.insert(
                     fd,
@@ -222,6 +231,7 @@ impl Engine {
                         flow: FlowState {
                             ts,
                             tid: tgid as i64,
+                            op_flags: if cloexec { CLOEXEC_MARK } else { 0 },
                             ..FlowState::default()
                         },
                     },
@@ -452,7 +462,8 @@ impl Engine {
                 entry.tty = p.tty;
                 entry.cwd = p.cwd.clone();
                 entry.env = p.env.clone();
-                // Descriptors are inherited; each copy is a flow of its own in the child.
+                // Descriptors are inherited (with their close-on-exec mark); each copy is a
+                // flow of its own in the child.
                 for (fd, f) in &p.fds {
                     entry.fds.insert(
                         *fd,
@@ -461,6 +472,7 @@ impl Engine {
                             flow: FlowState {
                                 ts,
                                 tid: c.tid as i64,
+                                op_flags: f.flow.op_flags & CLOEXEC_MARK,
                                 ..FlowState::default()
                             },
                         },
@@ -523,26 +535,59 @@ impl Engine {
             .filter(|(_, f)| f.flow.op_flags & CLOEXEC_MARK != 0)
             .map(|(fd, _)| *fd)
             .collect();
-        if cloexec.is_empty() {
-            return;
+        if !cloexec.is_empty() {
+            self.take_and_end_flows(tgid, cloexec, counters, c.ts_ns, op::CLOSE);
         }
-        let keys: Vec<FdKey> = cloexec.iter().map(|fd| FdKey { tgid, fd: *fd }).collect();
-        let mut taken: HashMap<i32, IoCounters> = counters
-            .take_fd_counters(&keys)
+    }
+
+    /// Ends the flows of these descriptors of `tgid` (sorted by fd) with `flag` (CLOSE or
+    /// TRUNCATE), each with the counters `counters` has for it: what process exit, exec
+    /// (close-on-exec), close_range and shutdown have in common.
+    fn end_flows(
+        &mut self,
+        tgid: u32,
+        mut fds: Vec<i32>,
+        mut counters: HashMap<i32, IoCounters>,
+        end: i64,
+        flag: i32,
+    ) {
+        fds.sort_unstable();
+        for fd in fds {
+            let counted = counters.remove(&fd);
+            if let Some(mut f) = self.procs.get_mut(tgid).and_then(|p| p.fds.remove(&fd)) {
+                if let Some(k) = &counted {
+                    add_counters(&mut f.flow, k);
+                }
+                f.flow.op_flags |= flag;
+                self.export(tgid, fd, &f, counted.as_ref(), end);
+            }
+        }
+    }
+
+    /// Takes the kernel's counters for these descriptors as they were at `event_boot_ns`,
+    /// then ends their flows. An entry created after the event belongs to a reuse of the fd
+    /// number (the kernel is ahead of us) and stays.
+    fn take_and_end_flows(
+        &mut self,
+        tgid: u32,
+        fds: Vec<i32>,
+        counters: &mut dyn CounterSource,
+        event_boot_ns: u64,
+        flag: i32,
+    ) {
+        let end = self.wall(event_boot_ns);
+        let Some(owner) = self.procs.get(tgid).cloned() else {
+            return;
+        };
+        let keys: Vec<FdKey> = fds.iter().map(|fd| FdKey { tgid, fd: *fd }).collect();
+        let belongs =
+            |c: &FdCounters| c.first_ns <= event_boot_ns && owner.same_process(c.proc_start_ns);
+        let taken = counters
+            .take_fd_counters(&keys, &belongs)
             .into_iter()
             .map(|(k, v)| (k.fd, v))
             .collect();
-        let end = self.wall(c.ts_ns);
-        for fd in cloexec {
-            let counters = taken.remove(&fd);
-            if let Some(mut f) = self.procs.get_mut(tgid).and_then(|e| e.fds.remove(&fd)) {
-                if let Some(k) = &counters {
-                    add_counters(&mut f.flow, k);
-                }
-                f.flow.op_flags |= op::CLOSE;
-                self.export(tgid, fd, &f, counters.as_ref(), end);
-            }
-        }
+        self.end_flows(tgid, fds, taken, end, flag);
     }
 
     fn on_exit(&mut self, e: crate::probe::records::ExitEvent, counters: &mut dyn CounterSource) {
@@ -563,24 +608,7 @@ impl Engine {
             .get(tgid)
             .map(|p| p.fds.keys().copied().collect())
             .unwrap_or_default();
-        let keys: Vec<FdKey> = fds.iter().map(|fd| FdKey { tgid, fd: *fd }).collect();
-        let mut taken: HashMap<i32, IoCounters> = counters
-            .take_fd_counters(&keys)
-            .into_iter()
-            .map(|(k, v)| (k.fd, v))
-            .collect();
-        let mut fds_sorted = fds;
-        fds_sorted.sort_unstable();
-        for fd in fds_sorted {
-            let counters = taken.remove(&fd);
-            if let Some(mut f) = self.procs.get_mut(tgid).and_then(|e| e.fds.remove(&fd)) {
-                if let Some(k) = &counters {
-                    add_counters(&mut f.flow, k);
-                }
-                f.flow.op_flags |= op::TRUNCATE;
-                self.export(tgid, fd, &f, counters.as_ref(), end);
-            }
-        }
+        self.take_and_end_flows(tgid, fds, counters, c.ts_ns, op::TRUNCATE);
         if self.config.process_flows {
             self.write_process_flow(tgid, end);
         }
@@ -905,25 +933,8 @@ impl Engine {
         if c.ret != 0 {
             return;
         }
-        let mut fds: Vec<i32> = entry.fds.keys().copied().filter(in_range).collect();
-        fds.sort_unstable();
-        let keys: Vec<FdKey> = fds.iter().map(|fd| FdKey { tgid, fd: *fd }).collect();
-        let mut taken: HashMap<i32, IoCounters> = counters
-            .take_fd_counters(&keys)
-            .into_iter()
-            .map(|(k, v)| (k.fd, v))
-            .collect();
-        let end = self.wall(c.ts_ns);
-        for fd in fds {
-            let counters = taken.remove(&fd);
-            if let Some(mut f) = self.procs.get_mut(tgid).and_then(|p| p.fds.remove(&fd)) {
-                if let Some(k) = &counters {
-                    add_counters(&mut f.flow, k);
-                }
-                f.flow.op_flags |= op::CLOSE;
-                self.export(tgid, fd, &f, counters.as_ref(), end);
-            }
-        }
+        let fds: Vec<i32> = entry.fds.keys().copied().filter(in_range).collect();
+        self.take_and_end_flows(tgid, fds, counters, c.ts_ns, op::CLOSE);
     }
 
     fn on_socket(&mut self, e: crate::probe::records::SocketEvent) {
@@ -984,7 +995,9 @@ impl Engine {
     /// Writes the flow of one descriptor.
     fn export(&mut self, tgid: u32, fd: i32, f: &FdEntry, counters: Option<&IoCounters>, end: i64) {
         let flags = f.flow.op_flags & !CLOEXEC_MARK;
-        if flags == 0 || flags == op::TRUNCATE {
+        // Nothing observed on the descriptor (no open, connect, accept, read or write): the
+        // collector writes no flow for it, whether it ended by close, exit or shutdown.
+        if flags & !(op::CLOSE | op::TRUNCATE) == 0 {
             return;
         }
         let Some(entry) = self.procs.get(tgid) else {
@@ -1033,18 +1046,21 @@ impl Engine {
         let mut deltas = counters.flush_counters();
         deltas.sort_by_key(|(k, _)| (k.tgid, k.fd));
         for (key, delta) in deltas {
-            let known = self
-                .procs
-                .get(key.tgid)
-                .is_some_and(|p| p.exited_at_ns.is_none() && p.same_process(delta.proc_start_ns));
-            if !known {
-                continue;
-            }
-            let mut f = self.fd_entry(key.tgid, key.fd, &delta, now);
+            // Counters may come before the records that introduce their process: learn the
+            // process then (from /proc), rather than lose what it counted.
+            let tgid = self.process_for(&Common {
+                ts_ns: now_boot_ns,
+                cgroup_id: delta.cgroup_id,
+                tgid: key.tgid,
+                tid: delta.last_tid,
+                proc_start_ns: delta.proc_start_ns,
+                ret: 0,
+            });
+            let mut f = self.fd_entry(tgid, key.fd, &delta, now);
             add_counters(&mut f.flow, &delta);
-            self.export(key.tgid, key.fd, &f, Some(&delta), now);
+            self.export(tgid, key.fd, &f, Some(&delta), now);
             let restarted_flow = restarted(&f.flow, now);
-            if let Some(p) = self.procs.get_mut(key.tgid) {
+            if let Some(p) = self.procs.get_mut(tgid) {
                 p.fds.insert(
                     key.fd,
                     FdEntry {
@@ -1115,8 +1131,6 @@ impl Engine {
         now_boot_ns: u64,
     ) -> Result<Option<std::path::PathBuf>, SysflowWriteError> {
         let now = self.wall(now_boot_ns);
-        let mut deltas: HashMap<FdKey, IoCounters> =
-            counters.flush_counters().into_iter().collect();
         let mut tgids: Vec<u32> = self
             .procs
             .values()
@@ -1124,23 +1138,29 @@ impl Engine {
             .map(|p| p.tgid)
             .collect();
         tgids.sort_unstable();
+        // Known descriptors by direct lookup, as at process exit.
         for tgid in tgids {
-            let mut fds: Vec<i32> = self
+            let fds: Vec<i32> = self
                 .procs
                 .get(tgid)
                 .map(|p| p.fds.keys().copied().collect())
                 .unwrap_or_default();
-            fds.sort_unstable();
-            for fd in fds {
-                let delta = deltas.remove(&FdKey { tgid, fd });
-                if let Some(mut f) = self.procs.get_mut(tgid).and_then(|p| p.fds.remove(&fd)) {
-                    if let Some(d) = &delta {
-                        add_counters(&mut f.flow, d);
-                    }
-                    f.flow.op_flags |= op::TRUNCATE;
-                    self.export(tgid, fd, &f, delta.as_ref(), now);
-                }
-            }
+            self.take_and_end_flows(tgid, fds, counters, now_boot_ns, op::TRUNCATE);
+        }
+        // Descriptors the agent never saw opening, still counting in the kernel.
+        for (key, delta) in counters.flush_counters() {
+            let tgid = self.process_for(&Common {
+                ts_ns: now_boot_ns,
+                cgroup_id: delta.cgroup_id,
+                tgid: key.tgid,
+                tid: delta.last_tid,
+                proc_start_ns: delta.proc_start_ns,
+                ret: 0,
+            });
+            let mut f = self.fd_entry(tgid, key.fd, &delta, now);
+            add_counters(&mut f.flow, &delta);
+            f.flow.op_flags |= op::TRUNCATE;
+            self.export(tgid, key.fd, &f, Some(&delta), now);
         }
         self.writer.close()
     }

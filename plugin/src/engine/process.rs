@@ -195,8 +195,8 @@ pub struct ProcSnapshot {
     pub entry: bool,
     pub cwd: String,
     pub env: Vec<String>,
-    /// (fd, link target) of every open descriptor.
-    pub fds: Vec<(i32, String)>,
+    /// (fd, link target, close-on-exec) of every open descriptor.
+    pub fds: Vec<(i32, String, bool)>,
 }
 
 /// Reads /proc/<pid>; None when the process is gone (or is a kernel thread).
@@ -231,9 +231,13 @@ pub fn snapshot(pid: u32, with_env: bool) -> Option<ProcSnapshot> {
             entries
                 .filter_map(Result::ok)
                 .filter_map(|e| {
-                    let fd = e.file_name().to_str()?.parse().ok()?;
+                    let fd: i32 = e.file_name().to_str()?.parse().ok()?;
                     let target = std::fs::read_link(e.path()).ok()?;
-                    Some((fd, target.to_string_lossy().into_owned()))
+                    Some((
+                        fd,
+                        target.to_string_lossy().into_owned(),
+                        fd_cloexec(pid, fd),
+                    ))
                 })
                 .collect()
         })
@@ -254,6 +258,19 @@ pub fn snapshot(pid: u32, with_env: bool) -> Option<ProcSnapshot> {
         env,
         fds,
     })
+}
+
+/// Whether a descriptor is close-on-exec: `flags:` in /proc/<pid>/fdinfo/<fd> is octal.
+fn fd_cloexec(pid: u32, fd: i32) -> bool {
+    const O_CLOEXEC: u32 = 0o2000000;
+    std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .is_some_and(|flags| flags & O_CLOEXEC != 0)
 }
 
 /// Every process currently in /proc.
@@ -385,7 +402,7 @@ mod tests {
     fn this_process_snapshots_with_its_own_exe_and_fds() {
         let me = snapshot(std::process::id(), false).unwrap();
         assert_eq!(me.exe, std::env::current_exe().unwrap().to_string_lossy());
-        assert!(me.fds.iter().any(|(fd, _)| *fd == 0));
+        assert!(me.fds.iter().any(|(fd, _, _)| *fd == 0));
         assert!(me.start_boot_ns > 0);
     }
 

@@ -485,13 +485,24 @@ impl Probe {
 
     /// Takes out the counters of these descriptors, where they exist: a lookup per key, so a
     /// process exit costs as many lookups as the process had descriptors, not a table scan.
-    pub fn take_fd_counters(&mut self, keys: &[FdKey]) -> Vec<(FdKey, IoCounters)> {
+    ///
+    /// `belongs` decides whether an entry is the one meant: user space handles an event after
+    /// the fact, and by then the fd number may have been reused (an entry created after the
+    /// event, or by another process with the same pid) — such an entry is left alone.
+    pub fn take_fd_counters(
+        &mut self,
+        keys: &[FdKey],
+        belongs: &dyn Fn(&FdCounters) -> bool,
+    ) -> Vec<(FdKey, IoCounters)> {
         let mut flushed = self.flushed.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
         for key in keys {
             let Ok(counters) = self.fd_counters.get(key, 0) else {
                 continue;
             };
+            if !belongs(&counters) {
+                continue;
+            }
             if self.fd_counters.remove(key).is_ok() {
                 out.push((*key, flushed.delta(*key, &counters, false)));
             }
