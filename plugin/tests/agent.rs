@@ -621,3 +621,67 @@ fn process_flows_fold_threads_and_shutdown_truncates_open_flows() {
     );
     assert_eq!(open[0]["flow"]["wbytes"], 100);
 }
+
+#[test]
+fn a_second_signal_exits_at_once_and_leaves_readable_files() {
+    let mut agent = Agent::start(&[]);
+    // Some activity, so the file has blocks beyond the header.
+    let cgroup = TestCgroup::new("agent-kill");
+    let status = cgroup
+        .workload(&["loop-open", "/etc/hostname", "2000"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pid = agent.child.id() as i32;
+    // Signals do not queue: space them so the second is a delivery of its own. The graceful
+    // stop takes longer than this (it drains, writes flows, then detaches for seconds).
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    std::thread::sleep(Duration::from_millis(50));
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let status = agent.child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status}");
+    let dir = agent.dir.path().to_owned();
+    // Whatever name the file has (.partial if the rename did not happen), it reads cleanly.
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let mut n = 0;
+    for item in SysFlowReader::open(&files[0]).unwrap() {
+        item.unwrap();
+        n += 1;
+    }
+    assert!(n >= 1);
+    // The next start completes the name of a file left as .partial.
+    let recovered = sysflow::writer::recover_partials(&dir).unwrap();
+    let names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|p| p.extension().is_some_and(|e| e == "sf")),
+        "{names:?} {recovered:?}"
+    );
+}
+
+#[test]
+fn not_root_is_refused_with_one_line() {
+    use std::os::unix::process::CommandExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(AGENT)
+        .args(["run", "--output"])
+        .arg(dir.path())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        err,
+        "nri-sysflow: must run as root: loading eBPF programs needs CAP_BPF and CAP_PERFMON\n"
+    );
+}

@@ -149,8 +149,7 @@ pub async fn run(
         tokio::time::interval_at(tokio::time::Instant::now() + flow_interval, flow_interval);
     let flush_every = Duration::from_secs(config.output.flush_secs.max(1));
     let mut last_flush = Instant::now();
-    let status = StatusLine::new(std::io::stderr().is_terminal());
-    let mut status = status;
+    let mut status = StatusLine::new(std::io::stderr().is_terminal());
     loop {
         tokio::select! {
             biased;
@@ -188,21 +187,14 @@ pub async fn run(
     }
     let kernel_records = engine.stats.kernel_records;
     let ring_drops = probe.kernel_stats().map(|s| s.ring_full).unwrap_or(0);
-    let written: u64;
-    let files;
-    let last_file = {
-        let stats = engine.writer().stats().clone();
-        written = stats.records_by_type.iter().sum();
-        files = stats.files_completed + 1;
-        engine.shutdown(&mut probe, boot_now_ns())?
-    };
+    let (last_file, stats) = engine.shutdown(&mut probe, boot_now_ns())?;
     drop(records);
     // Detaching takes a few seconds (the kernel serializes it); the files are complete already.
     drop(probe);
     Ok(RunSummary {
         kernel_records,
-        records_written: written,
-        files_completed: files,
+        records_written: stats.records_by_type.iter().sum(),
+        files_completed: stats.files_completed + 1,
         ring_drops,
         last_file,
         peak_rss_mib: peak_rss_mib(),

@@ -185,8 +185,8 @@ impl Engine {
         // Parents before children, so each child finds its parent's OID.
         snapshots.sort_by_key(|s| s.start_boot_ns);
         for s in snapshots {
-            let cgroup_id = 0;
-            self.insert_snapshot(s, cgroup_id, true);
+            // No cgroup id from /proc: the container comes from the cgroup path instead.
+            self.insert_snapshot(s, 0, true);
         }
     }
 
@@ -239,9 +239,8 @@ impl Engine {
             }
         }
         self.publish(&entry);
-        if self.procs.insert(entry).is_none() {
-            self.stats.processes_evicted = self.procs.evictions;
-        }
+        self.procs.insert(entry);
+        self.stats.processes_evicted = self.procs.evictions;
         tgid
     }
 
@@ -1125,11 +1124,12 @@ impl Engine {
     }
 
     /// Shutdown: every open flow is written with TRUNCATE, then the file is completed.
+    /// Returns the last file and what the writer wrote in all.
     pub fn shutdown(
         mut self,
         counters: &mut dyn CounterSource,
         now_boot_ns: u64,
-    ) -> Result<Option<std::path::PathBuf>, SysflowWriteError> {
+    ) -> Result<(Option<std::path::PathBuf>, sysflow::writer::WriterStats), SysflowWriteError> {
         let now = self.wall(now_boot_ns);
         let mut tgids: Vec<u32> = self
             .procs
@@ -1162,7 +1162,9 @@ impl Engine {
             f.flow.op_flags |= op::TRUNCATE;
             self.export(tgid, key.fd, &f, Some(&delta), now);
         }
-        self.writer.close()
+        let stats = self.writer.stats().clone();
+        let last = self.writer.close()?;
+        Ok((last, stats))
     }
 }
 
