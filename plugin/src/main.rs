@@ -123,10 +123,11 @@ async fn real_main() -> anyhow::Result<()> {
             )?;
             let summary = agent::run(cfg, duration.map(Duration::from_secs)).await?;
             eprintln!(
-                "nri-sysflow: {} kernel records, {} SysFlow records written, {} ring drops, last file {}",
+                "nri-sysflow: {} kernel records, {} SysFlow records written, {} ring drops, peak RSS {:.1} MiB, last file {}",
                 summary.kernel_records,
                 summary.records_written,
                 summary.ring_drops,
+                summary.peak_rss_mib,
                 summary
                     .last_file
                     .map(|p| p.display().to_string())
