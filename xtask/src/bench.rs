@@ -1,7 +1,23 @@
 //! `cargo xtask bench <which>`: builds optimised and runs one benchmark. Each prints its figures
 //! side by side with a baseline measured in the same run, and ends with one JSON line.
 
+use std::process::Command;
+
 use crate::cargo;
+
+/// The agent benchmark counts the workload's syscalls with strace.
+fn ensure_strace() -> anyhow::Result<()> {
+    let present = Command::new("strace")
+        .arg("-V")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if present {
+        return Ok(());
+    }
+    crate::run(Command::new("apt-get").arg("update"))?;
+    crate::run(Command::new("apt-get").args(["install", "-y", "strace"]))
+}
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum Which {
@@ -18,6 +34,9 @@ pub fn run(which: Which) -> anyhow::Result<()> {
     match which {
         Which::Capture => cargo(&["bench", "-p", "nri-sysflow", "--bench", "capture"]),
         Which::Sysflow => cargo(&["bench", "-p", "sysflow", "--bench", "format"]),
-        Which::Agent => cargo(&["bench", "-p", "nri-sysflow", "--bench", "agent"]),
+        Which::Agent => {
+            ensure_strace()?;
+            cargo(&["bench", "-p", "nri-sysflow", "--bench", "agent"])
+        }
     }
 }

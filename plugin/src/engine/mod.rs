@@ -228,12 +228,11 @@ impl Engine {
                     fd,
                     FdEntry {
                         kind,
-                        flow: FlowState {
+                        flow: FlowState::starting(
                             ts,
-                            tid: tgid as i64,
-                            op_flags: if cloexec { CLOEXEC_MARK } else { 0 },
-                            ..FlowState::default()
-                        },
+                            if cloexec { CLOEXEC_MARK } else { 0 },
+                            tgid as i64,
+                        ),
                     },
                 );
             }
@@ -468,12 +467,11 @@ impl Engine {
                         *fd,
                         FdEntry {
                             kind: f.kind.clone(),
-                            flow: FlowState {
+                            flow: FlowState::starting(
                                 ts,
-                                tid: c.tid as i64,
-                                op_flags: f.flow.op_flags & CLOEXEC_MARK,
-                                ..FlowState::default()
-                            },
+                                f.flow.op_flags & CLOEXEC_MARK,
+                                c.tid as i64,
+                            ),
                         },
                     );
                 }
@@ -735,12 +733,7 @@ impl Engine {
                     restype: rtype,
                     open_flags: linux_open_flags_to_ppm(e.flags),
                 },
-                flow: FlowState {
-                    ts,
-                    op_flags,
-                    tid: c.tid as i64,
-                    ..FlowState::default()
-                },
+                flow: FlowState::starting(ts, op_flags, c.tid as i64),
             },
         );
     }
@@ -899,12 +892,7 @@ impl Engine {
         }
         let copy = FdEntry {
             kind: old.kind.clone(),
-            flow: FlowState {
-                ts,
-                op_flags,
-                tid: c.tid as i64,
-                ..FlowState::default()
-            },
+            flow: FlowState::starting(ts, op_flags, c.tid as i64),
         };
         entry.fds.insert(new_fd, copy);
     }
@@ -952,12 +940,7 @@ impl Engine {
                 c.ret as i32,
                 FdEntry {
                     kind: FdKind::Socket(None),
-                    flow: FlowState {
-                        ts,
-                        op_flags,
-                        tid: c.tid as i64,
-                        ..FlowState::default()
-                    },
+                    flow: FlowState::starting(ts, op_flags, c.tid as i64),
                 },
             );
         }
@@ -1189,11 +1172,7 @@ fn add_counters(flow: &mut FlowState, c: &IoCounters) {
 }
 
 fn restarted(flow: &FlowState, now: i64) -> FlowState {
-    FlowState {
-        ts: now,
-        tid: flow.tid,
-        ..FlowState::default()
-    }
+    FlowState::starting(now, 0, flow.tid)
 }
 
 fn counters_start(offset: i128, c: &IoCounters, fallback: i64) -> i64 {

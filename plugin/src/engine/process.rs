@@ -71,6 +71,18 @@ pub struct FlowState {
     pub write_bytes: i64,
 }
 
+impl FlowState {
+    /// A flow starting at `ts` (wall-clock ns) with these flags, no I/O yet.
+    pub fn starting(ts: i64, op_flags: i32, tid: i64) -> Self {
+        FlowState {
+            ts,
+            op_flags,
+            tid,
+            ..FlowState::default()
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct FdEntry {
     pub kind: FdKind,
