@@ -164,7 +164,7 @@ pub async fn run(
                 engine.export_interval(&mut probe, boot_now_ns());
             }
             _ = tick.tick() => {
-                engine.tick(&mut probe, boot_now_ns());
+                engine.tick(boot_now_ns());
                 if last_flush.elapsed() >= flush_every {
                     let _ = engine.writer_mut().flush();
                     last_flush = Instant::now();

@@ -1025,6 +1025,22 @@ impl Engine {
     /// flow restarts (new start time, counters and flags reset).
     pub fn export_interval(&mut self, counters: &mut dyn CounterSource, now_boot_ns: u64) {
         let now = self.wall(now_boot_ns);
+        // Counters of processes this agent never saw exiting (records lost, pid gone): swept
+        // here, at the flow interval, since walking the kernel table costs a syscall per entry.
+        let alive = |tgid: u32| std::path::Path::new(&format!("/proc/{tgid}")).exists();
+        let procs = &self.procs;
+        let stale = counters.take_counters_where(&mut |k, v| {
+            !procs
+                .get(k.tgid)
+                .is_some_and(|p| p.same_process(v.proc_start_ns))
+                && !alive(k.tgid)
+        });
+        if !stale.is_empty() {
+            debug!(
+                count = stale.len(),
+                "dropped counters of processes gone unseen"
+            );
+        }
         let mut deltas = counters.flush_counters();
         deltas.sort_by_key(|(k, _)| (k.tgid, k.fd));
         for (key, delta) in deltas {
@@ -1057,29 +1073,14 @@ impl Engine {
         }
     }
 
-    /// Housekeeping: forget processes that exited long enough ago, sweep counters of
-    /// processes that died unseen, bound the file entities, rotate and flush output.
-    pub fn tick(&mut self, counters: &mut dyn CounterSource, now_boot_ns: u64) {
+    /// Housekeeping: forget processes that exited long enough ago, bound the file entities,
+    /// rotate and flush output.
+    pub fn tick(&mut self, now_boot_ns: u64) {
         let now = self.wall(now_boot_ns);
         for tgid in self.procs.expired(now, self.config.exit_grace_ns) {
             if let Some(p) = self.procs.remove(tgid) {
                 self.writer.forget_process(&p.oid);
             }
-        }
-        // Counters of processes this agent never saw exiting (records lost, pid gone).
-        let alive = |tgid: u32| std::path::Path::new(&format!("/proc/{tgid}")).exists();
-        let procs = &self.procs;
-        let stale = counters.take_counters_where(&mut |k, v| {
-            !procs
-                .get(k.tgid)
-                .is_some_and(|p| p.same_process(v.proc_start_ns))
-                && !alive(k.tgid)
-        });
-        if !stale.is_empty() {
-            debug!(
-                count = stale.len(),
-                "dropped counters of processes gone unseen"
-            );
         }
         if self.files_set.len() > self.config.max_files {
             let open: HashSet<Foid> = self
