@@ -1021,6 +1021,23 @@ impl Engine {
         self.write(record);
     }
 
+    /// The flow of a descriptor with `delta` added, and its process. Counters may come before
+    /// the records that introduce their process: the process is learned then (from /proc),
+    /// rather than lose what it counted.
+    fn counted_flow(&mut self, key: FdKey, delta: &IoCounters, now_boot_ns: u64) -> (u32, FdEntry) {
+        let tgid = self.process_for(&Common {
+            ts_ns: now_boot_ns,
+            cgroup_id: delta.cgroup_id,
+            tgid: key.tgid,
+            tid: delta.last_tid,
+            proc_start_ns: delta.proc_start_ns,
+            ret: 0,
+        });
+        let mut f = self.fd_entry(tgid, key.fd, delta, self.wall(now_boot_ns));
+        add_counters(&mut f.flow, delta);
+        (tgid, f)
+    }
+
     /// Periodic export: every descriptor with I/O since its last report is written, then its
     /// flow restarts (new start time, counters and flags reset).
     pub fn export_interval(&mut self, counters: &mut dyn CounterSource, now_boot_ns: u64) {
@@ -1044,18 +1061,7 @@ impl Engine {
         let mut deltas = counters.flush_counters();
         deltas.sort_by_key(|(k, _)| (k.tgid, k.fd));
         for (key, delta) in deltas {
-            // Counters may come before the records that introduce their process: learn the
-            // process then (from /proc), rather than lose what it counted.
-            let tgid = self.process_for(&Common {
-                ts_ns: now_boot_ns,
-                cgroup_id: delta.cgroup_id,
-                tgid: key.tgid,
-                tid: delta.last_tid,
-                proc_start_ns: delta.proc_start_ns,
-                ret: 0,
-            });
-            let mut f = self.fd_entry(tgid, key.fd, &delta, now);
-            add_counters(&mut f.flow, &delta);
+            let (tgid, f) = self.counted_flow(key, &delta, now_boot_ns);
             self.export(tgid, key.fd, &f, Some(&delta), now);
             let restarted_flow = restarted(&f.flow, now);
             if let Some(p) = self.procs.get_mut(tgid) {
@@ -1133,16 +1139,7 @@ impl Engine {
         }
         // Descriptors the agent never saw opening, still counting in the kernel.
         for (key, delta) in counters.flush_counters() {
-            let tgid = self.process_for(&Common {
-                ts_ns: now_boot_ns,
-                cgroup_id: delta.cgroup_id,
-                tgid: key.tgid,
-                tid: delta.last_tid,
-                proc_start_ns: delta.proc_start_ns,
-                ret: 0,
-            });
-            let mut f = self.fd_entry(tgid, key.fd, &delta, now);
-            add_counters(&mut f.flow, &delta);
+            let (tgid, mut f) = self.counted_flow(key, &delta, now_boot_ns);
             f.flow.op_flags |= op::TRUNCATE;
             self.export(tgid, key.fd, &f, Some(&delta), now);
         }
