@@ -3,5 +3,6 @@
 pub mod agent;
 pub mod cgroup;
 pub mod engine;
+pub mod nri;
 pub mod print;
 pub mod probe;

@@ -1,0 +1,303 @@
+//! The plugin side against a runtime side built from the same pieces (mux + ttrpc): the
+//! method paths, the handshake order, split synchronization, StateChange and dedicated RPCs
+//! reaching the same handler, and a malformed message ending the connection without an error
+//! reply. The real containerd is exercised by the e2e suite.
+
+use std::sync::Mutex as StdMutex;
+
+use tokio::sync::oneshot;
+
+use super::*;
+
+#[derive(Default)]
+struct Recorder {
+    calls: StdMutex<Vec<String>>,
+}
+
+impl NriHandler for Recorder {
+    fn synchronize(&self, pods: Vec<PodSandbox>, containers: Vec<Container>) {
+        let pods: Vec<_> = pods.iter().map(|p| p.name.clone()).collect();
+        let containers: Vec<_> = containers.iter().map(|c| c.name.clone()).collect();
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("sync pods={pods:?} containers={containers:?}"));
+    }
+    fn pod_event(&self, event: Event, pod: PodSandbox) {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("{} {}/{}", event.name(), pod.namespace, pod.name));
+    }
+    fn container_event(&self, event: Event, pod: Option<PodSandbox>, container: Container) {
+        self.calls.lock().unwrap().push(format!(
+            "{} {} pod={} cgroups={}",
+            event.name(),
+            container.name,
+            pod.map(|p| p.name).unwrap_or_default(),
+            container.linux.map(|l| l.cgroups_path).unwrap_or_default()
+        ));
+    }
+}
+
+/// The runtime's Runtime service: records RegisterPlugin.
+struct RegisterHandler(StdMutex<Option<oneshot::Sender<RegisterPluginRequest>>>);
+
+#[async_trait]
+impl MethodHandler for RegisterHandler {
+    async fn handler(&self, _ctx: TtrpcContext, req: Request) -> ttrpc::Result<Response> {
+        let reg = RegisterPluginRequest::decode(&req.payload[..]).unwrap();
+        if let Some(tx) = self.0.lock().unwrap().take() {
+            let _ = tx.send(reg);
+        }
+        let mut r = Response::new();
+        r.set_status(ttrpc::get_status(Code::OK, ""));
+        Ok(r)
+    }
+}
+
+struct FakeRuntime {
+    client: Client,
+    _server: Server,
+    _guard: mux::TrunkGuard,
+}
+
+impl FakeRuntime {
+    async fn call(&self, method: &str, payload: Vec<u8>) -> Response {
+        let mut req = Request::new();
+        req.service = PLUGIN_SERVICE.into();
+        req.method = method.into();
+        req.timeout_nano = 2_000_000_000;
+        req.payload = payload;
+        self.client.request(req).await.expect("ttrpc call")
+    }
+}
+
+fn pod(name: &str, ns: &str) -> PodSandbox {
+    PodSandbox {
+        id: format!("sandbox-{name}"),
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        namespace: ns.into(),
+        ..Default::default()
+    }
+}
+
+fn container(name: &str) -> Container {
+    Container {
+        id: format!("ctr-{name}"),
+        name: name.into(),
+        linux: Some(proto::LinuxContainer {
+            cgroups_path: format!("/k8s/pod1/ctr-{name}"),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Starts the plugin on one end of a socket pair and a fake runtime on the other; returns the
+/// runtime once the plugin registered, and the plugin session's outcome.
+async fn start() -> (
+    FakeRuntime,
+    Arc<Recorder>,
+    RegisterPluginRequest,
+    tokio::task::JoinHandle<SessionEnd>,
+) {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let config = NriConfig {
+        plugin_index: "42".into(),
+        ..NriConfig::default()
+    };
+    let handler: Arc<dyn NriHandler> = recorder.clone();
+    let session = tokio::spawn(async move {
+        serve_connection(ours, &config, handler, Arc::new(NriStats::default())).await
+    });
+
+    let trunk = mux::start(theirs);
+    let (reg_tx, reg_rx) = oneshot::channel();
+    let mut methods: HashMap<String, Box<dyn MethodHandler + Send + Sync>> = HashMap::new();
+    methods.insert(
+        "RegisterPlugin".into(),
+        Box::new(RegisterHandler(StdMutex::new(Some(reg_tx)))),
+    );
+    let mut server = Server::new()
+        .add_listener(one_connection(trunk.runtime))
+        .register_service(HashMap::from([(
+            RUNTIME_SERVICE.to_string(),
+            Service {
+                methods,
+                streams: HashMap::new(),
+            },
+        )]));
+    server.start().await.unwrap();
+    let client = Client::new(Socket::new(trunk.plugin));
+    let registered = tokio::time::timeout(Duration::from_secs(5), reg_rx)
+        .await
+        .expect("plugin registers within 5 s")
+        .unwrap();
+    (
+        FakeRuntime {
+            client,
+            _server: server,
+            _guard: trunk.guard,
+        },
+        recorder,
+        registered,
+        session,
+    )
+}
+
+#[tokio::test]
+async fn handshake_sync_and_events_reach_the_handler() {
+    let (runtime, recorder, registered, _session) = start().await;
+    assert_eq!(registered.plugin_name, "sysflow");
+    assert_eq!(registered.plugin_idx, "42");
+
+    let r = runtime
+        .call(
+            "Configure",
+            ConfigureRequest {
+                runtime_name: "containerd".into(),
+                runtime_version: "1.7.24".into(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        )
+        .await;
+    let configured = ConfigureResponse::decode(&r.payload[..]).unwrap();
+    // RUN(1)|STOP(2)|REMOVE_POD(4)|START_CONTAINER(0x20)|REMOVE_CONTAINER(0x400)
+    assert_eq!(configured.events, 0x427);
+
+    // A split synchronization: the first chunk is echoed with more=true, the handler sees
+    // everything once.
+    let r = runtime
+        .call(
+            "Synchronize",
+            SynchronizeRequest {
+                pods: vec![pod("a", "ns1")],
+                containers: vec![container("c1")],
+                more: true,
+            }
+            .encode_to_vec(),
+        )
+        .await;
+    assert!(SynchronizeResponse::decode(&r.payload[..]).unwrap().more);
+    let r = runtime
+        .call(
+            "Synchronize",
+            SynchronizeRequest {
+                pods: vec![pod("b", "ns2")],
+                containers: vec![container("c2")],
+                more: false,
+            }
+            .encode_to_vec(),
+        )
+        .await;
+    assert!(!SynchronizeResponse::decode(&r.payload[..]).unwrap().more);
+
+    // Old runtimes: StateChange; new ones: dedicated RPCs. Both reach the same handler.
+    runtime
+        .call(
+            "StateChange",
+            StateChangeEvent {
+                event: Event::RunPodSandbox as i32,
+                pod: Some(pod("web", "shop")),
+                container: None,
+            }
+            .encode_to_vec(),
+        )
+        .await;
+    runtime
+        .call(
+            "StateChange",
+            StateChangeEvent {
+                event: Event::StartContainer as i32,
+                pod: Some(pod("web", "shop")),
+                container: Some(container("nginx")),
+            }
+            .encode_to_vec(),
+        )
+        .await;
+    runtime
+        .call(
+            "RemoveContainer",
+            ContainerRequest {
+                pod: Some(pod("web", "shop")),
+                container: Some(container("nginx")),
+            }
+            .encode_to_vec(),
+        )
+        .await;
+    let r = runtime
+        .call(
+            "RemovePodSandbox",
+            PodRequest {
+                pod: Some(pod("web", "shop")),
+            }
+            .encode_to_vec(),
+        )
+        .await;
+    assert_eq!(r.status.code(), Code::OK);
+    // A method we do not subscribe to still gets a harmless empty answer.
+    let r = runtime
+        .call(
+            "CreateContainer",
+            ContainerRequest::default().encode_to_vec(),
+        )
+        .await;
+    assert_eq!(r.status.code(), Code::OK);
+    assert!(r.payload.is_empty());
+
+    assert_eq!(
+        *recorder.calls.lock().unwrap(),
+        vec![
+            r#"sync pods=["a", "b"] containers=["c1", "c2"]"#.to_string(),
+            "run_pod_sandbox shop/web".into(),
+            "start_container nginx pod=web cgroups=/k8s/pod1/ctr-nginx".into(),
+            "remove_container nginx pod=web cgroups=/k8s/pod1/ctr-nginx".into(),
+            "remove_pod_sandbox shop/web".into(),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn malformed_message_is_answered_ok_then_the_connection_closes() {
+    let (runtime, recorder, _registered, session) = start().await;
+    // Field 1 says "length-delimited, 100 bytes" but only 3 follow.
+    let r = runtime
+        .call("RunPodSandbox", vec![0x0a, 100, 1, 2, 3])
+        .await;
+    assert_eq!(r.status.code(), Code::OK);
+    let end = tokio::time::timeout(Duration::from_secs(5), session)
+        .await
+        .expect("session ends")
+        .unwrap();
+    let SessionEnd::Malformed(reason) = end else {
+        panic!("expected a malformed-message end, got {end:?}");
+    };
+    assert!(reason.starts_with("RunPodSandbox: "), "{reason}");
+    assert!(recorder.calls.lock().unwrap().is_empty());
+}
+
+#[test]
+fn plugin_index_and_name_are_checked_like_the_runtime_does() {
+    let ok = NriConfig::default();
+    assert_eq!(ok.validate(), Ok(()));
+    let bad = NriConfig {
+        plugin_index: "7".into(),
+        ..NriConfig::default()
+    };
+    assert_eq!(
+        bad.validate().unwrap_err(),
+        "plugin index \"7\" must be exactly two digits (00-99)"
+    );
+    let bad = NriConfig {
+        plugin_name: "sys flow".into(),
+        ..NriConfig::default()
+    };
+    assert!(
+        bad.validate()
+            .unwrap_err()
+            .starts_with("plugin name \"sys flow\"")
+    );
+}
