@@ -4,5 +4,6 @@ pub mod agent;
 pub mod cgroup;
 pub mod engine;
 pub mod nri;
+pub mod policy;
 pub mod print;
 pub mod probe;
