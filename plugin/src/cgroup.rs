@@ -77,9 +77,95 @@ pub fn cgroup_id(dir: &Path) -> Result<u64, CgroupError> {
         })
 }
 
+/// The directory of a container's cgroup under the cgroup2 mount, from the OCI
+/// `linux.cgroupsPath` the runtime reports (NRI `cgroups_path`). Two forms exist:
+/// * cgroupfs driver: a path, `/kubepods/burstable/pod<uid>/<id>`;
+/// * systemd driver: `slice:prefix:name`, e.g. `kubepods-burstable-pod<uid>.slice:cri-containerd:<id>`,
+///   which systemd places at `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice/cri-containerd-<id>.scope`.
+pub fn cgroups_path_dir(mount: &Path, cgroups_path: &str) -> Option<PathBuf> {
+    if cgroups_path.is_empty() {
+        return None;
+    }
+    let parts: Vec<&str> = cgroups_path.split(':').collect();
+    let relative = match parts.as_slice() {
+        [path] => path.trim_start_matches('/').to_string(),
+        [slice, prefix, name] if !slice.contains('/') => {
+            let unit = if name.ends_with(".slice") || name.ends_with(".scope") {
+                (*name).to_string()
+            } else if prefix.is_empty() {
+                format!("{name}.scope")
+            } else {
+                format!("{prefix}-{name}.scope")
+            };
+            let mut dir = expand_slice(slice)?;
+            dir.push(unit);
+            dir.to_string_lossy().into_owned()
+        }
+        _ => return None,
+    };
+    if relative.split('/').any(|c| c == "..") {
+        return None;
+    }
+    Some(mount.join(relative))
+}
+
+/// systemd's slice nesting: `a-b-c.slice` lives in `a.slice/a-b.slice/a-b-c.slice`; the root
+/// slice `-.slice` (or an empty one) is the top.
+fn expand_slice(slice: &str) -> Option<PathBuf> {
+    if slice.is_empty() || slice == "-.slice" {
+        return Some(PathBuf::new());
+    }
+    let name = slice.strip_suffix(".slice")?;
+    if name.is_empty() || name.starts_with('-') || name.ends_with('-') || name.contains("--") {
+        return None;
+    }
+    let mut dir = PathBuf::new();
+    let mut prefix = String::new();
+    for part in name.split('-') {
+        if !prefix.is_empty() {
+            prefix.push('-');
+        }
+        prefix.push_str(part);
+        dir.push(format!("{prefix}.slice"));
+    }
+    Some(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resolves_both_cgroup_driver_forms() {
+        let mount = Path::new("/sys/fs/cgroup");
+        assert_eq!(
+            cgroups_path_dir(mount, "/kubepods/burstable/pod12/abc"),
+            Some(PathBuf::from("/sys/fs/cgroup/kubepods/burstable/pod12/abc"))
+        );
+        assert_eq!(
+            cgroups_path_dir(
+                mount,
+                "kubepods-burstable-pod12_34.slice:cri-containerd:abc"
+            ),
+            Some(PathBuf::from(
+                "/sys/fs/cgroup/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod12_34.slice/cri-containerd-abc.scope"
+            ))
+        );
+        assert_eq!(
+            cgroups_path_dir(mount, "system.slice:docker:abc"),
+            Some(PathBuf::from(
+                "/sys/fs/cgroup/system.slice/docker-abc.scope"
+            ))
+        );
+        assert_eq!(
+            cgroups_path_dir(mount, ":cri-containerd:abc"),
+            Some(PathBuf::from("/sys/fs/cgroup/cri-containerd-abc.scope"))
+        );
+        assert_eq!(cgroups_path_dir(mount, ""), None);
+        assert_eq!(cgroups_path_dir(mount, "/a/../../etc"), None);
+        assert_eq!(cgroups_path_dir(mount, "bad--name.slice:p:abc"), None);
+        assert_eq!(cgroups_path_dir(mount, "a:b"), None);
+    }
 
     #[test]
     fn finds_the_hybrid_and_the_pure_v2_mount() {

@@ -7,3 +7,4 @@ pub mod nri;
 pub mod policy;
 pub mod print;
 pub mod probe;
+pub mod workloads;

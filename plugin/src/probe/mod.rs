@@ -161,12 +161,62 @@ impl FlushedCounters {
     }
 }
 
+struct ControlMaps {
+    cgroup_modes: BpfHashMap<MapData, u64, u32>,
+    settings: Array<MapData, Settings>,
+}
+
+/// The kernel's capture decisions: a mode per cgroup id, and the mode of every other cgroup.
+/// Cloneable and usable from any task; each call is one bpf() syscall under a short lock.
+#[derive(Clone)]
+pub struct CaptureControl(Arc<Mutex<ControlMaps>>);
+
+impl CaptureControl {
+    fn maps(&self) -> std::sync::MutexGuard<'_, ControlMaps> {
+        // A panic while holding the lock cannot leave the maps half-updated (each update is
+        // one syscall), so a poisoned lock is still usable.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_cgroup_mode(&self, cgroup_id: u64, mode: u32) -> Result<(), ProbeError> {
+        self.maps()
+            .cgroup_modes
+            .insert(&cgroup_id, &mode, 0)
+            .map_err(map_err("CGROUP_MODES"))
+    }
+
+    pub fn remove_cgroup(&self, cgroup_id: u64) -> Result<(), ProbeError> {
+        match self.maps().cgroup_modes.remove(&cgroup_id) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err("CGROUP_MODES")(e)),
+        }
+    }
+
+    pub fn set_default_mode(&self, mode: u32) -> Result<(), ProbeError> {
+        self.maps()
+            .settings
+            .set(
+                0,
+                &Settings {
+                    default_mode: mode,
+                    _pad: 0,
+                },
+                0,
+            )
+            .map_err(map_err("SETTINGS"))
+    }
+
+    /// The mode of a cgroup in the kernel map, if it has one.
+    pub fn cgroup_mode(&self, cgroup_id: u64) -> Option<u32> {
+        self.maps().cgroup_modes.get(&cgroup_id, 0).ok()
+    }
+}
+
 /// Loaded and attached programs with their maps.
 pub struct Probe {
     /// Owns the programs and their links: dropping it detaches everything.
     ebpf: Ebpf,
-    cgroup_modes: BpfHashMap<MapData, u64, u32>,
-    settings: Array<MapData, Settings>,
+    control: CaptureControl,
     kernel_counters: PerCpuArray<MapData, u64>,
     fd_counters: BpfHashMap<MapData, FdKey, FdCounters>,
     rings: Vec<RingBuf<MapData>>,
@@ -351,8 +401,10 @@ impl Probe {
         let boot_to_wall_ns = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_BOOTTIME);
         Ok(Probe {
             ebpf,
-            cgroup_modes,
-            settings,
+            control: CaptureControl(Arc::new(Mutex::new(ControlMaps {
+                cgroup_modes,
+                settings,
+            }))),
             kernel_counters,
             fd_counters,
             rings,
@@ -378,31 +430,22 @@ impl Probe {
     }
 
     /// Sets the capture mode of one cgroup (takes effect for the next syscall).
-    pub fn set_cgroup_mode(&mut self, cgroup_id: u64, mode: u32) -> Result<(), ProbeError> {
-        self.cgroup_modes
-            .insert(&cgroup_id, &mode, 0)
-            .map_err(map_err("CGROUP_MODES"))
+    pub fn set_cgroup_mode(&self, cgroup_id: u64, mode: u32) -> Result<(), ProbeError> {
+        self.control.set_cgroup_mode(cgroup_id, mode)
     }
 
     /// Forgets a cgroup: it falls back to the default mode.
-    pub fn remove_cgroup(&mut self, cgroup_id: u64) -> Result<(), ProbeError> {
-        match self.cgroup_modes.remove(&cgroup_id) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err("CGROUP_MODES")(e)),
-        }
+    pub fn remove_cgroup(&self, cgroup_id: u64) -> Result<(), ProbeError> {
+        self.control.remove_cgroup(cgroup_id)
     }
 
-    pub fn set_default_mode(&mut self, mode: u32) -> Result<(), ProbeError> {
-        self.settings
-            .set(
-                0,
-                &Settings {
-                    default_mode: mode,
-                    _pad: 0,
-                },
-                0,
-            )
-            .map_err(map_err("SETTINGS"))
+    pub fn set_default_mode(&self, mode: u32) -> Result<(), ProbeError> {
+        self.control.set_default_mode(mode)
+    }
+
+    /// A handle on the capture-mode maps that other tasks (NRI handlers) can use.
+    pub fn control(&self) -> CaptureControl {
+        self.control.clone()
     }
 
     pub fn kernel_stats(&self) -> Result<KernelStats, ProbeError> {

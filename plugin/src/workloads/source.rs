@@ -1,0 +1,127 @@
+//! Where workload metadata comes from, chosen at run time and re-chosen when it goes away:
+//! 1. NRI (containerd with NRI on): exact, registered before each workload starts;
+//! 2. containerd's API (NRI off, containerd up): registered after the fact (see containerd_api);
+//! 3. nothing (standalone, `--no-nri`, containerd down): containers are known by cgroup path.
+//!
+//! Connections are retried with backoff; a restarted containerd is picked up again.
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU8, Ordering::Relaxed},
+    },
+    time::{Duration, Instant},
+};
+
+use tracing::{info, warn};
+
+use super::{Workloads, containerd_api, nri_source::NriWorkloads};
+use crate::nri::{self, Backoff, NriConfig, NriHandler, stats::NriStats};
+
+#[derive(Clone, Debug)]
+pub struct SourceConfig {
+    /// None: do not use NRI (`--no-nri`).
+    pub nri: Option<NriConfig>,
+    /// None: do not fall back to containerd's API.
+    pub containerd_socket: Option<PathBuf>,
+    pub containerd_namespace: String,
+}
+
+/// Which source is feeding the workload table now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ActiveSource {
+    None = 0,
+    Nri = 1,
+    ContainerdApi = 2,
+}
+
+#[derive(Default)]
+pub struct SourceState(AtomicU8);
+
+impl SourceState {
+    pub fn get(&self) -> ActiveSource {
+        match self.0.load(Relaxed) {
+            1 => ActiveSource::Nri,
+            2 => ActiveSource::ContainerdApi,
+            _ => ActiveSource::None,
+        }
+    }
+    fn set(&self, s: ActiveSource) {
+        self.0.store(s as u8, Relaxed);
+    }
+}
+
+/// A connection that lasted this long resets the backoff.
+const STABLE: Duration = Duration::from_secs(10);
+/// How often a containerd-API session checks whether NRI became available.
+const NRI_RECHECK: Duration = Duration::from_secs(2);
+
+/// Runs until the process ends, or, for a plugin launched by the runtime, until the runtime
+/// closes its connection (then it returns: the runtime owns our lifetime).
+pub async fn run(
+    config: SourceConfig,
+    workloads: Arc<Workloads>,
+    nri_stats: Arc<NriStats>,
+    state: Arc<SourceState>,
+) {
+    let handler: Arc<dyn NriHandler> = Arc::new(NriWorkloads(workloads.clone()));
+    if let Some(nri_config) = &config.nri
+        && let Some(socket) = nri::launched_socket()
+    {
+        match socket {
+            Ok(socket) => {
+                state.set(ActiveSource::Nri);
+                let end = nri::serve_connection(socket, nri_config, handler, nri_stats).await;
+                state.set(ActiveSource::None);
+                warn!("NRI: the runtime that launched us closed the connection ({end}); stopping");
+            }
+            Err(e) => warn!("NRI: unusable launch socket: {e}"),
+        }
+        return;
+    }
+    let mut backoff = Backoff::default();
+    let mut last_note = String::new();
+    loop {
+        let started = Instant::now();
+        let note = if let Some(nri_config) = config.nri.as_ref().filter(|c| c.socket.exists()) {
+            state.set(ActiveSource::Nri);
+            let end = nri::connect_and_serve(nri_config, handler.clone(), nri_stats.clone()).await;
+            format!("NRI connection ended: {end}")
+        } else if let Some(socket) = config.containerd_socket.as_ref().filter(|s| s.exists()) {
+            state.set(ActiveSource::ContainerdApi);
+            let nri_socket = config.nri.as_ref().map(|c| c.socket.clone());
+            let nri_appeared = async {
+                loop {
+                    tokio::time::sleep(NRI_RECHECK).await;
+                    if nri_socket.as_ref().is_some_and(|s| s.exists()) {
+                        break;
+                    }
+                }
+            };
+            tokio::select! {
+                r = containerd_api::follow(socket, &config.containerd_namespace, workloads.clone()) => match r {
+                    Ok(()) => "containerd API session ended".to_string(),
+                    Err(e) => format!("containerd API: {e}"),
+                },
+                _ = nri_appeared => {
+                    backoff.reset();
+                    "NRI socket appeared: switching from containerd's API to NRI".to_string()
+                }
+            }
+        } else {
+            "no NRI or containerd socket: containers are known by cgroup path only".to_string()
+        };
+        state.set(ActiveSource::None);
+        if started.elapsed() >= STABLE {
+            backoff.reset();
+        }
+        // Log each distinct reason once, not on every retry.
+        if note != last_note {
+            info!("{note}; retrying");
+            last_note = note;
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
