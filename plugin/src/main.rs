@@ -22,6 +22,12 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy file: every problem with its line and column.
+    Check { file: PathBuf },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Capture and write SysFlow files (standalone: everything on the host, containers
     /// recognised from cgroup paths).
@@ -41,9 +47,23 @@ enum Command {
         /// YAML configuration file (flags override it).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Do not look for containerd's NRI socket: standalone capture.
+        /// No runtime metadata: neither NRI nor containerd's API (standalone capture).
         #[arg(long)]
         no_nri: bool,
+        /// Capture policy file (see deploy/policy.yaml).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// containerd's NRI socket (default /var/run/nri/nri.sock).
+        #[arg(long)]
+        nri_socket: Option<PathBuf>,
+        /// containerd's API socket, used when NRI is off (default /run/containerd/containerd.sock).
+        #[arg(long)]
+        containerd_socket: Option<PathBuf>,
+    },
+    /// Capture policies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
     },
     /// Print SysFlow files the way sysprint does: one line per event or flow, joined with its
     /// process, container, pod and files.
@@ -101,7 +121,10 @@ async fn real_main() -> anyhow::Result<()> {
             rotate,
             flow_interval,
             config,
-            no_nri: _,
+            no_nri,
+            policy,
+            nri_socket,
+            containerd_socket,
         } => {
             let mut cfg = match &config {
                 Some(path) => AgentConfig::load(path)?,
@@ -115,6 +138,19 @@ async fn real_main() -> anyhow::Result<()> {
             }
             if let Some(secs) = flow_interval {
                 cfg.flows.interval_secs = secs;
+            }
+            if policy.is_some() {
+                cfg.capture.policy = policy;
+            }
+            if let Some(socket) = nri_socket {
+                cfg.runtime.nri_socket = socket;
+            }
+            if let Some(socket) = containerd_socket {
+                cfg.runtime.containerd_socket = Some(socket);
+            }
+            if no_nri {
+                cfg.runtime.nri = false;
+                cfg.runtime.containerd_socket = None;
             }
             cfg.validate(
                 config
@@ -133,8 +169,29 @@ async fn real_main() -> anyhow::Result<()> {
                     .map(|p| p.display().to_string())
                     .unwrap_or_default()
             );
+            if let Some(nri) = summary.nri {
+                eprintln!("nri-sysflow: {nri}");
+            }
+            if summary.late_registrations > 0 {
+                eprintln!(
+                    "nri-sysflow: {} containers registered after their first process ran (containerd API fallback)",
+                    summary.late_registrations
+                );
+            }
             Ok(())
         }
+        Command::Policy {
+            command: PolicyCommand::Check { file },
+        } => match nri_sysflow::policy::Policy::load(&file) {
+            Ok(p) => {
+                println!("{}: valid, {} rules", file.display(), p.rule_count());
+                Ok(())
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                std::process::exit(1);
+            }
+        },
         Command::Print {
             format,
             types,

@@ -16,6 +16,38 @@ pub struct AgentConfig {
     pub flows: FlowsConfig,
     pub capture: CaptureConfig,
     pub kernel: KernelConfig,
+    pub runtime: RuntimeConfig,
+}
+
+/// Where pod and container metadata come from (see `workloads::source`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Use containerd's NRI socket when it is there.
+    pub nri: bool,
+    /// containerd's NRI socket (external plugin mode).
+    pub nri_socket: PathBuf,
+    pub plugin_name: String,
+    /// Two digits; NRI calls plugins in ascending index order.
+    pub plugin_index: String,
+    /// Without NRI, follow containerd's own API on this socket (null: do not).
+    pub containerd_socket: Option<PathBuf>,
+    /// containerd namespace of Kubernetes pods.
+    pub containerd_namespace: String,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        let nri = crate::nri::NriConfig::default();
+        RuntimeConfig {
+            nri: true,
+            nri_socket: nri.socket,
+            plugin_name: nri.plugin_name,
+            plugin_index: nri.plugin_index,
+            containerd_socket: Some("/run/containerd/containerd.sock".into()),
+            containerd_namespace: "k8s.io".into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -51,8 +83,11 @@ pub struct FlowsConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CaptureConfig {
-    /// off, process, process+file, all, or flows-without-io (no read/write counters).
+    /// off, process, process+file, all, or flows-without-io (no read/write counters); for
+    /// everything, when there is no policy file.
     pub default_mode: String,
+    /// Per-namespace capture policy (see deploy/policy.yaml); reloaded when it changes.
+    pub policy: Option<PathBuf>,
     /// Record process environments (secret-looking values redacted).
     pub env: bool,
     /// Bytes of exec arguments captured.
@@ -96,6 +131,7 @@ impl Default for CaptureConfig {
     fn default() -> Self {
         CaptureConfig {
             default_mode: "all".into(),
+            policy: None,
             env: false,
             args_max: 1024,
         }
@@ -203,6 +239,9 @@ impl AgentConfig {
         if !(1..=4).contains(&self.kernel.ring_count) {
             return Err(bad("kernel.ring_count", "must be 1 to 4".into()));
         }
+        self.nri_config()
+            .validate()
+            .map_err(|m| bad("runtime.plugin_name/plugin_index", m))?;
         Ok(())
     }
 
@@ -234,6 +273,14 @@ impl AgentConfig {
             fd_table_entries: self.kernel.fd_table_entries,
             default_mode: parse_mode(&self.capture.default_mode).unwrap_or(capture::ALL),
             ..ProbeConfig::default()
+        }
+    }
+
+    pub fn nri_config(&self) -> crate::nri::NriConfig {
+        crate::nri::NriConfig {
+            socket: self.runtime.nri_socket.clone(),
+            plugin_name: self.runtime.plugin_name.clone(),
+            plugin_index: self.runtime.plugin_index.clone(),
         }
     }
 

@@ -11,6 +11,7 @@ pub mod config;
 use std::{
     io::{IsTerminal as _, Write as _},
     path::{Path, PathBuf},
+    sync::{Arc, atomic::Ordering::Relaxed},
     time::{Duration, Instant},
 };
 
@@ -21,10 +22,17 @@ use tokio::{
 };
 use tracing::info;
 
-use self::config::AgentConfig;
+use self::config::{AgentConfig, parse_mode};
 use crate::{
+    cgroup::cgroup2_mount,
     engine::Engine,
+    nri::stats::NriStats,
+    policy::{Policy, PolicyErrors, watch},
     probe::{Probe, boot_now_ns},
+    workloads::{
+        Workloads,
+        source::{self, SourceConfig, SourceState},
+    },
 };
 
 /// Records the readers buffer ahead of the engine.
@@ -47,6 +55,12 @@ pub enum StartError {
     /// The kernel side could not start.
     #[error("cannot start kernel capture: {0}")]
     Probe(#[from] crate::probe::ProbeError),
+    /// The capture policy is invalid.
+    #[error("invalid capture policy:\n{0}")]
+    Policy(#[from] PolicyErrors),
+    /// No cgroup2 hierarchy to attribute records to.
+    #[error("{0}")]
+    Cgroup(#[from] crate::cgroup::CgroupError),
 }
 
 /// What a run did.
@@ -59,6 +73,10 @@ pub struct RunSummary {
     pub last_file: Option<PathBuf>,
     /// Peak resident memory of the agent (VmHWM), MiB.
     pub peak_rss_mib: f64,
+    /// NRI events and handler latency, when NRI was used.
+    pub nri: Option<String>,
+    /// Containers registered after their first process ran (containerd-API fallback).
+    pub late_registrations: u64,
 }
 
 /// VmHWM of this process, in MiB.
@@ -113,6 +131,28 @@ pub async fn run(
         return Err(StartError::NotRoot);
     }
     check_output_dir(&config.output.dir)?;
+    // The policy first: a bad one stops the start before anything is loaded.
+    let (policy, policy_text) = match &config.capture.policy {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| PolicyErrors {
+                source: path.display().to_string(),
+                problems: vec![crate::policy::Problem {
+                    line: 0,
+                    column: 0,
+                    message: format!("cannot read the policy: {e}"),
+                }],
+            })?;
+            (
+                Policy::parse(&text, &path.display().to_string())?,
+                Some(text),
+            )
+        }
+        None => (
+            Policy::uniform(parse_mode(&config.capture.default_mode).unwrap_or_default()),
+            None,
+        ),
+    };
+    let cgroup_mount = cgroup2_mount(Path::new("/proc/self/mountinfo"))?;
     let recovered = sysflow::writer::recover_partials(&config.output.dir)?;
     if !recovered.is_empty() {
         info!(
@@ -127,9 +167,39 @@ pub async fn run(
         writer,
         probe.boot_to_wall_offset_ns(),
     );
+    let (workloads, mut workload_updates) = Workloads::new(
+        policy,
+        Some(probe.control()),
+        cgroup_mount,
+        config.node_name(),
+        config.output.node_ip.parse().ok(),
+    );
+    engine.set_workloads(workloads.clone());
     let mut records = probe.records(CHANNEL_CAPACITY)?;
     // After attaching, so a process starting now is seen either here or by the probe.
     engine.seed_from_proc();
+    let nri_stats = Arc::new(NriStats::default());
+    let source_state = Arc::new(SourceState::default());
+    let launched = std::env::var_os("NRI_PLUGIN_SOCKET").is_some() && config.runtime.nri;
+    let mut source_task = tokio::spawn(source::run(
+        SourceConfig {
+            nri: config.runtime.nri.then(|| config.nri_config()),
+            containerd_socket: config.runtime.containerd_socket.clone(),
+            containerd_namespace: config.runtime.containerd_namespace.clone(),
+        },
+        workloads.clone(),
+        nri_stats.clone(),
+        source_state.clone(),
+    ));
+    let mut source_running = true;
+    let policy_watch = match (&config.capture.policy, policy_text) {
+        (Some(path), Some(text)) => Some(tokio::spawn(watch::watch(
+            path.clone(),
+            text,
+            workloads.clone(),
+        ))),
+        _ => None,
+    };
     info!(
         processes = engine.process_count(),
         attachments = probe.attachments(),
@@ -155,6 +225,14 @@ pub async fn run(
             biased;
             _ = &mut stop => break,
             _ = &mut deadline => break,
+            _ = &mut source_task, if source_running => {
+                source_running = false;
+                // Only a runtime-launched plugin's source ends: the runtime closed on us.
+                if launched {
+                    break;
+                }
+            }
+            Some(update) = workload_updates.recv() => engine.apply_workload(update),
             _ = flows.tick() => {
                 // Records already queued first: they may introduce the processes and
                 // descriptors the counters belong to.
@@ -179,6 +257,13 @@ pub async fn run(
         }
     }
     status.clear();
+    source_task.abort();
+    if let Some(task) = policy_watch {
+        task.abort();
+    }
+    while let Ok(update) = workload_updates.try_recv() {
+        engine.apply_workload(update);
+    }
     // Take what the kernel already produced, then end every open flow.
     while let Ok(Some(record)) =
         tokio::time::timeout(Duration::from_millis(100), records.recv()).await
@@ -198,6 +283,8 @@ pub async fn run(
         ring_drops,
         last_file,
         peak_rss_mib: peak_rss_mib(),
+        nri: (nri_stats.connections.load(Relaxed) > 0).then(|| nri_stats.summary()),
+        late_registrations: workloads.stats.late_registrations.load(Relaxed),
     })
 }
 

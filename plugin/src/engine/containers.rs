@@ -92,6 +92,14 @@ impl ContainerResolver {
     pub fn insert(&mut self, cgroup_id: u64, container: Option<CgroupContainer>) {
         self.by_cgroup.insert(cgroup_id, container);
     }
+
+    pub fn knows(&self, cgroup_id: u64) -> bool {
+        self.by_cgroup.contains_key(&cgroup_id)
+    }
+
+    pub fn forget(&mut self, cgroup_id: u64) {
+        self.by_cgroup.remove(&cgroup_id);
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub mod users;
 use std::{
     collections::{HashMap, HashSet},
     net::{IpAddr, SocketAddr},
+    sync::Arc,
 };
 
 use sysflow::{
@@ -36,9 +37,13 @@ use self::{
     process::{FdEntry, FdKind, FlowState, ProcEntry, ProcessTable, ThreadCounts, snapshot},
     users::UserNames,
 };
-use crate::probe::{
-    IoCounters, Record,
-    records::{CloseReason, Common, PathOp, SetIdSyscall, SockOp, Socket},
+use crate::{
+    policy::PathFilter,
+    probe::{
+        IoCounters, Record,
+        records::{CloseReason, Common, PathOp, SetIdSyscall, SockOp, Socket},
+    },
+    workloads::{WorkloadMeta, WorkloadUpdate, Workloads},
 };
 
 const O_CLOEXEC: u32 = 0o2000000;
@@ -120,6 +125,8 @@ pub struct EngineStats {
     pub processes_discovered: u64,
     pub processes_evicted: u64,
     pub flows_exported: u64,
+    /// File records a container's path policy left out.
+    pub filtered_by_path: u64,
     /// Records the writer refused (a bug if ever non-zero).
     pub write_errors: u64,
 }
@@ -131,6 +138,15 @@ pub struct Engine {
     containers: ContainerResolver,
     containers_set: HashSet<String>,
     files_set: HashSet<Foid>,
+    /// Runtime metadata of containers (NRI or containerd's API), when the agent has it.
+    workloads: Option<Arc<Workloads>>,
+    /// File path prefixes each container's policy keeps (containers without one keep all).
+    path_filters: HashMap<String, Arc<PathFilter>>,
+    /// Removed containers and pods: forgotten at the flow interval after the next, once
+    /// their last records are out. (cgroup id, container id) and pod ids.
+    removed: Vec<(u64, String)>,
+    removed_pods: Vec<String>,
+    forget_now: (Vec<(u64, String)>, Vec<String>),
     writer: SysFlowWriter,
     /// Add to a CLOCK_BOOTTIME timestamp to get wall-clock ns.
     boot_to_wall_ns: i128,
@@ -150,6 +166,11 @@ impl Engine {
             containers: ContainerResolver::default(),
             containers_set: HashSet::new(),
             files_set: HashSet::new(),
+            workloads: None,
+            path_filters: HashMap::new(),
+            removed: Vec::new(),
+            removed_pods: Vec::new(),
+            forget_now: (Vec::new(), Vec::new()),
             writer,
             boot_to_wall_ns,
             stats: EngineStats::default(),
@@ -170,6 +191,72 @@ impl Engine {
 
     pub fn containers_mut(&mut self) -> &mut ContainerResolver {
         &mut self.containers
+    }
+
+    /// Tags records with the runtime's metadata: each new cgroup is looked up there first.
+    pub fn set_workloads(&mut self, workloads: Arc<Workloads>) {
+        self.workloads = Some(workloads);
+    }
+
+    /// Takes in a change the runtime side made (new metadata, a policy change, a removal).
+    pub fn apply_workload(&mut self, update: WorkloadUpdate) {
+        match update {
+            WorkloadUpdate::Upsert(meta) => self.adopt(&meta),
+            WorkloadUpdate::Removed {
+                cgroup_id,
+                container_id,
+            } => self.removed.push((cgroup_id, container_id)),
+            WorkloadUpdate::PodRemoved { pod_id } => self.removed_pods.push(pod_id),
+        }
+    }
+
+    /// Makes a cgroup's metadata current: writer entities, cgroup cache, path filter.
+    fn adopt(&mut self, meta: &WorkloadMeta) {
+        self.containers.insert(
+            meta.cgroup_id,
+            Some(containers::CgroupContainer {
+                id: meta.container.id.clone(),
+                runtime: meta.container.container_type,
+            }),
+        );
+        if meta.paths.is_everything() {
+            self.path_filters.remove(&meta.container.id);
+        } else {
+            self.path_filters
+                .insert(meta.container.id.clone(), meta.paths.clone());
+        }
+        self.set_container(meta.container.clone(), meta.pod.clone());
+    }
+
+    /// Whether a file path passes its container's policy.
+    fn path_allowed(&self, container: Option<&str>, path: &str) -> bool {
+        container
+            .and_then(|c| self.path_filters.get(c))
+            .is_none_or(|f| f.allows(path))
+    }
+
+    /// Forgets the containers and pods removed before the previous interval: their last
+    /// records are out by now.
+    fn forget_removed(&mut self) {
+        let (containers, pods) = std::mem::replace(
+            &mut self.forget_now,
+            (
+                std::mem::take(&mut self.removed),
+                std::mem::take(&mut self.removed_pods),
+            ),
+        );
+        for (cgroup_id, id) in containers {
+            self.writer.forget_container(&id);
+            self.containers_set.remove(&id);
+            self.path_filters.remove(&id);
+            self.containers.forget(cgroup_id);
+            if let Some(w) = &self.workloads {
+                w.forget(cgroup_id);
+            }
+        }
+        for id in pods {
+            self.writer.forget_pod(&id);
+        }
     }
 
     fn wall(&self, boot_ns: u64) -> i64 {
@@ -264,6 +351,12 @@ impl Engine {
     }
 
     fn container_of(&mut self, cgroup_id: u64, tgid: u32) -> Option<String> {
+        if cgroup_id != 0
+            && !self.containers.knows(cgroup_id)
+            && let Some(meta) = self.workloads.as_ref().and_then(|w| w.lookup(cgroup_id))
+        {
+            self.adopt(&meta);
+        }
         let c = if cgroup_id == 0 {
             // Seeding: no cgroup id yet; read the process's cgroup path directly.
             std::fs::read_to_string(format!("/proc/{tgid}/cgroup"))
@@ -849,14 +942,17 @@ impl Engine {
         } else {
             restype::UNKNOWN
         };
-        let file_oid = self.set_file(&path, container.as_deref(), rtype, ts);
-        let new_file_oid = if flag & (op::RENAME | op::LINK | op::SYMLINK) != 0 {
+        let path2 = (flag & (op::RENAME | op::LINK | op::SYMLINK) != 0).then(|| {
             let base2 = self.base_dir(tgid, e.dirfd2);
-            let path2 = resolve(base2.as_deref(), &e.path2);
-            Some(self.set_file(&path2, container.as_deref(), rtype, ts))
-        } else {
-            None
-        };
+            resolve(base2.as_deref(), &e.path2)
+        });
+        let allowed = |p: &str| self.path_allowed(container.as_deref(), p);
+        if !allowed(&path) && path2.as_deref().is_none_or(|p| !allowed(p)) {
+            self.stats.filtered_by_path += 1;
+            return;
+        }
+        let file_oid = self.set_file(&path, container.as_deref(), rtype, ts);
+        let new_file_oid = path2.map(|p| self.set_file(&p, container.as_deref(), rtype, ts));
         let Some(entry) = self.procs.get(tgid) else {
             return;
         };
@@ -985,6 +1081,12 @@ impl Engine {
         let Some(entry) = self.procs.get(tgid) else {
             return;
         };
+        if let FdKind::File { path, .. } = &f.kind
+            && !self.path_allowed(entry.container_id.as_deref(), path)
+        {
+            self.stats.filtered_by_path += 1;
+            return;
+        }
         let flow = &f.flow;
         let record = match &f.kind {
             FdKind::File {
@@ -1077,6 +1179,7 @@ impl Engine {
                 );
             }
         }
+        self.forget_removed();
     }
 
     /// Housekeeping: forget processes that exited long enough ago, bound the file entities,

@@ -35,6 +35,8 @@ use serde_saphyr::Spanned;
 
 use crate::agent::config::parse_mode;
 
+pub mod watch;
+
 /// Pod annotation that asks for a capture mode (honoured where the policy allows overrides).
 pub const OVERRIDE_ANNOTATION: &str = "sysflow.io/capture";
 
@@ -254,6 +256,11 @@ fn problem_of_yaml_error(e: &serde_saphyr::Error) -> Problem {
     // first line without them, the location is ours to print.
     let text = e.to_string();
     let first = text.lines().next().unwrap_or("invalid YAML");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let first = match first.strip_prefix("line ") {
+        Some(rest) => rest.split_once(": ").map_or(first, |(_, m)| m),
+        None => first,
+    };
     let message = first
         .split(" at line ")
         .next()
