@@ -222,8 +222,8 @@ impl Cri {
             .into_inner()
             .status
             .context("no status")?;
-        // CONTAINER_EXITED = 3
-        Ok((status.state == 3).then_some(status.exit_code))
+        Ok((status.state == k8s_cri::v1::ContainerState::ContainerExited as i32)
+            .then_some(status.exit_code))
     }
 
     /// Waits for a container to exit; returns its exit code.

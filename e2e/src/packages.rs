@@ -88,7 +88,7 @@ pub fn ensure() -> anyhow::Result<Tools> {
         containerd: root.join("usr/bin/containerd"),
         ctr: root.join("usr/bin/ctr"),
         runc: root.join("usr/sbin/runc"),
-        busybox: root.join("bin/busybox"),
+        busybox: root.join("usr/bin/busybox"),
     };
     let marker = cache.join(".unpacked");
     let wanted = format!("{TRIXIE_PACKAGES:?} {BOOKWORM_PACKAGES:?}");

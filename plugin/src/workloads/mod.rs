@@ -267,9 +267,13 @@ impl Workloads {
             internal_ip: info.ips.iter().filter_map(ipv4).collect(),
             namespace: info.namespace.clone(),
             restart_count,
+            // The pod's own labels, without those the kubelet and the runtime add.
             labels: info
                 .labels
                 .iter()
+                .filter(|(k, _)| {
+                    !k.starts_with("io.kubernetes.") && !k.starts_with("io.cri-containerd.")
+                })
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect::<BTreeMap<_, _>>(),
             selectors: BTreeMap::new(),
