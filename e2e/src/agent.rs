@@ -52,8 +52,10 @@ impl Agent {
             }
             (nri, containerd) => {
                 // A socket that never exists disables that source.
-                cmd.arg("--nri-socket")
-                    .arg(nri.clone().unwrap_or_else(|| "/nonexistent/nri.sock".into()));
+                cmd.arg("--nri-socket").arg(
+                    nri.clone()
+                        .unwrap_or_else(|| "/nonexistent/nri.sock".into()),
+                );
                 cmd.arg("--containerd-socket").arg(
                     containerd
                         .clone()
@@ -107,8 +109,14 @@ impl Agent {
         });
         match found {
             Some(true) => Ok(()),
-            Some(false) => bail!("the agent exited before logging {needle:?}:\n{}", self.log_text()),
-            None => bail!("no {needle:?} in the agent's log within {timeout:?}:\n{}", self.log_text()),
+            Some(false) => bail!(
+                "the agent exited before logging {needle:?}:\n{}",
+                self.log_text()
+            ),
+            None => bail!(
+                "no {needle:?} in the agent's log within {timeout:?}:\n{}",
+                self.log_text()
+            ),
         }
     }
 

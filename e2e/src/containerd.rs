@@ -43,7 +43,12 @@ fn images(tools: &Tools) -> anyhow::Result<Vec<PathBuf>> {
     let pause = dir.join("pause.tar");
     let busybox = dir.join("busybox.tar");
     // Rebuilt every run: cheap, and always from the busybox in the cache.
-    build_busybox_image(&tools.busybox, PAUSE_IMAGE, &["/bin/sleep", "2147483647"], &pause)?;
+    build_busybox_image(
+        &tools.busybox,
+        PAUSE_IMAGE,
+        &["/bin/sleep", "2147483647"],
+        &pause,
+    )?;
     build_busybox_image(&tools.busybox, BUSYBOX_IMAGE, &["/bin/sh"], &busybox)?;
     Ok(vec![pause, busybox])
 }
@@ -84,7 +89,14 @@ impl Containerd {
             run(Command::new(&c.tools.ctr)
                 .arg("--address")
                 .arg(&c.socket)
-                .args(["-n", "k8s.io", "images", "import", "--platform", "linux/amd64"])
+                .args([
+                    "-n",
+                    "k8s.io",
+                    "images",
+                    "import",
+                    "--platform",
+                    "linux/amd64",
+                ])
                 .arg(&archive))?;
         }
         Ok(c)
@@ -158,7 +170,11 @@ state = "{d}/state"
             .spawn()
             .context("starting containerd")?;
         self.child = Some(child);
-        if wait_for(Duration::from_secs(20), || self.socket.exists().then_some(())).is_none() {
+        if wait_for(Duration::from_secs(20), || {
+            self.socket.exists().then_some(())
+        })
+        .is_none()
+        {
             bail!(
                 "containerd did not create {} within 20 s; log:\n{}",
                 self.socket.display(),
@@ -229,10 +245,13 @@ state = "{d}/state"
                 };
                 let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
                 let cmdline = String::from_utf8_lossy(&cmdline);
-                let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-                let in_our_cgroups = cgroup
-                    .lines()
-                    .any(|l| l.split(':').nth(2).is_some_and(|p| p.starts_with(&self.cgroup_root)));
+                let cgroup =
+                    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+                let in_our_cgroups = cgroup.lines().any(|l| {
+                    l.split(':')
+                        .nth(2)
+                        .is_some_and(|p| p.starts_with(&self.cgroup_root))
+                });
                 if (cmdline.contains("containerd-shim") && cmdline.contains(&address))
                     || in_our_cgroups
                 {

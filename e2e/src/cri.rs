@@ -5,8 +5,8 @@ use std::{collections::HashMap, path::Path};
 
 use anyhow::Context as _;
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ContainerStatusRequest, CreateContainerRequest,
-    ImageSpec, LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
+    ContainerConfig, ContainerMetadata, ContainerStatusRequest, CreateContainerRequest, ImageSpec,
+    LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
     LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
     PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
     StopPodSandboxRequest, runtime_service_client::RuntimeServiceClient,
@@ -28,7 +28,11 @@ pub struct PodSpec {
 
 impl PodSpec {
     pub fn new(name: &str, namespace: &str, cgroup_root: &str, log_root: &Path) -> PodSpec {
-        let uid = format!("{:08x}-e2e0-4000-8000-{:012x}", std::process::id(), unique());
+        let uid = format!(
+            "{:08x}-e2e0-4000-8000-{:012x}",
+            std::process::id(),
+            unique()
+        );
         PodSpec {
             name: name.into(),
             namespace: namespace.into(),
@@ -222,8 +226,10 @@ impl Cri {
             .into_inner()
             .status
             .context("no status")?;
-        Ok((status.state == k8s_cri::v1::ContainerState::ContainerExited as i32)
-            .then_some(status.exit_code))
+        Ok(
+            (status.state == k8s_cri::v1::ContainerState::ContainerExited as i32)
+                .then_some(status.exit_code),
+        )
     }
 
     /// Waits for a container to exit; returns its exit code.

@@ -12,8 +12,8 @@ use sha2::{Digest as _, Sha256};
 
 /// Tools the workloads use; each is a symlink to busybox.
 const APPLETS: &[&str] = &[
-    "sh", "sleep", "cat", "echo", "mkdir", "rmdir", "mv", "rm", "nc", "true", "false", "ls",
-    "dd", "head", "touch", "seq",
+    "sh", "sleep", "cat", "echo", "mkdir", "rmdir", "mv", "rm", "nc", "true", "false", "ls", "dd",
+    "head", "touch", "seq",
 ];
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -25,7 +25,8 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// The layer: /bin/busybox, its applets, and the directories a container needs.
 fn busybox_layer(busybox: &Path) -> anyhow::Result<Vec<u8>> {
-    let binary = std::fs::read(busybox).with_context(|| format!("reading {}", busybox.display()))?;
+    let binary =
+        std::fs::read(busybox).with_context(|| format!("reading {}", busybox.display()))?;
     let mut tar = tar::Builder::new(Vec::new());
     let dir = |tar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32| -> std::io::Result<()> {
         let mut h = tar::Header::new_ustar();
@@ -151,9 +152,13 @@ pub fn build_busybox_image(
     add("index.json".into(), index.as_bytes())?;
     add(format!("blobs/sha256/{layer_digest}"), &layer)?;
     add(format!("blobs/sha256/{config_digest}"), config.as_bytes())?;
-    add(format!("blobs/sha256/{manifest_digest}"), manifest.as_bytes())?;
+    add(
+        format!("blobs/sha256/{manifest_digest}"),
+        manifest.as_bytes(),
+    )?;
     let bytes = tar.into_inner()?;
-    let mut f = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut f =
+        std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
     f.write_all(&bytes)?;
     Ok(())
 }

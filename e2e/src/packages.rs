@@ -67,14 +67,20 @@ fn apt(private: Option<&Path>) -> Command {
     cmd.args(["-q", "-o", "APT::Sandbox::User=root"]);
     if let Some(dir) = private {
         cmd.arg("-o")
-            .arg(format!("Dir::Etc::sourcelist={}", dir.join("trixie.list").display()))
+            .arg(format!(
+                "Dir::Etc::sourcelist={}",
+                dir.join("trixie.list").display()
+            ))
             .args(["-o", "Dir::Etc::sourceparts=-"])
             .arg("-o")
             .arg(format!("Dir::State::Lists={}", dir.join("lists").display()))
             .arg("-o")
             .arg(format!("Dir::Cache={}", dir.join("cache").display()))
             .arg("-o")
-            .arg(format!("Dir::State::status={}", dir.join("status").display()));
+            .arg(format!(
+                "Dir::State::status={}",
+                dir.join("status").display()
+            ));
     }
     cmd
 }
@@ -122,10 +128,18 @@ pub fn ensure() -> anyhow::Result<Tools> {
         .arg("download")
         .args(TRIXIE_PACKAGES)
         .current_dir(&debs))?;
-    if run(apt(None).arg("download").args(BOOKWORM_PACKAGES).current_dir(&debs)).is_err() {
+    if run(apt(None)
+        .arg("download")
+        .args(BOOKWORM_PACKAGES)
+        .current_dir(&debs))
+    .is_err()
+    {
         // The machine's own lists may be missing on a fresh machine.
         run(apt(None).arg("update"))?;
-        run(apt(None).arg("download").args(BOOKWORM_PACKAGES).current_dir(&debs))?;
+        run(apt(None)
+            .arg("download")
+            .args(BOOKWORM_PACKAGES)
+            .current_dir(&debs))?;
     }
     for entry in std::fs::read_dir(&debs)? {
         let deb = entry?.path();

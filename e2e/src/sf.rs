@@ -88,5 +88,8 @@ pub fn exe(r: &FlatRecord) -> &str {
 }
 
 pub fn exe_args(r: &FlatRecord) -> &str {
-    r.process.as_ref().map(|p| p.exe_args.as_str()).unwrap_or("")
+    r.process
+        .as_ref()
+        .map(|p| p.exe_args.as_str())
+        .unwrap_or("")
 }

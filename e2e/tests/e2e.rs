@@ -59,9 +59,13 @@ impl Env {
     }
 
     fn nri_agent(&self, out: &str, policy: Option<&Path>) -> Agent {
+        self.nri_agent_logging_to(out, &format!("{out}.log"), policy)
+    }
+
+    fn nri_agent_logging_to(&self, out: &str, log: &str, policy: Option<&Path>) -> Agent {
         Agent::start(
             &self.path(out),
-            &self.path(&format!("{out}.log")),
+            &self.path(log),
             &AgentOptions {
                 nri_socket: Some(self.containerd.nri_socket.clone()),
                 policy: policy.map(Path::to_path_buf),
@@ -85,11 +89,22 @@ impl Env {
     }
 
     /// Runs a pod with one busybox container running `script`; returns (sandbox, container).
-    async fn run_script(&mut self, pod: &PodSpec, container: &str, script: &str) -> (String, String) {
+    async fn run_script(
+        &mut self,
+        pod: &PodSpec,
+        container: &str,
+        script: &str,
+    ) -> (String, String) {
         let sandbox = self.cri.run_pod(pod).await.expect("RunPodSandbox");
         let id = self
             .cri
-            .run_container(&sandbox, pod, container, BUSYBOX_IMAGE, &["/bin/sh", "-c", script])
+            .run_container(
+                &sandbox,
+                pod,
+                container,
+                BUSYBOX_IMAGE,
+                &["/bin/sh", "-c", script],
+            )
             .await
             .expect("container starts");
         (sandbox, id)
@@ -158,7 +173,11 @@ async fn captured_namespace_is_tagged_and_off_namespace_yields_nothing() {
     let (web_sandbox, web_ctr) = env.run_script(&web, "web", &script).await;
     let quiet = env.pod("db-0", "quiet-e2e");
     let (quiet_sandbox, quiet_ctr) = env
-        .run_script(&quiet, "db", "echo secret > /data/quiet.txt; mkdir /data/q; exit 4")
+        .run_script(
+            &quiet,
+            "db",
+            "echo secret > /data/quiet.txt; mkdir /data/q; exit 4",
+        )
         .await;
     assert_eq!(env.exit_code(&web, "web", &web_ctr).await, 3);
     assert_eq!(env.exit_code(&quiet, "db", &quiet_ctr).await, 4);
@@ -169,7 +188,10 @@ async fn captured_namespace_is_tagged_and_off_namespace_yields_nothing() {
 
     let records = sf::flat(&env.path("out")).unwrap();
     let web_records = of_pod(&records, "web-0");
-    assert!(!web_records.is_empty(), "no records of web-0; agent log:\n{log}");
+    assert!(
+        !web_records.is_empty(),
+        "no records of web-0; agent log:\n{log}"
+    );
     // Every record of the pod carries its container (or the sandbox's, named POD as kubelet
     // names it) and its pod.
     for r in &web_records {
@@ -185,7 +207,10 @@ async fn captured_namespace_is_tagged_and_off_namespace_yields_nothing() {
             expected,
             "{r:?}"
         );
-        assert_eq!((p.namespace.as_str(), p.id.as_str()), ("shop-e2e", web.uid.as_str()));
+        assert_eq!(
+            (p.namespace.as_str(), p.id.as_str()),
+            ("shop-e2e", web.uid.as_str())
+        );
         assert_eq!(c.pod_id.as_deref(), Some(web.uid.as_str()));
         assert_eq!(p.labels.get("app").map(String::as_str), Some("web-0"));
     }
@@ -195,8 +220,10 @@ async fn captured_namespace_is_tagged_and_off_namespace_yields_nothing() {
         .collect();
     // The shell's exec, with its arguments.
     assert!(
-        web_records.iter().any(|r| matches!(&r.record, Record::ProcessEvent(e) if e.op_flags == op::EXEC)
-            && exe_args(r).contains("echo hello > /data/out.txt")),
+        web_records.iter().any(
+            |r| matches!(&r.record, Record::ProcessEvent(e) if e.op_flags == op::EXEC)
+                && exe_args(r).contains("echo hello > /data/out.txt")
+        ),
         "no EXEC of the container's shell"
     );
     // 6 bytes written to the file, then renamed into a new directory.
@@ -215,7 +242,10 @@ async fn captured_namespace_is_tagged_and_off_namespace_yields_nothing() {
             .map(|r| {
                 (
                     file_path(r).to_string(),
-                    r.new_file.as_ref().map(|f| f.path.clone()).unwrap_or_default(),
+                    r.new_file
+                        .as_ref()
+                        .map(|f| f.path.clone())
+                        .unwrap_or_default(),
                 )
             })
             .collect::<Vec<_>>()
@@ -251,13 +281,16 @@ async fn captured_namespace_is_tagged_and_off_namespace_yields_nothing() {
         .iter()
         .filter(|r| {
             pod_namespace(r) == "quiet-e2e"
-                || r.container.as_ref().is_some_and(|c| {
-                    c.id == quiet_ctr || c.id == quiet_sandbox
-                })
+                || r.container
+                    .as_ref()
+                    .is_some_and(|c| c.id == quiet_ctr || c.id == quiet_sandbox)
                 || file_path(r).contains("quiet")
         })
         .collect();
-    assert!(leaked.is_empty(), "records of the off namespace: {leaked:?}");
+    assert!(
+        leaked.is_empty(),
+        "records of the off namespace: {leaked:?}"
+    );
 
     // sysprint reads the same files and sees the same tags.
     let printed = sf::sysprint(&env.path("out")).unwrap();
@@ -270,4 +303,388 @@ async fn captured_namespace_is_tagged_and_off_namespace_yields_nothing() {
         && j["pod"]["ns"] == "shop-e2e"
         && j["pod"]["id"] == web.uid.as_str()
         && j["container"]["image"] == BUSYBOX_IMAGE));
+}
+
+/// A container that appends "tick\n" to /data/ticks every 100 ms until killed.
+const TICKER: &str = "while true; do echo tick >> /data/ticks; sleep 0.1; done";
+
+/// FileFlows of /data/ticks that wrote, in a pod's container `name`: (start ts, bytes
+/// written). (The shell opens the file, moves it to fd 1 and closes the first descriptor,
+/// so each tick also has a flow that wrote nothing.)
+fn ticks(records: &[FlatRecord], pod: &str, container: &str) -> Vec<(i64, i64)> {
+    records
+        .iter()
+        .filter(|r| pod_name(r) == pod && container_name(r) == container)
+        .filter_map(|r| match &r.record {
+            Record::FileFlow(f) if file_path(r) == "/data/ticks" && f.num_w_send_ops > 0 => {
+                Some((f.ts, f.num_w_send_bytes))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn wall_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+/// Scenario 2: a container started before the agent is adopted through Synchronize.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_running_before_the_agent_is_adopted() {
+    let _guard = serial();
+    let mut env = Env::new(true).await;
+    let pod = env.pod("early-0", "adopt-e2e");
+    let (sandbox, _ctr) = env.run_script(&pod, "ticker", TICKER).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let agent = env.nri_agent("out", None);
+    assert!(
+        agent.log_text().contains("pods=1 containers=1"),
+        "Synchronize should hand over the running pod:\n{}",
+        agent.log_text()
+    );
+    // Some ticks while the agent runs.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    env.cri.remove_pod(&sandbox).await.unwrap();
+    agent.stop().unwrap();
+
+    let records = sf::flat(&env.path("out")).unwrap();
+    let ticks = ticks(&records, "early-0", "ticker");
+    assert!(ticks.len() >= 5, "ticks seen: {ticks:?}");
+    assert!(ticks.iter().all(|&(_, bytes)| bytes == 5), "{ticks:?}");
+    let tagged = records
+        .iter()
+        .filter(|r| pod_name(r) == "early-0")
+        .all(|r| pod_namespace(r) == "adopt-e2e");
+    assert!(tagged);
+}
+
+/// Scenario 3: the first exec of a container started right after its pod is captured and
+/// tagged: NRI registers the cgroup before the workload starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_exec_of_a_fresh_container_is_tagged() {
+    let _guard = serial();
+    let mut env = Env::new(true).await;
+    let agent = env.nri_agent("out", None);
+    let pod = env.pod("quick-0", "race-e2e");
+    let started = Instant::now();
+    let sandbox = env.cri.run_pod(&pod).await.unwrap();
+    let pod_up = started.elapsed();
+    let ctr = env
+        .cri
+        .run_container(
+            &sandbox,
+            &pod,
+            "first",
+            BUSYBOX_IMAGE,
+            &["/bin/sh", "-c", "echo first > /data/first.txt"],
+        )
+        .await
+        .unwrap();
+    let container_up = started.elapsed() - pod_up;
+    println!(
+        "pod sandbox ready in {} ms, its container started {} ms later",
+        pod_up.as_millis(),
+        container_up.as_millis()
+    );
+    assert_eq!(env.exit_code(&pod, "first", &ctr).await, 0);
+    env.cri.remove_pod(&sandbox).await.unwrap();
+    agent.stop().unwrap();
+
+    let records = sf::flat(&env.path("out")).unwrap();
+    // The container's first exec (its entrypoint) and everything after it carry the
+    // container and its pod. (runc's own set-up in the container's cgroup comes before the
+    // runtime's StartContainer and is known by cgroup path only.)
+    let of_ctr: Vec<&FlatRecord> = records
+        .iter()
+        .filter(|r| {
+            r.process.as_ref().and_then(|p| p.container_id.as_deref()) == Some(ctr.as_str())
+        })
+        .collect();
+    let ts = |r: &FlatRecord| match &r.record {
+        Record::ProcessEvent(e) => e.ts,
+        Record::FileFlow(f) => f.ts,
+        Record::FileEvent(e) => e.ts,
+        Record::NetworkFlow(n) => n.ts,
+        _ => i64::MAX,
+    };
+    let first_exec = of_ctr
+        .iter()
+        .filter(|r| matches!(&r.record, Record::ProcessEvent(e) if e.op_flags == op::EXEC))
+        .min_by_key(|r| ts(r))
+        .expect("an exec in the container");
+    assert!(
+        exe_args(first_exec).contains("echo first > /data/first.txt"),
+        "{first_exec:?}"
+    );
+    let exec_ts = ts(first_exec);
+    for r in of_ctr.iter().filter(|r| ts(r) >= exec_ts) {
+        assert_eq!(
+            (container_name(r), pod_name(r), pod_namespace(r)),
+            ("first", "quick-0", "race-e2e"),
+            "{r:?}"
+        );
+    }
+    let written: i64 = of_ctr
+        .iter()
+        .filter_map(|r| match &r.record {
+            Record::FileFlow(f) if file_path(r) == "/data/first.txt" => Some(f.num_w_send_bytes),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(written, 6);
+}
+
+/// Scenario 4: switching a namespace from off to all at run time reaches running containers
+/// within 2 s; an invalid policy in between is rejected and the old one stays in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_change_reaches_running_containers() {
+    let _guard = serial();
+    let mut env = Env::new(true).await;
+    let policy = env.write_policy(
+        "policy.yaml",
+        "default: all\nhost: off\nrules:\n  - namespaces: [flip-e2e]\n    mode: off\n",
+    );
+    let mut agent = env.nri_agent("out", Some(&policy));
+    let pod = env.pod("flip-0", "flip-e2e");
+    let (sandbox, ctr) = env.run_script(&pod, "ticker", TICKER).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    // A broken policy: rejected, the namespace stays off.
+    let rejected_at = wall_ns();
+    std::fs::write(
+        &policy,
+        "default: all\nrules:\n  - namespaces: [flip-e2e]\n    mode: sometimes\n",
+    )
+    .unwrap();
+    agent
+        .wait_log("policy not reloaded", Duration::from_secs(5))
+        .unwrap();
+    assert!(
+        agent
+            .log_text()
+            .contains("policy.yaml:4:11: unknown capture mode \"sometimes\"")
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let switched_at = wall_ns();
+    std::fs::write(&policy, "default: all\nhost: off\n").unwrap();
+    agent
+        .wait_log("policy reloaded", Duration::from_secs(5))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    env.cri.remove_pod(&sandbox).await.unwrap();
+    agent.stop().unwrap();
+
+    let records = sf::flat(&env.path("out")).unwrap();
+    let ticks = ticks(&records, "flip-0", "ticker");
+    assert!(!ticks.is_empty(), "no ticks after the switch");
+    let first = ticks.iter().map(|&(ts, _)| ts).min().unwrap();
+    assert!(
+        first >= switched_at && first > rejected_at,
+        "a tick captured before the switch: {} ns early",
+        switched_at - first
+    );
+    let delay_ms = (first - switched_at) / 1_000_000;
+    println!("first record {delay_ms} ms after the policy file changed");
+    assert!(delay_ms < 2000, "the switch took {delay_ms} ms");
+    // Same container: not restarted.
+    assert!(
+        records
+            .iter()
+            .filter(|r| pod_name(r) == "flip-0" && container_name(r) == "ticker")
+            .all(|r| r.container.as_ref().unwrap().id == ctr)
+    );
+}
+
+/// Scenario 5: containerd restarts; the plugin reconnects and keeps tagging new pods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_reconnects_after_containerd_restarts() {
+    let _guard = serial();
+    let mut env = Env::new(true).await;
+    let mut agent = env.nri_agent("out", None);
+    env.containerd.restart().await.unwrap();
+    env.cri = env.containerd.cri().await.unwrap();
+    wait_until(Duration::from_secs(15), || {
+        agent.log_count("NRI: synchronized") >= 2
+    })
+    .unwrap_or_else(|| panic!("no second Synchronize:\n{}", agent.log_text()));
+    let _ = agent.wait_log("NRI: synchronized", Duration::from_secs(1));
+    let pod = env.pod("after-0", "restart-e2e");
+    let (sandbox, ctr) = env
+        .run_script(&pod, "job", "echo done > /data/done.txt")
+        .await;
+    assert_eq!(env.exit_code(&pod, "job", &ctr).await, 0);
+    env.cri.remove_pod(&sandbox).await.unwrap();
+    agent.stop().unwrap();
+
+    let records = sf::flat(&env.path("out")).unwrap();
+    let written: i64 = records
+        .iter()
+        .filter(|r| pod_name(r) == "after-0" && container_name(r) == "job")
+        .filter_map(|r| match &r.record {
+            Record::FileFlow(f) if file_path(r) == "/data/done.txt" => Some(f.num_w_send_bytes),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(written, 5);
+}
+
+/// Scenario 6: the agent killed with SIGKILL: pods still start; restarted, it adopts them,
+/// and the files of the killed run are readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_agent_does_not_block_pods_and_adopts_them_on_restart() {
+    let _guard = serial();
+    let mut env = Env::new(true).await;
+    let agent = env.nri_agent("out", None);
+    let before = env.pod("before-0", "kill-e2e");
+    let (before_sandbox, _) = env.run_script(&before, "ticker", TICKER).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    agent.kill9();
+
+    let started = Instant::now();
+    let pod = env.pod("survivor-0", "kill-e2e");
+    let (sandbox, _ctr) = env.run_script(&pod, "ticker", TICKER).await;
+    println!(
+        "pod with the agent killed started in {} ms",
+        started.elapsed().as_millis()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Same output folder, its own log.
+    let agent = env.nri_agent_logging_to("out", "restarted.log", None);
+    assert!(
+        agent.log_text().contains("pods=2 containers=2"),
+        "{}",
+        agent.log_text()
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    env.cri.remove_pod(&sandbox).await.unwrap();
+    env.cri.remove_pod(&before_sandbox).await.unwrap();
+    let log = agent.stop().unwrap();
+    assert!(
+        log.contains("completed the names of files a previous run left"),
+        "{log}"
+    );
+
+    // Every file, the killed run's included, reads whole, and sysprint reads them too.
+    let records = sf::flat(&env.path("out")).unwrap();
+    assert!(!ticks(&records, "before-0", "ticker").is_empty());
+    let survivor = ticks(&records, "survivor-0", "ticker");
+    assert!(survivor.len() >= 5, "{survivor:?}");
+    assert!(!sf::sysprint(&env.path("out")).unwrap().is_empty());
+}
+
+/// Scenario 7: 20 pods at once; every one is tagged, and the handler latency is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_of_twenty_pods_is_tagged_and_handler_latency_reported() {
+    let _guard = serial();
+    let mut env = Env::new(true).await;
+    let agent = env.nri_agent("out", None);
+    let pods: Vec<PodSpec> = (0..20)
+        .map(|i| env.pod(&format!("burst-{i}"), "burst-e2e"))
+        .collect();
+    let mut tasks = Vec::new();
+    for pod in pods.clone() {
+        let mut cri = env.cri.clone();
+        tasks.push(tokio::spawn(async move {
+            let sandbox = cri.run_pod(&pod).await?;
+            let ctr = cri
+                .run_container(
+                    &sandbox,
+                    &pod,
+                    "job",
+                    BUSYBOX_IMAGE,
+                    &["/bin/sh", "-c", "echo hi > /data/hi.txt"],
+                )
+                .await?;
+            cri.wait_exit(&ctr, Duration::from_secs(60)).await?;
+            anyhow::Ok(sandbox)
+        }));
+    }
+    let mut sandboxes = Vec::new();
+    for t in tasks {
+        sandboxes.push(t.await.unwrap().expect("pod of the burst"));
+    }
+    for s in &sandboxes {
+        env.cri.remove_pod(s).await.unwrap();
+    }
+    let log = agent.stop().unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("handler latency"))
+        .unwrap_or_else(|| panic!("no latency summary:\n{log}"));
+    println!("{line}");
+    for slow in log.lines().filter(|l| l.contains("slow handler")) {
+        println!("{slow}");
+    }
+    let records = sf::flat(&env.path("out")).unwrap();
+    for pod in &pods {
+        let written: i64 = records
+            .iter()
+            .filter(|r| pod_name(r) == pod.name && container_name(r) == "job")
+            .filter_map(|r| match &r.record {
+                Record::FileFlow(f) if file_path(r) == "/data/hi.txt" => Some(f.num_w_send_bytes),
+                _ => None,
+            })
+            .sum();
+        assert_eq!(written, 3, "{}", pod.name);
+    }
+}
+
+/// Scenario 8: containerd with NRI disabled: containerd's API tags the pods' records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_api_fallback_tags_pods_without_nri() {
+    let _guard = serial();
+    let mut env = Env::new(false).await;
+    assert!(!env.containerd.nri_socket.exists());
+    let mut agent = Agent::start(
+        &env.path("out"),
+        &env.path("out.log"),
+        &AgentOptions {
+            nri_socket: Some(env.containerd.nri_socket.clone()),
+            containerd_socket: Some(env.containerd.socket.clone()),
+            ..AgentOptions::default()
+        },
+    )
+    .unwrap();
+    agent
+        .wait_log("containerd API: adopted", Duration::from_secs(15))
+        .unwrap();
+    let pod = env.pod("fallback-0", "api-e2e");
+    let (sandbox, ctr) = env.run_script(&pod, "ticker", TICKER).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    env.cri.remove_pod(&sandbox).await.unwrap();
+    let log = agent.stop().unwrap();
+    assert!(
+        log.contains("2 containers registered after their first process ran"),
+        "the sandbox and the container come from events:\n{log}"
+    );
+
+    let records = sf::flat(&env.path("out")).unwrap();
+    let ticks = ticks(&records, "fallback-0", "ticker");
+    assert!(ticks.len() >= 5, "{ticks:?}");
+    let tagged = records
+        .iter()
+        .find(|r| pod_name(r) == "fallback-0" && container_name(r) == "ticker")
+        .unwrap();
+    let c = tagged.container.as_ref().unwrap();
+    assert_eq!(
+        (c.id.as_str(), c.image.as_str()),
+        (ctr.as_str(), BUSYBOX_IMAGE)
+    );
+    assert_eq!(
+        (
+            pod_namespace(tagged),
+            tagged.pod.as_ref().unwrap().id.as_str()
+        ),
+        ("api-e2e", pod.uid.as_str())
+    );
+}
+
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> Option<()> {
+    nri_sysflow_e2e::wait_for(timeout, || f().then_some(()))
 }

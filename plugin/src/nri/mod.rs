@@ -257,7 +257,16 @@ impl MethodHandler for Handler {
         let mut response = Response::new();
         response.set_status(ttrpc::get_status(Code::OK, ""));
         response.payload = payload;
-        self.shared.stats.observe_latency(started.elapsed());
+        let took = started.elapsed();
+        self.shared.stats.observe_latency(took);
+        if took > SLOW_HANDLER {
+            // The runtime waits for us on every pod and container start, node-wide.
+            warn!(
+                method = self.name,
+                took_us = took.as_micros() as u64,
+                "NRI: slow handler"
+            );
+        }
         Ok(response)
     }
 }
@@ -317,6 +326,9 @@ where
         futures::stream::iter([Ok::<_, std::io::Error>(conn)]).chain(futures::stream::pending()),
     )
 }
+
+/// A handler slower than this is logged.
+const SLOW_HANDLER: Duration = Duration::from_millis(1);
 
 /// How long we wait for RegisterPlugin's answer (the runtime's registration timeout is 5 s).
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);

@@ -133,16 +133,16 @@ pub async fn follow(
         })?;
     let mut containers = ContainersClient::new(channel.clone());
     let mut tasks = TasksClient::new(channel.clone());
-    let mut events = EventsClient::new(channel)
-        // Subscribe first: nothing that starts while we list is missed.
-        .subscribe(SubscribeRequest {
-            filters: vec![format!(
-                "namespace=={namespace},topic~=\"^/(tasks|containers)/\""
-            )],
-        })
-        .await
-        .map_err(call_err("Events.Subscribe"))?
-        .into_inner();
+    // Subscribe first, so nothing that starts while we list is missed. containerd answers a
+    // subscription only with its first event, so the stream is awaited after the listing.
+    let mut events_client = EventsClient::new(channel);
+    let filters = vec![format!(
+        "namespace=={namespace},topic~=\"^/(tasks|containers)/\""
+    )];
+    let subscription =
+        tokio::spawn(async move { events_client.subscribe(SubscribeRequest { filters }).await });
+    // Let the request reach containerd before listing.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 
     let listed = containers
         .list(with_namespace!(ListContainersRequest::default(), namespace))
@@ -183,6 +183,10 @@ pub async fn follow(
 
     let mut by_id: HashMap<String, Container> =
         listed.into_iter().map(|c| (c.id.clone(), c)).collect();
+    let mut events = match subscription.await {
+        Ok(r) => r.map_err(call_err("Events.Subscribe"))?.into_inner(),
+        Err(_) => return Err(ApiError::StreamEnded),
+    };
     loop {
         let envelope = match events.message().await {
             Ok(Some(e)) => e,
