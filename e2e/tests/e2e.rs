@@ -7,7 +7,6 @@ use std::{
     io::{Read as _, Write as _},
     net::TcpListener,
     path::{Path, PathBuf},
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -19,7 +18,8 @@ use nri_sysflow_e2e::{
 };
 use sysflow::{Record, encoding::op, flat::FlatRecord};
 
-static SERIAL: Mutex<()> = Mutex::new(());
+/// An async lock: a failed scenario does not poison it for the next.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A containerd, a scratch folder for agent output and logs, and the pods to create.
 struct Env {
@@ -149,14 +149,14 @@ fn file_path(r: &FlatRecord) -> &str {
     r.file.as_ref().map(|f| f.path.as_str()).unwrap_or("")
 }
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
 }
 
 /// Scenario 1: two namespaces, one captured (all) and one off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn captured_namespace_is_tagged_and_off_namespace_yields_nothing() {
-    let _guard = serial();
+    let _guard = serial().await;
     let mut env = Env::new(true).await;
     let policy = env.write_policy(
         "policy.yaml",
@@ -334,7 +334,7 @@ fn wall_ns() -> i64 {
 /// Scenario 2: a container started before the agent is adopted through Synchronize.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_running_before_the_agent_is_adopted() {
-    let _guard = serial();
+    let _guard = serial().await;
     let mut env = Env::new(true).await;
     let pod = env.pod("early-0", "adopt-e2e");
     let (sandbox, _ctr) = env.run_script(&pod, "ticker", TICKER).await;
@@ -366,7 +366,7 @@ async fn container_running_before_the_agent_is_adopted() {
 /// tagged: NRI registers the cgroup before the workload starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_exec_of_a_fresh_container_is_tagged() {
-    let _guard = serial();
+    let _guard = serial().await;
     let mut env = Env::new(true).await;
     let agent = env.nri_agent("out", None);
     let pod = env.pod("quick-0", "race-e2e");
@@ -442,7 +442,7 @@ async fn first_exec_of_a_fresh_container_is_tagged() {
 /// within 2 s; an invalid policy in between is rejected and the old one stays in force.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_change_reaches_running_containers() {
-    let _guard = serial();
+    let _guard = serial().await;
     let mut env = Env::new(true).await;
     let policy = env.write_policy(
         "policy.yaml",
@@ -503,7 +503,7 @@ async fn policy_change_reaches_running_containers() {
 /// Scenario 5: containerd restarts; the plugin reconnects and keeps tagging new pods.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_reconnects_after_containerd_restarts() {
-    let _guard = serial();
+    let _guard = serial().await;
     let mut env = Env::new(true).await;
     let mut agent = env.nri_agent("out", None);
     env.containerd.restart().await.unwrap();
@@ -537,7 +537,7 @@ async fn plugin_reconnects_after_containerd_restarts() {
 /// and the files of the killed run are readable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_agent_does_not_block_pods_and_adopts_them_on_restart() {
-    let _guard = serial();
+    let _guard = serial().await;
     let mut env = Env::new(true).await;
     let agent = env.nri_agent("out", None);
     let before = env.pod("before-0", "kill-e2e");
@@ -581,7 +581,7 @@ async fn killed_agent_does_not_block_pods_and_adopts_them_on_restart() {
 /// Scenario 7: 20 pods at once; every one is tagged, and the handler latency is reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn burst_of_twenty_pods_is_tagged_and_handler_latency_reported() {
-    let _guard = serial();
+    let _guard = serial().await;
     let mut env = Env::new(true).await;
     let agent = env.nri_agent("out", None);
     let pods: Vec<PodSpec> = (0..20)
@@ -638,7 +638,7 @@ async fn burst_of_twenty_pods_is_tagged_and_handler_latency_reported() {
 /// Scenario 8: containerd with NRI disabled: containerd's API tags the pods' records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerd_api_fallback_tags_pods_without_nri() {
-    let _guard = serial();
+    let _guard = serial().await;
     let mut env = Env::new(false).await;
     assert!(!env.containerd.nri_socket.exists());
     let mut agent = Agent::start(

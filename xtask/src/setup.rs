@@ -129,7 +129,36 @@ fn ensure_python_tools() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Debian packages the build needs: protoc compiles containerd's and CRI's API definitions
+/// (containerd-client, k8s-cri).
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[("protoc", "protobuf-compiler")];
+
+fn ensure_debian_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .filter(|(binary, _)| {
+            !succeeds(
+                Command::new("sh")
+                    .arg("-c")
+                    .arg(format!("command -v {binary}")),
+            )
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    crate::run(Command::new("apt-get").arg("update"))?;
+    crate::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
 pub fn run() -> anyhow::Result<()> {
+    ensure_debian_packages()?;
     ensure_toolchain(USER_TOOLCHAIN, &["clippy", "rustfmt"])?;
     ensure_toolchain(EBPF_TOOLCHAIN, &["rust-src", "clippy"])?;
     ensure_bpf_linker()?;

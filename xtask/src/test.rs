@@ -18,6 +18,8 @@ pub fn run_all() -> anyhow::Result<()> {
         "sysflow",
         "-p",
         "xtask",
+        "-p",
+        "nri-sysflow-e2e",
         "--all-targets",
         "--",
         "-D",
@@ -49,5 +51,18 @@ pub fn run_all() -> anyhow::Result<()> {
         "sysflow",
         "-p",
         "nri-sysflow",
+    ])?;
+    // End to end: a real containerd with NRI, pods through CRI, the agent binary. The
+    // harness fetches containerd, runc and busybox from Debian itself; scenarios run one at
+    // a time.
+    cargo(&["build", "-p", "nri-sysflow", "--bin", "nri-sysflow"])?;
+    cargo(&[
+        "test",
+        "-p",
+        "nri-sysflow-e2e",
+        "--",
+        "--test-threads",
+        "1",
+        "--nocapture",
     ])
 }

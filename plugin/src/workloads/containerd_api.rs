@@ -58,8 +58,8 @@ fn call_err(call: &'static str) -> impl Fn(containerd_client::tonic::Status) -> 
 
 /// A CRI container or sandbox seen through containerd's API.
 enum Described {
-    Sandbox(PodInfo),
-    Container(ContainerInfo, PodInfo),
+    Sandbox(Box<PodInfo>),
+    Container(Box<(ContainerInfo, PodInfo)>),
 }
 
 fn pod_of(labels: &HashMap<String, String>, sandbox_id: &str) -> PodInfo {
@@ -88,13 +88,13 @@ fn pod_of(labels: &HashMap<String, String>, sandbox_id: &str) -> PodInfo {
 
 fn describe(c: &Container, pid: u32) -> Option<Described> {
     match c.labels.get(KIND_LABEL).map(String::as_str) {
-        Some("sandbox") => Some(Described::Sandbox(PodInfo {
+        Some("sandbox") => Some(Described::Sandbox(Box::new(PodInfo {
             pid,
             ..pod_of(&c.labels, &c.id)
-        })),
+        }))),
         Some("container") => {
             let pod = pod_of(&c.labels, "");
-            Some(Described::Container(
+            Some(Described::Container(Box::new((
                 ContainerInfo {
                     id: c.id.clone(),
                     pod_id: pod.id.clone(),
@@ -105,7 +105,7 @@ fn describe(c: &Container, pid: u32) -> Option<Described> {
                     ..ContainerInfo::default()
                 },
                 pod,
-            ))
+            ))))
         }
         // Not created through CRI.
         _ => None,
@@ -114,8 +114,11 @@ fn describe(c: &Container, pid: u32) -> Option<Described> {
 
 fn register(workloads: &Workloads, described: Described) {
     match described {
-        Described::Sandbox(pod) => workloads.pod_started(pod),
-        Described::Container(c, pod) => workloads.container_started(c, Some(pod)),
+        Described::Sandbox(pod) => workloads.pod_started(*pod),
+        Described::Container(both) => {
+            let (c, pod) = *both;
+            workloads.container_started(c, Some(pod))
+        }
     }
 }
 
@@ -168,9 +171,9 @@ pub async fn follow(
         };
         match describe(c, pid) {
             Some(Described::Sandbox(pod)) => {
-                pods.insert(pod.id.clone(), pod);
+                pods.insert(pod.id.clone(), *pod);
             }
-            Some(Described::Container(info, _)) => found.push(info),
+            Some(Described::Container(both)) => found.push(both.0),
             None => {}
         }
     }
@@ -251,7 +254,7 @@ pub async fn follow(
                     .and_then(|c| describe(c, 0))
                 {
                     Some(Described::Sandbox(pod)) => workloads.pod_removed(&pod.id),
-                    Some(Described::Container(c, _)) => workloads.container_removed(&c.id),
+                    Some(Described::Container(both)) => workloads.container_removed(&both.0.id),
                     None => {}
                 }
             }
