@@ -62,6 +62,15 @@ fn ls(dir: &str) -> HashSet<PathBuf> {
 impl Containerd {
     /// Starts containerd (NRI on or off), imports the images; ready for CRI calls.
     pub async fn start(nri: bool) -> anyhow::Result<Containerd> {
+        Self::start_with_plugin(nri, None).await
+    }
+
+    /// Like `start`, with a plugin containerd launches itself: an executable `script` installed
+    /// as `<plugin dir>/<file_name>` (NRI's `NN-name`).
+    pub async fn start_with_plugin(
+        nri: bool,
+        plugin: Option<(&str, &str)>,
+    ) -> anyhow::Result<Containerd> {
         let tools = packages::ensure()?;
         let dir = tempfile::Builder::new()
             .prefix("nri-sysflow-e2e-")
@@ -84,6 +93,12 @@ impl Containerd {
             shim_sockets_before: ls(SHIM_SOCKET_DIR),
         };
         c.write_config()?;
+        if let Some((file_name, script)) = plugin {
+            use std::os::unix::fs::PermissionsExt as _;
+            let path = c.dir.join("nri-plugins").join(file_name);
+            std::fs::write(&path, script)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        }
         c.spawn().await?;
         for archive in images(&c.tools)? {
             run(Command::new(&c.tools.ctr)

@@ -688,3 +688,109 @@ async fn containerd_api_fallback_tags_pods_without_nri() {
 fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> Option<()> {
     nri_sysflow_e2e::wait_for(timeout, || f().then_some(()))
 }
+
+/// Runtime-launched mode: containerd starts the agent itself from its plugin folder and hands
+/// it a connected socket (fd 3, `NRI_PLUGIN_SOCKET`); pods are tagged the same way. Stopping
+/// containerd kills its plugins (SIGKILL): the files stay readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_launched_by_containerd_tags_pods() {
+    let _guard = serial().await;
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    let log = work.path().join("launched.log");
+    // containerd gives launched plugins no PATH and no other environment.
+    let script = format!(
+        "#!/bin/sh\nexec {} run --output {} --containerd-socket /nonexistent.sock 2>>{}\n",
+        nri_sysflow_e2e::agent::binary().unwrap().display(),
+        out.display(),
+        log.display()
+    );
+    let mut containerd = Containerd::start_with_plugin(true, Some(("10-sysflow", &script)))
+        .await
+        .expect("containerd starts and launches the plugin");
+    let mut cri = containerd.cri().await.unwrap();
+    wait_until(Duration::from_secs(30), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("NRI: registered")
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "launched agent did not register:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("NRI: registered name=sysflow index=10"),
+        "{text}"
+    );
+
+    let pod = PodSpec::new(
+        "launched-0",
+        "launch-e2e",
+        &format!("{}/besteffort", containerd.cgroup_root),
+        &containerd.dir.join("logs"),
+    );
+    let sandbox = cri.run_pod(&pod).await.unwrap();
+    let ctr = cri
+        .run_container(
+            &sandbox,
+            &pod,
+            "job",
+            BUSYBOX_IMAGE,
+            &["/bin/sh", "-c", "echo launched > /data/l.txt"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        cri.wait_exit(&ctr, Duration::from_secs(30)).await.unwrap(),
+        0
+    );
+    // Give the agent a flush interval, then take containerd (and with it the agent) down.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    cri.remove_pod(&sandbox).await.unwrap();
+    containerd.stop();
+    let out_arg = out.display().to_string();
+    let agent_running = || {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&out_arg))
+            })
+    };
+    wait_until(Duration::from_secs(30), || !agent_running()).unwrap_or_else(|| {
+        panic!(
+            "the launched agent still runs after containerd stopped:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+
+    // Whatever way it ended, its files are readable once their names are completed.
+    sysflow::writer::recover_partials(&out).unwrap();
+    let records = sf::flat(&out).unwrap();
+    let written: i64 = records
+        .iter()
+        .filter(|r| pod_name(r) == "launched-0" && container_name(r) == "job")
+        .filter_map(|r| match &r.record {
+            Record::FileFlow(f) if file_path(r) == "/data/l.txt" => Some(f.num_w_send_bytes),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(
+        written,
+        9,
+        "agent log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(
+        records
+            .iter()
+            .find(|r| pod_name(r) == "launched-0")
+            .map(pod_namespace),
+        Some("launch-e2e")
+    );
+}

@@ -28,6 +28,9 @@ pub enum Which {
     Sysflow,
     /// The whole agent under a heavy mixed workload, beside the workload without it.
     Agent,
+    /// Pod start-up on a real containerd with and without the NRI plugin, and the plugin's
+    /// handler latency.
+    Nri,
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
@@ -37,6 +40,23 @@ pub fn run(which: Which) -> anyhow::Result<()> {
         Which::Agent => {
             ensure_strace()?;
             cargo(&["bench", "-p", "nri-sysflow", "--bench", "agent"])
+        }
+        Which::Nri => {
+            cargo(&[
+                "build",
+                "--release",
+                "-p",
+                "nri-sysflow",
+                "--bin",
+                "nri-sysflow",
+            ])?;
+            let agent = crate::workspace_root()?.join("target/release/nri-sysflow");
+            crate::run(
+                Command::new("cargo")
+                    .arg(format!("+{}", crate::setup::USER_TOOLCHAIN))
+                    .args(["bench", "-p", "nri-sysflow-e2e", "--bench", "nri"])
+                    .env("NRI_SYSFLOW_BIN", agent),
+            )
         }
     }
 }

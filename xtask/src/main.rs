@@ -79,7 +79,7 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn workspace_root() -> anyhow::Result<std::path::PathBuf> {
+pub fn workspace_root() -> anyhow::Result<std::path::PathBuf> {
     let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     Ok(manifest
         .parent()

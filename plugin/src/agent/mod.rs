@@ -37,6 +37,8 @@ use crate::{
 
 /// Records the readers buffer ahead of the engine.
 const CHANNEL_CAPACITY: usize = 65_536;
+/// At shutdown, how long records still arriving are taken before the files are completed.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -264,9 +266,14 @@ pub async fn run(
     while let Ok(update) = workload_updates.try_recv() {
         engine.apply_workload(update);
     }
-    // Take what the kernel already produced, then end every open flow.
-    while let Ok(Some(record)) =
-        tokio::time::timeout(Duration::from_millis(100), records.recv()).await
+    // Take what the kernel already produced, then end every open flow. Bounded: on a busy
+    // node records never stop arriving.
+    let drain_until = tokio::time::Instant::now() + SHUTDOWN_DRAIN;
+    while let Ok(Some(record)) = tokio::time::timeout_at(
+        drain_until.min(tokio::time::Instant::now() + Duration::from_millis(100)),
+        records.recv(),
+    )
+    .await
     {
         engine.handle(record, &mut probe);
     }

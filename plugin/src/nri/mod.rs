@@ -53,10 +53,10 @@ pub trait NriHandler: Send + Sync + 'static {
 }
 
 /// Events we subscribe to: pods come and go, containers start (their cgroup exists, their
-/// workload has not run yet) and are removed.
-pub const SUBSCRIBED: [Event; 5] = [
+/// workload has not run yet) and are removed. Nothing else: the runtime calls every
+/// subscribed plugin in turn on the pod's start path.
+pub const SUBSCRIBED: [Event; 4] = [
     Event::RunPodSandbox,
-    Event::StopPodSandbox,
     Event::RemovePodSandbox,
     Event::StartContainer,
     Event::RemoveContainer,

@@ -70,10 +70,18 @@ pub async fn run(
     if let Some(nri_config) = &config.nri
         && let Some(socket) = nri::launched_socket()
     {
+        // The runtime named us after our file in its plugin folder: register under that name.
+        let mut launched_config = nri_config.clone();
+        if let Ok(name) = std::env::var("NRI_PLUGIN_NAME") {
+            launched_config.plugin_name = name;
+        }
+        if let Ok(index) = std::env::var("NRI_PLUGIN_IDX") {
+            launched_config.plugin_index = index;
+        }
         match socket {
             Ok(socket) => {
                 state.set(ActiveSource::Nri);
-                let end = nri::serve_connection(socket, nri_config, handler, nri_stats).await;
+                let end = nri::serve_connection(socket, &launched_config, handler, nri_stats).await;
                 state.set(ActiveSource::None);
                 warn!("NRI: the runtime that launched us closed the connection ({end}); stopping");
             }
