@@ -83,10 +83,20 @@ async fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for (mode, burst, n) in [("sequential", false, SEQUENTIAL), ("burst", true, BURST)] {
         let mut without = Vec::new();
+        let mut capture_only = Vec::new();
         let mut with = Vec::new();
         let mut handler = Vec::new();
         for round in 0..ROUNDS {
             without.extend(measure(&c, &mut cri, &format!("a{round}{mode}"), n, burst).await);
+            // The agent capturing everything but not registered with NRI: what capture costs
+            // runc and containerd, apart from the plugin's handlers.
+            let standalone = Agent::start(
+                &work.path().join(format!("{mode}-{round}-standalone")),
+                &work.path().join(format!("{mode}-{round}-standalone.log")),
+                &AgentOptions::default(),
+            )?;
+            capture_only.extend(measure(&c, &mut cri, &format!("c{round}{mode}"), n, burst).await);
+            standalone.stop()?;
             let out = work.path().join(format!("{mode}-{round}"));
             let agent = Agent::start(
                 &out,
@@ -104,43 +114,44 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         without.sort();
+        capture_only.sort();
         with.sort();
-        rows.push((mode, n, without, with, handler));
+        rows.push((mode, n, without, capture_only, with, handler));
     }
 
     println!(
         "\npod start-up (RunPodSandbox + CreateContainer + StartContainer), containerd 1.7.24, {ROUNDS} rounds\n"
     );
     println!(
-        "| pods | without plugin p50 / p99 (ms) | with nri-sysflow p50 / p99 (ms) | p50 ratio |"
+        "| pods | no agent p50 / p99 (ms) | agent capturing, no NRI p50 / p99 | agent as NRI plugin p50 / p99 | plugin vs capture-only p50 |"
     );
-    println!("|---|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|");
     let mut json = Vec::new();
-    for (mode, n, without, with, _) in &rows {
-        let (a50, a99, b50, b99) = (
-            percentile(without, 50.0),
-            percentile(without, 99.0),
-            percentile(with, 50.0),
-            percentile(with, 99.0),
-        );
+    for (mode, n, without, capture_only, with, _) in &rows {
+        let p = |v: &Vec<Duration>| (percentile(v, 50.0), percentile(v, 99.0));
+        let ((a50, a99), (c50, c99), (b50, b99)) = (p(without), p(capture_only), p(with));
         println!(
-            "| {n} {mode} | {} / {} | {} / {} | {:.2} |",
+            "| {n} {mode} | {} / {} | {} / {} | {} / {} | {:.2} |",
             ms(a50),
             ms(a99),
+            ms(c50),
+            ms(c99),
             ms(b50),
             ms(b99),
-            b50.as_secs_f64() / a50.as_secs_f64()
+            b50.as_secs_f64() / c50.as_secs_f64()
         );
         json.push(format!(
-            "\"{mode}\":{{\"without_p50_ms\":{},\"without_p99_ms\":{},\"with_p50_ms\":{},\"with_p99_ms\":{}}}",
+            "\"{mode}\":{{\"no_agent_p50_ms\":{},\"capture_only_p50_ms\":{},\"plugin_p50_ms\":{},\"no_agent_p99_ms\":{},\"capture_only_p99_ms\":{},\"plugin_p99_ms\":{}}}",
             ms(a50),
-            ms(a99),
+            ms(c50),
             ms(b50),
+            ms(a99),
+            ms(c99),
             ms(b99)
         ));
     }
     println!("\nNRI handler latency inside the agent, per round:");
-    for (mode, _, _, _, handler) in &rows {
+    for (mode, _, _, _, _, handler) in &rows {
         for h in handler {
             println!("  {mode}: {h}");
         }

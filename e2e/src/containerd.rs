@@ -72,8 +72,9 @@ impl Containerd {
         plugin: Option<(&str, &str)>,
     ) -> anyhow::Result<Containerd> {
         let tools = packages::ensure()?;
+        remove_stale_instances();
         let dir = tempfile::Builder::new()
-            .prefix("nri-sysflow-e2e-")
+            .prefix(INSTANCE_PREFIX)
             .tempdir_in("/tmp")?
             .keep();
         let n = dir
@@ -248,58 +249,16 @@ state = "{d}/state"
         self.spawn().await
     }
 
-    /// The shims and container processes of this instance, by their cgroups and command
-    /// lines.
-    fn our_processes(&self) -> Vec<i32> {
-        let mut pids = Vec::new();
-        let address = self.socket.display().to_string();
-        if let Ok(dir) = std::fs::read_dir("/proc") {
-            for e in dir.flatten() {
-                let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                    continue;
-                };
-                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                let cmdline = String::from_utf8_lossy(&cmdline);
-                let cgroup =
-                    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-                let in_our_cgroups = cgroup.lines().any(|l| {
-                    l.split(':')
-                        .nth(2)
-                        .is_some_and(|p| p.starts_with(&self.cgroup_root))
-                });
-                if (cmdline.contains("containerd-shim") && cmdline.contains(&address))
-                    || in_our_cgroups
-                {
-                    pids.push(pid);
-                }
-            }
-        }
-        pids
-    }
-
     /// Removes everything this instance created. Safe to call twice.
     pub fn cleanup(&mut self) {
         self.signal_and_wait(libc::SIGKILL, Duration::from_secs(5));
-        for _ in 0..3 {
-            let pids = self.our_processes();
-            if pids.is_empty() {
-                break;
-            }
-            for pid in pids {
-                // SAFETY: plain kill(2).
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        unmount_under(&self.dir);
-        remove_cgroups(&self.cgroup_root);
+        remove_instance(&self.dir, &self.cgroup_root);
         for socket in ls(SHIM_SOCKET_DIR).difference(&self.shim_sockets_before) {
             let _ = std::fs::remove_file(socket);
         }
         if !self.run_containerd_existed {
             let _ = std::fs::remove_dir_all("/run/containerd");
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -307,6 +266,77 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         self.cleanup();
     }
+}
+
+/// What a harness that was killed (SIGKILL, a cancelled CI job) left behind: instances whose
+/// containerd is gone. Removed before a new instance starts.
+pub fn remove_stale_instances() {
+    let Ok(entries) = std::fs::read_dir("/tmp") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(INSTANCE_PREFIX) {
+            continue;
+        }
+        let dir = e.path();
+        let config = dir.join("config.toml").display().to_string();
+        let alive = processes_where(|cmdline, _| {
+            cmdline.contains("containerd --config") && cmdline.contains(&config)
+        });
+        if alive.is_empty() {
+            remove_instance(&dir, &format!("/{name}"));
+        }
+    }
+}
+
+const INSTANCE_PREFIX: &str = "nri-sysflow-e2e-";
+
+/// Pids whose command line and /proc/<pid>/cgroup text match.
+fn processes_where(matches: impl Fn(&str, &str) -> bool) -> Vec<i32> {
+    let mut pids = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+            if matches(&cmdline, &cgroup) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// Kills an instance's shims and container processes, unmounts, removes its cgroups and
+/// folder.
+fn remove_instance(dir: &Path, cgroup_root: &str) {
+    let address = dir.join("containerd.sock").display().to_string();
+    let ours = |cmdline: &str, cgroup: &str| {
+        (cmdline.contains("containerd-shim") && cmdline.contains(&address))
+            || cgroup.lines().any(|l| {
+                l.split(':')
+                    .nth(2)
+                    .is_some_and(|p| p.starts_with(cgroup_root))
+            })
+    };
+    for _ in 0..3 {
+        let pids = processes_where(ours);
+        if pids.is_empty() {
+            break;
+        }
+        for pid in pids {
+            // SAFETY: plain kill(2).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unmount_under(dir);
+    remove_cgroups(cgroup_root);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// mountinfo's mount points (octal escapes undone).
