@@ -149,6 +149,17 @@ fn file_path(r: &FlatRecord) -> &str {
     r.file.as_ref().map(|f| f.path.as_str()).unwrap_or("")
 }
 
+/// Bytes the FileFlows of `path` among `records` wrote.
+fn bytes_written<'a>(records: impl IntoIterator<Item = &'a FlatRecord>, path: &str) -> i64 {
+    records
+        .into_iter()
+        .filter_map(|r| match &r.record {
+            Record::FileFlow(f) if file_path(r) == path => Some(f.num_w_send_bytes),
+            _ => None,
+        })
+        .sum()
+}
+
 async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     SERIAL.lock().await
 }
@@ -227,13 +238,7 @@ async fn captured_namespace_is_tagged_and_off_namespace_yields_nothing() {
         "no EXEC of the container's shell"
     );
     // 6 bytes written to the file, then renamed into a new directory.
-    let written: i64 = web_records
-        .iter()
-        .filter_map(|r| match &r.record {
-            Record::FileFlow(f) if file_path(r) == "/data/out.txt" => Some(f.num_w_send_bytes),
-            _ => None,
-        })
-        .sum();
+    let written = bytes_written(web_records.iter(), "/data/out.txt");
     assert_eq!(written, 6, "bytes written to /data/out.txt");
     let fe = |flag: i32| {
         web_records
@@ -428,13 +433,7 @@ async fn first_exec_of_a_fresh_container_is_tagged() {
             "{r:?}"
         );
     }
-    let written: i64 = of_ctr
-        .iter()
-        .filter_map(|r| match &r.record {
-            Record::FileFlow(f) if file_path(r) == "/data/first.txt" => Some(f.num_w_send_bytes),
-            _ => None,
-        })
-        .sum();
+    let written = bytes_written(of_ctr.iter(), "/data/first.txt");
     assert_eq!(written, 6);
 }
 
@@ -522,14 +521,12 @@ async fn plugin_reconnects_after_containerd_restarts() {
     agent.stop().unwrap();
 
     let records = sf::flat(&env.path("out")).unwrap();
-    let written: i64 = records
-        .iter()
-        .filter(|r| pod_name(r) == "after-0" && container_name(r) == "job")
-        .filter_map(|r| match &r.record {
-            Record::FileFlow(f) if file_path(r) == "/data/done.txt" => Some(f.num_w_send_bytes),
-            _ => None,
-        })
-        .sum();
+    let written = bytes_written(
+        records
+            .iter()
+            .filter(|r| pod_name(r) == "after-0" && container_name(r) == "job"),
+        "/data/done.txt",
+    );
     assert_eq!(written, 5);
 }
 
@@ -623,14 +620,12 @@ async fn burst_of_twenty_pods_is_tagged_and_handler_latency_reported() {
     }
     let records = sf::flat(&env.path("out")).unwrap();
     for pod in &pods {
-        let written: i64 = records
-            .iter()
-            .filter(|r| pod_name(r) == pod.name && container_name(r) == "job")
-            .filter_map(|r| match &r.record {
-                Record::FileFlow(f) if file_path(r) == "/data/hi.txt" => Some(f.num_w_send_bytes),
-                _ => None,
-            })
-            .sum();
+        let written = bytes_written(
+            records
+                .iter()
+                .filter(|r| pod_name(r) == pod.name && container_name(r) == "job"),
+            "/data/hi.txt",
+        );
         assert_eq!(written, 3, "{}", pod.name);
     }
 }
@@ -772,14 +767,12 @@ async fn agent_launched_by_containerd_tags_pods() {
     // Whatever way it ended, its files are readable once their names are completed.
     sysflow::writer::recover_partials(&out).unwrap();
     let records = sf::flat(&out).unwrap();
-    let written: i64 = records
-        .iter()
-        .filter(|r| pod_name(r) == "launched-0" && container_name(r) == "job")
-        .filter_map(|r| match &r.record {
-            Record::FileFlow(f) if file_path(r) == "/data/l.txt" => Some(f.num_w_send_bytes),
-            _ => None,
-        })
-        .sum();
+    let written = bytes_written(
+        records
+            .iter()
+            .filter(|r| pod_name(r) == "launched-0" && container_name(r) == "job"),
+        "/data/l.txt",
+    );
     assert_eq!(
         written,
         9,
