@@ -238,7 +238,7 @@ async fn captured_namespace_is_tagged_and_off_namespace_yields_nothing() {
         "no EXEC of the container's shell"
     );
     // 6 bytes written to the file, then renamed into a new directory.
-    let written = bytes_written(web_records.iter(), "/data/out.txt");
+    let written = bytes_written(web_records.iter().copied(), "/data/out.txt");
     assert_eq!(written, 6, "bytes written to /data/out.txt");
     let fe = |flag: i32| {
         web_records
@@ -433,7 +433,7 @@ async fn first_exec_of_a_fresh_container_is_tagged() {
             "{r:?}"
         );
     }
-    let written = bytes_written(of_ctr.iter(), "/data/first.txt");
+    let written = bytes_written(of_ctr.iter().copied(), "/data/first.txt");
     assert_eq!(written, 6);
 }
 
