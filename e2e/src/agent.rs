@@ -25,6 +25,8 @@ pub struct Agent {
     child: Option<Child>,
     pub out_dir: PathBuf,
     pub log: PathBuf,
+    /// Where it serves /metrics (a free loopback port it picked).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// The agent binary: `NRI_SYSFLOW_BIN`, or the workspace's debug build.
@@ -45,7 +47,10 @@ impl Agent {
     pub fn start(out_dir: &Path, log: &Path, opts: &AgentOptions) -> anyhow::Result<Agent> {
         std::fs::create_dir_all(out_dir)?;
         let mut cmd = Command::new(binary()?);
-        cmd.arg("run").arg("--output").arg(out_dir);
+        cmd.arg("run")
+            .arg("--output")
+            .arg(out_dir)
+            .args(["--metrics-addr", "127.0.0.1:0"]);
         match (&opts.nri_socket, &opts.containerd_socket) {
             (None, None) => {
                 cmd.arg("--no-nri");
@@ -84,8 +89,16 @@ impl Agent {
             child: Some(child),
             out_dir: out_dir.into(),
             log: log.into(),
+            metrics_addr: None,
         };
         agent.wait_log("capturing", Duration::from_secs(120))?;
+        agent.metrics_addr = agent
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("serving /metrics"))
+            .filter_map(|l| l.split("addr=").nth(1))
+            .filter_map(|a| a.split_whitespace().next()?.parse().ok())
+            .next_back();
         if opts.wait_for_nri {
             agent.wait_log("NRI: synchronized", Duration::from_secs(30))?;
         }

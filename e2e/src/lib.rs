@@ -1,7 +1,8 @@
 //! End-to-end harness for nri-sysflow: a real containerd 1.7 with NRI enabled and runc, both
 //! from Debian's packages; local OCI images (no registry is reachable); pods and containers
-//! created through CRI the way kubelet creates them; and the agent under test, whose `.sf`
-//! output is read with our reader and with the reference `sysprint`.
+//! created through CRI the way kubelet creates them; the agent under test, whose `.sf` output
+//! is read with our reader and with the reference `sysprint`; and a real Prometheus scraping
+//! its metrics.
 //!
 //! Everything a run creates (processes, mounts, cgroups, sockets, files) is removed when the
 //! [`containerd::Containerd`] value is dropped, also after a failed assertion.
@@ -11,6 +12,7 @@ pub mod containerd;
 pub mod cri;
 pub mod image;
 pub mod packages;
+pub mod prometheus;
 pub mod sf;
 
 use std::{path::PathBuf, time::Duration};

@@ -21,10 +21,12 @@ pub struct Tools {
     pub ctr: PathBuf,
     pub runc: PathBuf,
     pub busybox: PathBuf,
+    pub prometheus: PathBuf,
+    pub promtool: PathBuf,
 }
 
 const TRIXIE_PACKAGES: &[&str] = &["containerd", "busybox-static"];
-const BOOKWORM_PACKAGES: &[&str] = &["runc"];
+const BOOKWORM_PACKAGES: &[&str] = &["runc", "prometheus"];
 
 /// The Debian mirror this machine's apt uses.
 fn mirror() -> anyhow::Result<String> {
@@ -95,13 +97,22 @@ pub fn ensure() -> anyhow::Result<Tools> {
         ctr: root.join("usr/bin/ctr"),
         runc: root.join("usr/sbin/runc"),
         busybox: root.join("usr/bin/busybox"),
+        prometheus: root.join("usr/bin/prometheus"),
+        promtool: root.join("usr/bin/promtool"),
     };
     let marker = cache.join(".unpacked");
     let wanted = format!("{TRIXIE_PACKAGES:?} {BOOKWORM_PACKAGES:?}");
     if std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str())
-        && [&tools.containerd, &tools.ctr, &tools.runc, &tools.busybox]
-            .iter()
-            .all(|p| p.exists())
+        && [
+            &tools.containerd,
+            &tools.ctr,
+            &tools.runc,
+            &tools.busybox,
+            &tools.prometheus,
+            &tools.promtool,
+        ]
+        .iter()
+        .all(|p| p.exists())
     {
         return Ok(tools);
     }
@@ -147,7 +158,14 @@ pub fn ensure() -> anyhow::Result<Tools> {
             run(Command::new("dpkg").arg("-x").arg(&deb).arg(&root))?;
         }
     }
-    for p in [&tools.containerd, &tools.ctr, &tools.runc, &tools.busybox] {
+    for p in [
+        &tools.containerd,
+        &tools.ctr,
+        &tools.runc,
+        &tools.busybox,
+        &tools.prometheus,
+        &tools.promtool,
+    ] {
         if !p.exists() {
             bail!("{} missing after unpacking the packages", p.display());
         }

@@ -59,6 +59,9 @@ enum Command {
         /// containerd's API socket, used when NRI is off (default /run/containerd/containerd.sock).
         #[arg(long)]
         containerd_socket: Option<PathBuf>,
+        /// Serve Prometheus metrics here (default 127.0.0.1:9464; `off` to not serve them).
+        #[arg(long)]
+        metrics_addr: Option<String>,
     },
     /// Capture policies.
     Policy {
@@ -126,6 +129,7 @@ async fn real_main() -> anyhow::Result<()> {
             policy,
             nri_socket,
             containerd_socket,
+            metrics_addr,
         } => {
             let mut cfg = match &config {
                 Some(path) => AgentConfig::load(path)?,
@@ -148,6 +152,15 @@ async fn real_main() -> anyhow::Result<()> {
             }
             if let Some(socket) = containerd_socket {
                 cfg.runtime.containerd_socket = Some(socket);
+            }
+            match metrics_addr.as_deref() {
+                None => {}
+                Some("off") => cfg.metrics.addr = None,
+                Some(addr) => {
+                    cfg.metrics.addr = Some(addr.parse().with_context(|| {
+                        format!("--metrics-addr {addr:?} is not an address like 127.0.0.1:9464")
+                    })?)
+                }
             }
             if no_nri {
                 cfg.runtime.nri = false;

@@ -17,6 +17,26 @@ pub struct AgentConfig {
     pub capture: CaptureConfig,
     pub kernel: KernelConfig,
     pub runtime: RuntimeConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// Prometheus metrics.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where `/metrics` is served (null: not served). The DaemonSet uses 0.0.0.0:9464.
+    pub addr: Option<std::net::SocketAddr>,
+    /// How long a removed container's series stay, so the last values are scraped.
+    pub series_grace_secs: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464))),
+            series_grace_secs: 300,
+        }
+    }
 }
 
 /// Where pod and container metadata come from (see `workloads::source`).

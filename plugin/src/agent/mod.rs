@@ -7,6 +7,7 @@
 //! next start completes their names.
 
 pub mod config;
+mod health;
 
 use std::{
     io::{IsTerminal as _, Write as _},
@@ -26,6 +27,7 @@ use self::config::{AgentConfig, parse_mode};
 use crate::{
     cgroup::cgroup2_mount,
     engine::Engine,
+    metrics::{Metrics, server, workload::WorkloadSeries},
     nri::stats::NriStats,
     policy::{Policy, PolicyErrors, watch},
     probe::{Probe, boot_now_ns},
@@ -63,6 +65,12 @@ pub enum StartError {
     /// No cgroup2 hierarchy to attribute records to.
     #[error("{0}")]
     Cgroup(#[from] crate::cgroup::CgroupError),
+    /// The metrics address cannot be served.
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// What a run did.
@@ -155,6 +163,12 @@ pub async fn run(
         ),
     };
     let cgroup_mount = cgroup2_mount(Path::new("/proc/self/mountinfo"))?;
+    let metrics = Arc::new(Metrics::new());
+    if let Some(addr) = config.metrics.addr {
+        server::start(addr, metrics.clone())
+            .await
+            .map_err(|source| StartError::Metrics { addr, source })?;
+    }
     let recovered = sysflow::writer::recover_partials(&config.output.dir)?;
     if !recovered.is_empty() {
         info!(
@@ -177,10 +191,17 @@ pub async fn run(
         config.output.node_ip.parse().ok(),
     );
     engine.set_workloads(workloads.clone());
+    engine.set_workload_series(
+        WorkloadSeries::new(metrics.workload.clone()),
+        Duration::from_secs(config.metrics.series_grace_secs),
+    );
     let mut records = probe.records(CHANNEL_CAPACITY)?;
     // After attaching, so a process starting now is seen either here or by the probe.
     engine.seed_from_proc();
     let nri_stats = Arc::new(NriStats::default());
+    let _ = nri_stats
+        .histogram
+        .set(metrics.health.nri_handler_seconds.clone());
     let source_state = Arc::new(SourceState::default());
     let launched = std::env::var_os("NRI_PLUGIN_SOCKET").is_some() && config.runtime.nri;
     let mut source_task = tokio::spawn(source::run(
@@ -222,6 +243,7 @@ pub async fn run(
     let flush_every = Duration::from_secs(config.output.flush_secs.max(1));
     let mut last_flush = Instant::now();
     let mut status = StatusLine::new(std::io::stderr().is_terminal());
+    let mut kernel_fd_entries = 0;
     loop {
         tokio::select! {
             biased;
@@ -242,6 +264,8 @@ pub async fn run(
                     engine.handle(record, &mut probe);
                 }
                 engine.export_interval(&mut probe, boot_now_ns());
+                // Walking the kernel table costs a syscall per entry: at the flow interval only.
+                kernel_fd_entries = probe.fd_table_len();
             }
             _ = tick.tick() => {
                 engine.tick(boot_now_ns());
@@ -251,6 +275,15 @@ pub async fn run(
                 }
                 let drops = probe.kernel_stats().map(|s| s.ring_full).unwrap_or(0);
                 status.show(&engine, drops);
+                health::update(&metrics.health, &health::Sources {
+                    probe: &probe,
+                    engine: &engine,
+                    queue_length: records.rx.len(),
+                    kernel_fd_entries,
+                    nri: &nri_stats,
+                    workloads: &workloads,
+                    source: source_state.get(),
+                });
             }
             record = records.recv() => {
                 let Some(record) = record else { break };

@@ -38,6 +38,7 @@ use self::{
     users::UserNames,
 };
 use crate::{
+    metrics::workload::{WorkloadLabels, WorkloadSeries},
     policy::PathFilter,
     probe::{
         IoCounters, Record,
@@ -127,6 +128,8 @@ pub struct EngineStats {
     pub flows_exported: u64,
     /// File records a container's path policy left out.
     pub filtered_by_path: u64,
+    /// File entities forgotten to keep the file table bounded.
+    pub files_evicted: u64,
     /// Records the writer refused (a bug if ever non-zero).
     pub write_errors: u64,
 }
@@ -147,6 +150,12 @@ pub struct Engine {
     removed: Vec<(u64, String)>,
     removed_pods: Vec<String>,
     forget_now: (Vec<(u64, String)>, Vec<String>),
+    /// Per-workload metrics, when the agent exports them; series labels by container id.
+    series: Option<WorkloadSeries>,
+    labels: HashMap<String, WorkloadLabels>,
+    /// Removed containers whose series go away after the grace period: (due wall ns, id).
+    series_expiry: Vec<(i64, String)>,
+    series_grace_ns: i64,
     writer: SysFlowWriter,
     /// Add to a CLOCK_BOOTTIME timestamp to get wall-clock ns.
     boot_to_wall_ns: i128,
@@ -171,6 +180,10 @@ impl Engine {
             removed: Vec::new(),
             removed_pods: Vec::new(),
             forget_now: (Vec::new(), Vec::new()),
+            series: None,
+            labels: HashMap::new(),
+            series_expiry: Vec::new(),
+            series_grace_ns: 300_000_000_000,
             writer,
             boot_to_wall_ns,
             stats: EngineStats::default(),
@@ -189,8 +202,64 @@ impl Engine {
         self.procs.len()
     }
 
+    pub fn file_count(&self) -> usize {
+        self.files_set.len()
+    }
+
     pub fn containers_mut(&mut self) -> &mut ContainerResolver {
         &mut self.containers
+    }
+
+    /// Counts every record written into per-workload metrics; a removed container's series
+    /// disappear `grace` after its removal.
+    pub fn set_workload_series(&mut self, series: WorkloadSeries, grace: std::time::Duration) {
+        self.series = Some(series);
+        self.series_grace_ns = grace.as_nanos() as i64;
+    }
+
+    /// The series labels of a container (None: the host).
+    fn labels_of(&self, container: Option<&str>) -> WorkloadLabels {
+        match container {
+            None => WorkloadLabels::default(),
+            Some(id) => self
+                .labels
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| WorkloadLabels {
+                    // Known by cgroup path only: its short id.
+                    container: id.chars().take(12).collect(),
+                    ..WorkloadLabels::default()
+                }),
+        }
+    }
+
+    /// The metric handles of a process's workload.
+    fn counters_of(&mut self, tgid: u32) -> Option<&crate::metrics::workload::WorkloadCounters> {
+        let container = self.procs.get(tgid).map(|p| p.container_id.clone())?;
+        let labels = self.labels_of(container.as_deref());
+        Some(self.series.as_mut()?.of(container.as_deref(), || labels))
+    }
+
+    /// Live processes per workload, into the active-processes gauges.
+    fn count_active_processes(&mut self) {
+        let Some(series) = self.series.as_mut() else {
+            return;
+        };
+        let mut counts: HashMap<Option<String>, i64> = HashMap::new();
+        for p in self.procs.values().filter(|p| p.exited_at_ns.is_none()) {
+            *counts.entry(p.container_id.clone()).or_default() += 1;
+        }
+        series.set_active(&counts, |c| match c {
+            None => WorkloadLabels::default(),
+            Some(id) => self
+                .labels
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| WorkloadLabels {
+                    container: id.chars().take(12).collect(),
+                    ..WorkloadLabels::default()
+                }),
+        });
     }
 
     /// Tags records with the runtime's metadata: each new cgroup is looked up there first.
@@ -219,6 +288,26 @@ impl Engine {
                 runtime: meta.container.container_type,
             }),
         );
+        let labels = WorkloadLabels {
+            namespace: meta
+                .pod
+                .as_ref()
+                .map(|p| p.namespace.clone())
+                .unwrap_or_default(),
+            pod: meta
+                .pod
+                .as_ref()
+                .map(|p| p.name.clone())
+                .unwrap_or_default(),
+            container: meta.container.name.clone(),
+        };
+        if self.labels.get(&meta.container.id) != Some(&labels) {
+            // The series under the old labels (e.g. a bare container id) go.
+            if let Some(series) = self.series.as_mut() {
+                series.relabel(&meta.container.id);
+            }
+            self.labels.insert(meta.container.id.clone(), labels);
+        }
         if meta.paths.is_everything() {
             self.path_filters.remove(&meta.container.id);
         } else {
@@ -245,7 +334,10 @@ impl Engine {
                 std::mem::take(&mut self.removed_pods),
             ),
         );
+        let now = self.wall(crate::probe::boot_now_ns());
         for (cgroup_id, id) in containers {
+            self.series_expiry
+                .push((now + self.series_grace_ns, id.clone()));
             self.writer.forget_container(&id);
             self.containers_set.remove(&id);
             self.path_filters.remove(&id);
@@ -437,6 +529,18 @@ impl Engine {
     }
 
     fn write(&mut self, record: SfRecord) {
+        if self.series.is_some() {
+            let tgid = match &record {
+                SfRecord::ProcessEvent(e) => Some(e.proc_oid.hpid as u32),
+                SfRecord::FileEvent(e) => Some(e.proc_oid.hpid as u32),
+                SfRecord::FileFlow(f) => Some(f.proc_oid.hpid as u32),
+                SfRecord::NetworkFlow(n) => Some(n.proc_oid.hpid as u32),
+                _ => None,
+            };
+            if let Some(counters) = tgid.and_then(|t| self.counters_of(t)) {
+                counters.observe(&record);
+            }
+        }
         if let Err(e) = self.writer.write(&record) {
             self.stats.write_errors += 1;
             warn!("SysFlow record not written: {e}");
@@ -800,6 +904,9 @@ impl Engine {
         let c = &e.common;
         let tgid = self.process_for(c);
         if c.ret < 0 {
+            if let Some(counters) = self.counters_of(tgid) {
+                counters.open_failed();
+            }
             return;
         }
         let base = self.base_dir(tgid, e.dirfd);
@@ -1186,6 +1293,18 @@ impl Engine {
     /// rotate and flush output.
     pub fn tick(&mut self, now_boot_ns: u64) {
         let now = self.wall(now_boot_ns);
+        self.count_active_processes();
+        if let Some(series) = self.series.as_mut() {
+            let labels = &mut self.labels;
+            self.series_expiry.retain(|(due, id)| {
+                if *due > now {
+                    return true;
+                }
+                series.remove(id);
+                labels.remove(id);
+                false
+            });
+        }
         for tgid in self.procs.expired(now, self.config.exit_grace_ns) {
             if let Some(p) = self.procs.remove(tgid) {
                 self.writer.forget_process(&p.oid);
@@ -1203,6 +1322,7 @@ impl Engine {
                 .collect();
             for oid in self.files_set.iter().filter(|o| !open.contains(o)) {
                 self.writer.forget_file(oid);
+                self.stats.files_evicted += 1;
             }
             self.files_set.retain(|o| open.contains(o));
         }

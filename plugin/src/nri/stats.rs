@@ -35,6 +35,8 @@ pub struct NriStats {
     pub latency_count: AtomicU64,
     pub latency_sum_ns: AtomicU64,
     recent: Mutex<VecDeque<u64>>,
+    /// The Prometheus histogram the latencies also go to, when metrics are exported.
+    pub histogram: std::sync::OnceLock<prometheus_client::metrics::histogram::Histogram>,
 }
 
 /// Index in `NriStats::events` of Synchronize calls (past the NRI event numbers we use).
@@ -49,6 +51,9 @@ impl NriStats {
             .unwrap_or(LATENCY_BUCKETS.len());
         self.latency_buckets[bucket].fetch_add(1, Relaxed);
         self.latency_count.fetch_add(1, Relaxed);
+        if let Some(h) = self.histogram.get() {
+            h.observe(secs);
+        }
         let ns = d.as_nanos().min(u64::MAX as u128) as u64;
         self.latency_sum_ns.fetch_add(ns, Relaxed);
         if let Ok(mut recent) = self.recent.lock() {

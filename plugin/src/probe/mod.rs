@@ -7,6 +7,7 @@ pub mod attach;
 pub mod btf;
 mod reader;
 pub mod records;
+mod ring_fill;
 pub mod tracefs;
 
 use std::{
@@ -220,6 +221,9 @@ pub struct Probe {
     kernel_counters: PerCpuArray<MapData, u64>,
     fd_counters: BpfHashMap<MapData, FdKey, FdCounters>,
     rings: Vec<RingBuf<MapData>>,
+    /// Fill gauges of the rings, set up when their readers start.
+    ring_fills: Vec<ring_fill::RingFill>,
+    ring_bytes: u32,
     flushed: Arc<Mutex<FlushedCounters>>,
     boot_to_wall_ns: i128,
     /// Every tracepoint attachment, so Drop can detach them concurrently.
@@ -408,6 +412,8 @@ impl Probe {
             kernel_counters,
             fd_counters,
             rings,
+            ring_fills: Vec::new(),
+            ring_bytes: config.ring_bytes,
             flushed: Arc::default(),
             boot_to_wall_ns,
             links,
@@ -466,12 +472,26 @@ impl Probe {
         })
     }
 
+    /// The fullest ring, as a fraction of its size (0 before `records()`).
+    pub fn ring_fill(&self) -> f64 {
+        self.ring_fills
+            .iter()
+            .map(ring_fill::RingFill::fill)
+            .fold(0.0, f64::max)
+    }
+
     /// Starts reading the ring buffers on the current tokio runtime. Can be called once; the
     /// readers stop when the receiver is dropped.
     pub fn records(&mut self, capacity: usize) -> Result<RecordReceiver, ProbeError> {
         let rings = std::mem::take(&mut self.rings);
         if rings.is_empty() {
             return Err(ProbeError::Config("records() was already called".into()));
+        }
+        for ring in &rings {
+            match ring_fill::RingFill::new(ring, u64::from(self.ring_bytes)) {
+                Ok(fill) => self.ring_fills.push(fill),
+                Err(e) => warn!("ring buffer fill is not measured: {e}"),
+            }
         }
         reader::spawn(rings, capacity, self.flushed.clone())
             .map_err(|e| ProbeError::Config(format!("cannot poll the ring buffers: {e}")))

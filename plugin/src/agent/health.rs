@@ -1,0 +1,74 @@
+//! Copies every stage's own statistics into the health metrics, once a second. The stages
+//! keep counting as they always do; a scrape reads only what this copied.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::{
+    engine::Engine,
+    metrics::HealthMetrics,
+    nri::stats::NriStats,
+    probe::Probe,
+    workloads::{Workloads, source::ActiveSource},
+};
+
+pub struct Sources<'a> {
+    pub probe: &'a Probe,
+    pub engine: &'a Engine,
+    pub queue_length: usize,
+    pub kernel_fd_entries: usize,
+    pub nri: &'a NriStats,
+    pub workloads: &'a Workloads,
+    pub source: ActiveSource,
+}
+
+pub fn update(m: &HealthMetrics, s: &Sources<'_>) {
+    if let Ok(k) = s.probe.kernel_stats() {
+        m.kernel_records.set_total(k.records_emitted);
+        m.set_drops([
+            k.ring_full,
+            k.fd_table_full,
+            k.pending_table_full,
+            k.read_faults,
+        ]);
+        m.strings_truncated.set_total(k.strings_truncated);
+    }
+    m.ring_fill.set(s.probe.ring_fill());
+    m.queue_length.set(s.queue_length as i64);
+
+    let writer = s.engine.writer().stats();
+    m.set_records_written(&writer.records_by_type);
+    m.files_completed.set_total(writer.files_completed);
+    m.bytes_written.set_total(writer.bytes_written);
+    m.export_errors.set_total(s.engine.stats.write_errors);
+    m.set_tables(
+        s.engine.process_count(),
+        s.engine.file_count(),
+        s.kernel_fd_entries,
+        [
+            s.engine.stats.processes_evicted,
+            s.engine.stats.files_evicted,
+        ],
+    );
+
+    let events: [u64; 16] = std::array::from_fn(|i| s.nri.events[i].load(Relaxed));
+    m.set_nri_events(&events);
+    m.nri_connected
+        .set(i64::from(s.nri.connected.load(Relaxed)));
+    m.nri_malformed.set_total(s.nri.malformed.load(Relaxed));
+    m.set_source(match s.source {
+        ActiveSource::Nri => "nri",
+        ActiveSource::ContainerdApi => "containerd_api",
+        ActiveSource::None => "none",
+    });
+
+    let w = &s.workloads.stats;
+    m.containers.set(s.workloads.container_count() as i64);
+    m.pods.set(s.workloads.pod_count() as i64);
+    m.late_registrations
+        .set_total(w.late_registrations.load(Relaxed));
+    m.set_policy_reloads(
+        w.policy_reloads_ok.load(Relaxed),
+        w.policy_reloads_failed.load(Relaxed),
+    );
+    m.sample_process();
+}

@@ -1,0 +1,442 @@
+//! Prometheus metrics: per-workload activity (see `workload`) and the agent's own health, in
+//! one registry served on `/metrics` (see `server`).
+//!
+//! Nothing here sits on the capture path's critical section: workload counters are atomics
+//! the engine increments through cached handles; health figures are copied from the stages'
+//! own statistics once a second by the agent loop; a scrape only reads atomics.
+
+pub mod server;
+pub mod workload;
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::{Registry, Unit},
+};
+
+use self::workload::WorkloadFamilies;
+use crate::nri::stats::LATENCY_BUCKETS;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+/// A SysFlow record type, as its short code (PE, FF, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeName {
+    pub r#type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
+    pub event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabel {
+    pub table: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+}
+
+/// A counter that mirrors a total kept elsewhere (a stage's own statistics): each update adds
+/// what the total grew by since the last one.
+#[derive(Default)]
+pub struct MirroredCounter {
+    counter: Counter,
+    last: AtomicU64,
+}
+
+impl MirroredCounter {
+    pub fn set_total(&self, total: u64) {
+        let last = self.last.swap(total, Relaxed);
+        if total > last {
+            self.counter.inc_by(total - last);
+        }
+    }
+}
+
+/// The agent's health metrics.
+pub struct HealthMetrics {
+    pub kernel_records: MirroredCounter,
+    pub kernel_dropped: Family<ReasonLabel, Counter>,
+    dropped_last: [AtomicU64; 4],
+    pub strings_truncated: MirroredCounter,
+    pub ring_fill: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub queue_length: Gauge,
+    pub records_written: Family<TypeName, Counter>,
+    written_last: [AtomicU64; 12],
+    pub files_completed: MirroredCounter,
+    pub bytes_written: MirroredCounter,
+    pub export_errors: MirroredCounter,
+    pub nri_events: Family<EventLabel, Counter>,
+    nri_events_last: [AtomicU64; 16],
+    pub nri_handler_seconds: Histogram,
+    pub nri_connected: Gauge,
+    pub nri_malformed: MirroredCounter,
+    pub metadata_source: Family<SourceLabel, Gauge>,
+    pub containers: Gauge,
+    pub pods: Gauge,
+    pub late_registrations: MirroredCounter,
+    pub policy_reloads: Family<ResultLabel, Counter>,
+    reloads_last: [AtomicU64; 2],
+    pub table_entries: Family<TableLabel, Gauge>,
+    pub table_evictions: Family<TableLabel, Counter>,
+    evictions_last: [AtomicU64; 2],
+    pub cpu_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    cpu_last_ticks: AtomicU64,
+    pub resident_memory: Gauge,
+    pub build_info: Family<BuildLabels, Gauge>,
+}
+
+/// SysFlow record types by union branch index, as sysprint abbreviates them.
+pub const RECORD_TYPES: [&str; 12] = [
+    "H", "C", "P", "F", "PE", "PF", "NF", "FF", "FE", "NE", "POD", "KE",
+];
+
+/// Reasons kernel records are lost, in `KernelStats` order.
+pub const DROP_REASONS: [&str; 4] = [
+    "ring_full",
+    "fd_table_full",
+    "pending_table_full",
+    "read_fault",
+];
+
+/// The NRI events counted, by `Event` number.
+const NRI_EVENT_NAMES: [&str; 16] = [
+    "unknown",
+    "run_pod_sandbox",
+    "stop_pod_sandbox",
+    "remove_pod_sandbox",
+    "create_container",
+    "post_create_container",
+    "start_container",
+    "post_start_container",
+    "update_container",
+    "post_update_container",
+    "stop_container",
+    "remove_container",
+    "update_pod_sandbox",
+    "post_update_pod_sandbox",
+    "validate_container_adjustment",
+    "synchronize",
+];
+
+fn add_delta(counter: &Counter, last: &AtomicU64, total: u64) {
+    let before = last.swap(total, Relaxed);
+    if total > before {
+        counter.inc_by(total - before);
+    }
+}
+
+impl HealthMetrics {
+    fn new() -> Self {
+        HealthMetrics {
+            kernel_records: MirroredCounter::default(),
+            kernel_dropped: Family::default(),
+            dropped_last: Default::default(),
+            strings_truncated: MirroredCounter::default(),
+            ring_fill: Gauge::default(),
+            queue_length: Gauge::default(),
+            records_written: Family::default(),
+            written_last: Default::default(),
+            files_completed: MirroredCounter::default(),
+            bytes_written: MirroredCounter::default(),
+            export_errors: MirroredCounter::default(),
+            nri_events: Family::default(),
+            nri_events_last: Default::default(),
+            nri_handler_seconds: Histogram::new(LATENCY_BUCKETS),
+            nri_connected: Gauge::default(),
+            nri_malformed: MirroredCounter::default(),
+            metadata_source: Family::default(),
+            containers: Gauge::default(),
+            pods: Gauge::default(),
+            late_registrations: MirroredCounter::default(),
+            policy_reloads: Family::default(),
+            reloads_last: Default::default(),
+            table_entries: Family::default(),
+            table_evictions: Family::default(),
+            evictions_last: Default::default(),
+            cpu_seconds: Counter::default(),
+            cpu_last_ticks: AtomicU64::new(0),
+            resident_memory: Gauge::default(),
+            build_info: Family::default(),
+        }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "kernel_records",
+            "Records the eBPF programs delivered to the ring buffers",
+            self.kernel_records.counter.clone(),
+        );
+        r.register(
+            "kernel_records_dropped",
+            "Kernel records lost, by reason: ring_full (ring buffer full), fd_table_full and pending_table_full (kernel tables full), read_fault (unreadable user memory)",
+            self.kernel_dropped.clone(),
+        );
+        r.register(
+            "kernel_strings_truncated",
+            "Paths and arguments cut at their size limit",
+            self.strings_truncated.counter.clone(),
+        );
+        r.register_with_unit(
+            "ring_buffer_fill",
+            "Fullest ring buffer, as a fraction of its size, at the last sample",
+            Unit::Other("ratio".into()),
+            self.ring_fill.clone(),
+        );
+        r.register(
+            "record_queue_length",
+            "Kernel records read from the rings and waiting for the engine",
+            self.queue_length.clone(),
+        );
+        r.register(
+            "sysflow_records_written",
+            "SysFlow records written, by type (PE, FF, NF, FE, PF, and entities P, F, C, POD, H)",
+            self.records_written.clone(),
+        );
+        r.register(
+            "sysflow_files_completed",
+            "SysFlow files completed (rotated or closed)",
+            self.files_completed.counter.clone(),
+        );
+        r.register_with_unit(
+            "sysflow_written",
+            "Bytes written to SysFlow files",
+            Unit::Bytes,
+            self.bytes_written.counter.clone(),
+        );
+        r.register(
+            "export_errors",
+            "SysFlow records or files that could not be written",
+            self.export_errors.counter.clone(),
+        );
+        r.register(
+            "nri_events",
+            "NRI events handled, by event",
+            self.nri_events.clone(),
+        );
+        r.register_with_unit(
+            "nri_handler_duration",
+            "Time NRI handlers took (the runtime waits for them)",
+            Unit::Seconds,
+            self.nri_handler_seconds.clone(),
+        );
+        r.register(
+            "nri_connected",
+            "1 while registered with the runtime over NRI",
+            self.nri_connected.clone(),
+        );
+        r.register(
+            "nri_malformed_messages",
+            "Malformed NRI messages (each closes the connection)",
+            self.nri_malformed.counter.clone(),
+        );
+        r.register(
+            "metadata_source",
+            "1 for the source of pod metadata in use: nri, containerd_api or none",
+            self.metadata_source.clone(),
+        );
+        r.register("containers", "Containers known", self.containers.clone());
+        r.register("pods", "Pods known", self.pods.clone());
+        r.register(
+            "late_registrations",
+            "Containers registered after their first process ran (containerd API fallback)",
+            self.late_registrations.counter.clone(),
+        );
+        r.register(
+            "policy_reloads",
+            "Capture policy reloads, by result (ok, failed)",
+            self.policy_reloads.clone(),
+        );
+        r.register(
+            "table_entries",
+            "Entries in the agent's tables (process, file, kernel_fd)",
+            self.table_entries.clone(),
+        );
+        r.register(
+            "table_evictions",
+            "Entries evicted from full tables (process, file)",
+            self.table_evictions.clone(),
+        );
+        r.register_with_unit(
+            "agent_cpu",
+            "CPU time the agent used (user + system)",
+            Unit::Seconds,
+            self.cpu_seconds.clone(),
+        );
+        r.register_with_unit(
+            "agent_resident_memory",
+            "The agent's resident memory",
+            Unit::Bytes,
+            self.resident_memory.clone(),
+        );
+        r.register(
+            "build_info",
+            "Always 1; the version as a label",
+            self.build_info.clone(),
+        );
+        self.build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+    }
+
+    pub fn set_drops(&self, by_reason: [u64; 4]) {
+        for (i, total) in by_reason.into_iter().enumerate() {
+            let c = self.kernel_dropped.get_or_create_owned(&ReasonLabel {
+                reason: DROP_REASONS[i],
+            });
+            add_delta(&c, &self.dropped_last[i], total);
+        }
+    }
+
+    pub fn set_records_written(&self, by_type: &[u64; 12]) {
+        for (i, &total) in by_type.iter().enumerate() {
+            let c = self.records_written.get_or_create_owned(&TypeName {
+                r#type: RECORD_TYPES[i],
+            });
+            add_delta(&c, &self.written_last[i], total);
+        }
+    }
+
+    pub fn set_nri_events(&self, by_slot: &[u64; 16]) {
+        for (i, &total) in by_slot.iter().enumerate() {
+            if total == 0 {
+                continue;
+            }
+            let c = self.nri_events.get_or_create_owned(&EventLabel {
+                event: NRI_EVENT_NAMES[i],
+            });
+            add_delta(&c, &self.nri_events_last[i], total);
+        }
+    }
+
+    pub fn set_policy_reloads(&self, ok: u64, failed: u64) {
+        for (i, (result, total)) in [("ok", ok), ("failed", failed)].into_iter().enumerate() {
+            let c = self
+                .policy_reloads
+                .get_or_create_owned(&ResultLabel { result });
+            add_delta(&c, &self.reloads_last[i], total);
+        }
+    }
+
+    pub fn set_tables(&self, processes: usize, files: usize, kernel_fds: usize, evicted: [u64; 2]) {
+        for (table, n) in [
+            ("process", processes),
+            ("file", files),
+            ("kernel_fd", kernel_fds),
+        ] {
+            self.table_entries
+                .get_or_create(&TableLabel { table })
+                .set(n as i64);
+        }
+        for (i, table) in ["process", "file"].into_iter().enumerate() {
+            let c = self
+                .table_evictions
+                .get_or_create_owned(&TableLabel { table });
+            add_delta(&c, &self.evictions_last[i], evicted[i]);
+        }
+    }
+
+    pub fn set_source(&self, active: &'static str) {
+        for source in ["nri", "containerd_api", "none"] {
+            self.metadata_source
+                .get_or_create(&SourceLabel { source })
+                .set(i64::from(source == active));
+        }
+    }
+
+    /// CPU time and resident memory of this process, from /proc/self.
+    pub fn sample_process(&self) {
+        // SAFETY: sysconf has no preconditions.
+        let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let page = 4096i64;
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat")
+            && let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r)
+        {
+            // Fields after the command: state is field 3; utime 14, stime 15 (1-based).
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks: u64 = [11, 12]
+                .iter()
+                .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<u64>().ok()))
+                .sum();
+            let before = self.cpu_last_ticks.swap(ticks, Relaxed);
+            if ticks > before {
+                self.cpu_seconds
+                    .inc_by((ticks - before) as f64 / ticks_per_sec);
+            }
+        }
+        if let Ok(statm) = std::fs::read_to_string("/proc/self/statm")
+            && let Some(pages) = statm
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<i64>().ok())
+        {
+            self.resident_memory.set(pages * page);
+        }
+    }
+}
+
+/// Every metric of the agent.
+pub struct Metrics {
+    pub registry: Registry,
+    pub health: std::sync::Arc<HealthMetrics>,
+    pub workload: WorkloadFamilies,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("nri_sysflow");
+        let health = std::sync::Arc::new(HealthMetrics::new());
+        health.register(&mut registry);
+        let workload = WorkloadFamilies::default();
+        workload.register(&mut registry);
+        Metrics {
+            registry,
+            health,
+            workload,
+        }
+    }
+
+    /// The registry in the Prometheus text format (0.0.4).
+    pub fn encode_text(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The registry in the OpenMetrics text format.
+    pub fn encode_openmetrics(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;
