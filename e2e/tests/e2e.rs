@@ -953,7 +953,9 @@ async fn prometheus_scrapes_metrics_that_agree_with_the_sysflow_files() {
         );
     }
 
-    // The counters agree with the flows in the .sf files.
+    // The counters agree with the flows in the .sf files that had ended when Prometheus was
+    // asked (flows still open then are written later, at the latest at shutdown).
+    let asked_at = wall_ns();
     let metric = |name: &str| scalar(&format!("{name}{{{sel}}}")).unwrap_or(-1.0) as i64;
     let (written, read, sent, received) = (
         metric("nri_sysflow_workload_file_written_bytes_total"),
@@ -968,7 +970,18 @@ async fn prometheus_scrapes_metrics_that_agree_with_the_sysflow_files() {
         .iter()
         .filter(|r| pod_name(r) == "metrics-0" && container_name(r) == "worker")
         .collect();
-    let sum = |f: fn(&Record) -> i64| of_worker.iter().map(|r| f(&r.record)).sum::<i64>();
+    let ended_before = |r: &Record| match r {
+        Record::FileFlow(f) => f.end_ts <= asked_at,
+        Record::NetworkFlow(n) => n.end_ts <= asked_at,
+        _ => false,
+    };
+    let sum = |f: fn(&Record) -> i64| {
+        of_worker
+            .iter()
+            .filter(|r| ended_before(&r.record))
+            .map(|r| f(&r.record))
+            .sum::<i64>()
+    };
     let sf_written = sum(|r| match r {
         Record::FileFlow(f) => f.num_w_send_bytes,
         _ => 0,

@@ -69,9 +69,11 @@ async fn a_containers_series_move_by_exactly_its_workloads_amounts() {
         None,
     );
     engine.set_workloads(workloads.clone());
+    // No grace period: a removed container's series go at the first tick after it is
+    // forgotten.
     engine.set_workload_series(
         WorkloadSeries::new(metrics.workload.clone()),
-        std::time::Duration::from_secs(300),
+        std::time::Duration::ZERO,
     );
     while let Ok(u) = updates.try_recv() {
         engine.apply_workload(u);
@@ -129,6 +131,22 @@ async fn a_containers_series_move_by_exactly_its_workloads_amounts() {
             assert_eq!(now, doubled, "{loader_dependent:?}");
         }
     }
+    // The runtime removes the container: its series stay until the engine forgets it (one
+    // flow interval after the next), then go.
+    workloads.container_removed(&"a".repeat(64));
+    while let Ok(u) = updates.try_recv() {
+        engine.apply_workload(u);
+    }
+    let now = nri_sysflow::probe::boot_now_ns();
+    engine.export_interval(&mut s.probe, now);
+    engine.tick(now);
+    assert!(metrics.encode_text().contains(r#"container="app""#));
+    engine.export_interval(&mut s.probe, now);
+    engine.tick(now + 1);
+    let text = metrics.encode_text();
+    assert!(!text.contains(r#"container="app""#), "{text}");
+    assert!(workloads.lookup(s.cgroup.id).is_none());
+
     // Nothing of the workload was counted as the host's.
     let text = metrics.encode_text();
     assert_eq!(

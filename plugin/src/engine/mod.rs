@@ -326,7 +326,7 @@ impl Engine {
 
     /// Forgets the containers and pods removed before the previous interval: their last
     /// records are out by now.
-    fn forget_removed(&mut self) {
+    fn forget_removed(&mut self, now_boot_ns: u64) {
         let (containers, pods) = std::mem::replace(
             &mut self.forget_now,
             (
@@ -334,7 +334,7 @@ impl Engine {
                 std::mem::take(&mut self.removed_pods),
             ),
         );
-        let now = self.wall(crate::probe::boot_now_ns());
+        let now = self.wall(now_boot_ns);
         for (cgroup_id, id) in containers {
             self.series_expiry
                 .push((now + self.series_grace_ns, id.clone()));
@@ -1286,7 +1286,7 @@ impl Engine {
                 );
             }
         }
-        self.forget_removed();
+        self.forget_removed(now_boot_ns);
     }
 
     /// Housekeeping: forget processes that exited long enough ago, bound the file entities,
