@@ -132,6 +132,7 @@ fn start_agent(dir: &Path) -> (Child, std::thread::JoinHandle<String>) {
     let mut child = Command::new(AGENT)
         .args(["run", "--output"])
         .arg(dir)
+        .args(["--metrics-addr", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()

@@ -50,6 +50,7 @@ impl Agent {
             .arg("run")
             .arg("--output")
             .arg(dir.path())
+            .args(["--metrics-addr", "127.0.0.1:0"])
             .args(args)
             .env(
                 "RUST_LOG",
@@ -533,6 +534,34 @@ fn start_errors_are_one_clear_line_with_a_failing_exit_code() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
         err.contains(&format!("{}:2:3", bad.path().display())) && err.contains("rotat_secs"),
+        "{err}"
+    );
+
+    // The metrics port is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(AGENT)
+        .args(["run", "--no-nri", "--output"])
+        .arg(dir.path())
+        .args(["--metrics-addr", &addr.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("cannot serve metrics on {addr}")) && err.contains("in use"),
+        "{err}"
+    );
+    let out = Command::new(AGENT)
+        .args(["run", "--metrics-addr", "localhost"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("--metrics-addr \"localhost\" is not an address"),
         "{err}"
     );
 
