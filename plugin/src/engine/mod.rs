@@ -217,27 +217,13 @@ impl Engine {
         self.series_grace_ns = grace.as_nanos() as i64;
     }
 
-    /// The series labels of a container (None: the host).
-    fn labels_of(&self, container: Option<&str>) -> WorkloadLabels {
-        match container {
-            None => WorkloadLabels::default(),
-            Some(id) => self
-                .labels
-                .get(id)
-                .cloned()
-                .unwrap_or_else(|| WorkloadLabels {
-                    // Known by cgroup path only: its short id.
-                    container: id.chars().take(12).collect(),
-                    ..WorkloadLabels::default()
-                }),
-        }
-    }
-
     /// The metric handles of a process's workload.
     fn counters_of(&mut self, tgid: u32) -> Option<&crate::metrics::workload::WorkloadCounters> {
         let container = self.procs.get(tgid).map(|p| p.container_id.clone())?;
-        let labels = self.labels_of(container.as_deref());
-        Some(self.series.as_mut()?.of(container.as_deref(), || labels))
+        let known = &self.labels;
+        Some(self.series.as_mut()?.of(container.as_deref(), || {
+            workload_labels(known, container.as_deref())
+        }))
     }
 
     /// Live processes per workload, into the active-processes gauges.
@@ -249,17 +235,8 @@ impl Engine {
         for p in self.procs.values().filter(|p| p.exited_at_ns.is_none()) {
             *counts.entry(p.container_id.clone()).or_default() += 1;
         }
-        series.set_active(&counts, |c| match c {
-            None => WorkloadLabels::default(),
-            Some(id) => self
-                .labels
-                .get(id)
-                .cloned()
-                .unwrap_or_else(|| WorkloadLabels {
-                    container: id.chars().take(12).collect(),
-                    ..WorkloadLabels::default()
-                }),
-        });
+        let known = &self.labels;
+        series.set_active(&counts, |c| workload_labels(known, c));
     }
 
     /// Tags records with the runtime's metadata: each new cgroup is looked up there first.
@@ -1369,6 +1346,21 @@ impl Engine {
         let stats = self.writer.stats().clone();
         let last = self.writer.close()?;
         Ok((last, stats))
+    }
+}
+
+/// The series labels of a container (None: the host, all labels empty).
+fn workload_labels(
+    known: &HashMap<String, WorkloadLabels>,
+    container: Option<&str>,
+) -> WorkloadLabels {
+    match container {
+        None => WorkloadLabels::default(),
+        Some(id) => known.get(id).cloned().unwrap_or_else(|| WorkloadLabels {
+            // Known by cgroup path only: its short id.
+            container: id.chars().take(12).collect(),
+            ..WorkloadLabels::default()
+        }),
     }
 }
 
