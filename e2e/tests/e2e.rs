@@ -953,6 +953,12 @@ async fn prometheus_scrapes_metrics_that_agree_with_the_sysflow_files() {
         );
     }
 
+    println!(
+        "scrape of the agent: {:?} s, {:?} samples",
+        scalar(r#"scrape_duration_seconds{job="nri-sysflow"}"#),
+        scalar(r#"scrape_samples_scraped{job="nri-sysflow"}"#)
+    );
+
     // The counters agree with the flows in the .sf files that had ended when Prometheus was
     // asked (flows still open then are written later, at the latest at shutdown).
     let asked_at = wall_ns();
