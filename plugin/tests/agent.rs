@@ -520,18 +520,20 @@ fn rotation_under_load_keeps_every_reference_resolvable() {
     assert_eq!(hostname_flows, 80_000);
 }
 
+/// Runs `nri-sysflow run ARGS`, expects exit code 1 and one line on stderr; returns it.
+fn start_error(args: &[&str]) -> String {
+    let out = Command::new(AGENT).arg("run").args(args).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{args:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    err
+}
+
 #[test]
 fn start_errors_are_one_clear_line_with_a_failing_exit_code() {
     let bad = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(bad.path(), "output:\n  rotat_secs: 3\n").unwrap();
-    let out = Command::new(AGENT)
-        .args(["run", "--config"])
-        .arg(bad.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = start_error(&["--config", bad.path().to_str().unwrap()]);
     assert!(
         err.contains(&format!("{}:2:3", bad.path().display())) && err.contains("rotat_secs"),
         "{err}"
@@ -539,43 +541,30 @@ fn start_errors_are_one_clear_line_with_a_failing_exit_code() {
 
     // The metrics port is taken.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(AGENT)
-        .args(["run", "--no-nri", "--output"])
-        .arg(dir.path())
-        .args(["--metrics-addr", &addr.to_string()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = start_error(&[
+        "--no-nri",
+        "--output",
+        dir.path().to_str().unwrap(),
+        "--metrics-addr",
+        &addr,
+    ]);
     assert!(
         err.contains(&format!("cannot serve metrics on {addr}")) && err.contains("in use"),
         "{err}"
     );
-    let out = Command::new(AGENT)
-        .args(["run", "--metrics-addr", "localhost"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8(out.stderr).unwrap();
+    let err = start_error(&["--metrics-addr", "localhost"]);
     assert!(
         err.contains("--metrics-addr \"localhost\" is not an address"),
         "{err}"
     );
 
-    let out = Command::new(AGENT)
-        .args(["run", "--output", "/proc/nope"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8(out.stderr).unwrap();
+    let err = start_error(&["--output", "/proc/nope"]);
     assert!(
         err.starts_with("nri-sysflow: output directory /proc/nope is not writable"),
         "{err}"
     );
-    assert_eq!(err.lines().count(), 1, "{err}");
 }
 
 #[test]
