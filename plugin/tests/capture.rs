@@ -496,6 +496,9 @@ async fn a_tiny_ring_counts_drops_instead_of_hanging() {
         stats.records_emitted + stats.ring_full >= 10_000,
         "{stats:?}"
     );
+    // Nobody consumed: the ring is (nearly) full, as its own positions say.
+    let fill = probe.ring_fill();
+    assert!(fill > 0.9 && fill <= 1.0, "ring fill {fill}");
     // What the ring holds is still delivered, intact.
     let mut records = probe.records(1024).unwrap();
     let mut received = 0;
@@ -506,6 +509,7 @@ async fn a_tiny_ring_counts_drops_instead_of_hanging() {
         received += 1;
     }
     assert_eq!(received, stats.records_emitted);
+    assert_eq!(probe.ring_fill(), 0.0, "everything was consumed");
     assert_eq!(
         records
             .stats

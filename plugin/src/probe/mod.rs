@@ -221,9 +221,8 @@ pub struct Probe {
     kernel_counters: PerCpuArray<MapData, u64>,
     fd_counters: BpfHashMap<MapData, FdKey, FdCounters>,
     rings: Vec<RingBuf<MapData>>,
-    /// Fill gauges of the rings, set up when their readers start.
+    /// Fill gauges of the rings.
     ring_fills: Vec<ring_fill::RingFill>,
-    ring_bytes: u32,
     flushed: Arc<Mutex<FlushedCounters>>,
     boot_to_wall_ns: i128,
     /// Every tracepoint attachment, so Drop can detach them concurrently.
@@ -403,6 +402,14 @@ impl Probe {
             )
             .map_err(map_err("SETTINGS"))?;
         let boot_to_wall_ns = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_BOOTTIME);
+        let ring_fills = rings
+            .iter()
+            .filter_map(|ring| {
+                ring_fill::RingFill::new(ring, u64::from(config.ring_bytes))
+                    .map_err(|e| warn!("ring buffer fill is not measured: {e}"))
+                    .ok()
+            })
+            .collect();
         Ok(Probe {
             ebpf,
             control: CaptureControl(Arc::new(Mutex::new(ControlMaps {
@@ -412,8 +419,7 @@ impl Probe {
             kernel_counters,
             fd_counters,
             rings,
-            ring_fills: Vec::new(),
-            ring_bytes: config.ring_bytes,
+            ring_fills,
             flushed: Arc::default(),
             boot_to_wall_ns,
             links,
@@ -472,7 +478,7 @@ impl Probe {
         })
     }
 
-    /// The fullest ring, as a fraction of its size (0 before `records()`).
+    /// The fullest ring, as a fraction of its size.
     pub fn ring_fill(&self) -> f64 {
         self.ring_fills
             .iter()
@@ -487,12 +493,7 @@ impl Probe {
         if rings.is_empty() {
             return Err(ProbeError::Config("records() was already called".into()));
         }
-        for ring in &rings {
-            match ring_fill::RingFill::new(ring, u64::from(self.ring_bytes)) {
-                Ok(fill) => self.ring_fills.push(fill),
-                Err(e) => warn!("ring buffer fill is not measured: {e}"),
-            }
-        }
+
         reader::spawn(rings, capacity, self.flushed.clone())
             .map_err(|e| ProbeError::Config(format!("cannot poll the ring buffers: {e}")))
     }
