@@ -25,6 +25,20 @@ pub struct Tools {
     pub promtool: PathBuf,
 }
 
+impl Tools {
+    /// Every binary the harness runs.
+    fn binaries(&self) -> [&PathBuf; 6] {
+        [
+            &self.containerd,
+            &self.ctr,
+            &self.runc,
+            &self.busybox,
+            &self.prometheus,
+            &self.promtool,
+        ]
+    }
+}
+
 const TRIXIE_PACKAGES: &[&str] = &["containerd", "busybox-static"];
 const BOOKWORM_PACKAGES: &[&str] = &["runc", "prometheus"];
 
@@ -103,16 +117,7 @@ pub fn ensure() -> anyhow::Result<Tools> {
     let marker = cache.join(".unpacked");
     let wanted = format!("{TRIXIE_PACKAGES:?} {BOOKWORM_PACKAGES:?}");
     if std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str())
-        && [
-            &tools.containerd,
-            &tools.ctr,
-            &tools.runc,
-            &tools.busybox,
-            &tools.prometheus,
-            &tools.promtool,
-        ]
-        .iter()
-        .all(|p| p.exists())
+        && tools.binaries().iter().all(|p| p.exists())
     {
         return Ok(tools);
     }
@@ -158,14 +163,7 @@ pub fn ensure() -> anyhow::Result<Tools> {
             run(Command::new("dpkg").arg("-x").arg(&deb).arg(&root))?;
         }
     }
-    for p in [
-        &tools.containerd,
-        &tools.ctr,
-        &tools.runc,
-        &tools.busybox,
-        &tools.prometheus,
-        &tools.promtool,
-    ] {
+    for p in tools.binaries() {
         if !p.exists() {
             bail!("{} missing after unpacking the packages", p.display());
         }
