@@ -1,6 +1,7 @@
 //! SysFlow: the flow-centric Avro telemetry format of the sysflow-telemetry project.
 //!
 //! * [`records`]: typed records for the 12 branches of the v5 `rec` union.
+//! * [`avro`]: the records encoded as Avro and framed as container files, directly.
 //! * [`writer`]: Avro container files with entity bookkeeping, rotation and crash safety.
 //! * [`reader`]: version-tolerant streaming reader (schema versions 1000 to 5).
 //! * [`flat`]: records joined with their entities the way `sysprint` shows them.
@@ -9,6 +10,7 @@
 //!
 //! No eBPF, no async runtime: usable by any tool that reads or writes SysFlow.
 
+pub mod avro;
 pub mod check;
 pub mod encoding;
 pub mod flat;

@@ -1,7 +1,7 @@
 //! Typed SysFlow records: the 12 branches of the `rec` union in schema order, with the v5 field
-//! names, types and order. Serializing a [`SysFlow`] with apache-avro's schema-aware serializer
-//! produces exactly the reference encoding (union branches by index, optionals as
-//! union[null, T]).
+//! names, types and order. The writer encodes them directly ([`crate::avro`]); their `Serialize`
+//! impls, with apache-avro's schema-aware serializer, give the same bytes (union branches by
+//! index, optionals as union[null, T]) and serve as the tests' reference.
 
 use std::collections::BTreeMap;
 
@@ -339,37 +339,6 @@ pub struct NetworkFlow {
     pub dip6: Option<Ipv6Bytes>,
 }
 
-/// NetworkFlow as the extended schema encodes it: the v5 fields, then the two extension fields.
-pub(crate) struct NetworkFlowV6<'a> {
-    pub flow: &'a NetworkFlow,
-}
-
-impl Serialize for NetworkFlowV6<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct as _;
-        let f = self.flow;
-        let mut st = s.serialize_struct("NetworkFlow", 17)?;
-        st.serialize_field("procOID", &f.proc_oid)?;
-        st.serialize_field("ts", &f.ts)?;
-        st.serialize_field("tid", &f.tid)?;
-        st.serialize_field("opFlags", &f.op_flags)?;
-        st.serialize_field("endTs", &f.end_ts)?;
-        st.serialize_field("sip", &f.sip)?;
-        st.serialize_field("sport", &f.sport)?;
-        st.serialize_field("dip", &f.dip)?;
-        st.serialize_field("dport", &f.dport)?;
-        st.serialize_field("proto", &f.proto)?;
-        st.serialize_field("fd", &f.fd)?;
-        st.serialize_field("numRRecvOps", &f.num_r_recv_ops)?;
-        st.serialize_field("numWSendOps", &f.num_w_send_ops)?;
-        st.serialize_field("numRRecvBytes", &f.num_r_recv_bytes)?;
-        st.serialize_field("numWSendBytes", &f.num_w_send_bytes)?;
-        st.serialize_field("sip6", &f.sip6)?;
-        st.serialize_field("dip6", &f.dip6)?;
-        st.end()
-    }
-}
-
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct FileFlow {
     #[serde(rename = "procOID")]
@@ -512,6 +481,24 @@ pub enum Record {
 }
 
 impl Record {
+    /// Index of the record's branch in the `rec` union (0 = SFHeader ... 11 = K8sEvent).
+    pub fn branch_index(&self) -> usize {
+        match self {
+            Record::Header(_) => 0,
+            Record::Container(_) => 1,
+            Record::Process(_) => 2,
+            Record::File(_) => 3,
+            Record::ProcessEvent(_) => 4,
+            Record::NetworkFlow(_) => 5,
+            Record::FileFlow(_) => 6,
+            Record::FileEvent(_) => 7,
+            Record::NetworkEvent(_) => 8,
+            Record::ProcessFlow(_) => 9,
+            Record::Pod(_) => 10,
+            Record::K8sEvent(_) => 11,
+        }
+    }
+
     /// The short code sysprint uses (`H`, `C`, `P`, `F`, `PE`, `NF`, `FF`, `FE`, `NE`, `PF`,
     /// `POD`, `KE`).
     pub fn code(&self) -> &'static str {
@@ -528,49 +515,6 @@ impl Record {
             Record::ProcessFlow(_) => "PF",
             Record::Pod(_) => "POD",
             Record::K8sEvent(_) => "KE",
-        }
-    }
-}
-
-/// The top-level Avro record.
-#[derive(Serialize)]
-pub(crate) struct SysFlow<'a, R: Serialize> {
-    pub rec: &'a R,
-}
-
-/// The union as the extended schema encodes it: like [`Record`], with NetworkFlow carrying its
-/// two extension fields.
-#[derive(Serialize)]
-pub(crate) enum RecordV6<'a> {
-    Header(&'a SfHeader),
-    Container(&'a Container),
-    Process(&'a Process),
-    File(&'a File),
-    ProcessEvent(&'a ProcessEvent),
-    NetworkFlow(NetworkFlowV6<'a>),
-    FileFlow(&'a FileFlow),
-    FileEvent(&'a FileEvent),
-    NetworkEvent(&'a NetworkEvent),
-    ProcessFlow(&'a ProcessFlow),
-    Pod(&'a Pod),
-    K8sEvent(&'a K8sEvent),
-}
-
-impl<'a> From<&'a Record> for RecordV6<'a> {
-    fn from(r: &'a Record) -> Self {
-        match r {
-            Record::Header(x) => RecordV6::Header(x),
-            Record::Container(x) => RecordV6::Container(x),
-            Record::Process(x) => RecordV6::Process(x),
-            Record::File(x) => RecordV6::File(x),
-            Record::ProcessEvent(x) => RecordV6::ProcessEvent(x),
-            Record::NetworkFlow(x) => RecordV6::NetworkFlow(NetworkFlowV6 { flow: x }),
-            Record::FileFlow(x) => RecordV6::FileFlow(x),
-            Record::FileEvent(x) => RecordV6::FileEvent(x),
-            Record::NetworkEvent(x) => RecordV6::NetworkEvent(x),
-            Record::ProcessFlow(x) => RecordV6::ProcessFlow(x),
-            Record::Pod(x) => RecordV6::Pod(x),
-            Record::K8sEvent(x) => RecordV6::K8sEvent(x),
         }
     }
 }

@@ -57,6 +57,43 @@ pub static SCHEMA_V5_IPV6: LazyLock<Schema> = LazyLock::new(|| {
     Schema::parse_str(&extended_schema_json()).expect("the extended schema parses")
 });
 
+/// The schema a file is written with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WriterSchema {
+    /// Exactly the published v5: IPv6 endpoints are not representable.
+    V5,
+    /// v5 plus the IPv6 extension (NetworkFlow.sip6/dip6).
+    #[default]
+    V5Ipv6,
+}
+
+static SCHEMA_V5_HEADER_JSON: LazyLock<String> = LazyLock::new(|| header_json(&SCHEMA_V5));
+static SCHEMA_V5_IPV6_HEADER_JSON: LazyLock<String> =
+    LazyLock::new(|| header_json(&SCHEMA_V5_IPV6));
+
+/// The text apache-avro 0.22 puts in a file's `avro.schema`: its JSON rendering of the parsed
+/// schema. Files written before the direct encoder carry exactly this text, so it stays.
+fn header_json(schema: &Schema) -> String {
+    serde_json::to_string(schema).expect("a parsed schema renders as JSON")
+}
+
+impl WriterSchema {
+    pub fn schema(self) -> &'static Schema {
+        match self {
+            WriterSchema::V5 => &SCHEMA_V5,
+            WriterSchema::V5Ipv6 => &SCHEMA_V5_IPV6,
+        }
+    }
+
+    /// The schema text written into a file header (`avro.schema`).
+    pub fn header_json(self) -> &'static str {
+        match self {
+            WriterSchema::V5 => &SCHEMA_V5_HEADER_JSON,
+            WriterSchema::V5Ipv6 => &SCHEMA_V5_IPV6_HEADER_JSON,
+        }
+    }
+}
+
 /// Hex CRC-64-AVRO fingerprint of a schema's Parsing Canonical Form.
 pub fn fingerprint(schema: &Schema) -> String {
     schema.fingerprint::<Rabin>().to_string()

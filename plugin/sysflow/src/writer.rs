@@ -20,14 +20,13 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use apache_avro::{Codec, DeflateSettings, Schema, ZstandardSettings};
-
 use crate::{
-    records::{
-        Container, File, Foid, Oid, Pod, Process, Record, RecordV6, SfHeader, SfObjectState,
-        SysFlow,
+    avro::{
+        CompressError,
+        container::{ContainerError, ContainerWriter},
     },
-    schema::{SCHEMA_V5, SCHEMA_V5_IPV6, SCHEMA_VERSION},
+    records::{Container, File, Foid, Oid, Pod, Process, Record, SfHeader, SfObjectState},
+    schema::{SCHEMA_VERSION, WriterSchema},
 };
 
 /// Uncompressed bytes per block: the reference collector's COMPRESS_BLOCK_SIZE.
@@ -44,17 +43,6 @@ pub enum Compression {
     Zstd,
     Snappy,
     None,
-}
-
-impl Compression {
-    fn codec(self) -> Codec {
-        match self {
-            Compression::Deflate => Codec::Deflate(DeflateSettings::default()),
-            Compression::Zstd => Codec::Zstandard(ZstandardSettings::default()),
-            Compression::Snappy => Codec::Snappy,
-            Compression::None => Codec::Null,
-        }
-    }
 }
 
 impl std::str::FromStr for Compression {
@@ -111,9 +99,9 @@ pub enum SysflowWriteError {
     /// A file operation failed.
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    /// Avro encoding failed (a record that does not fit the schema).
-    #[error("avro encoding: {0}")]
-    Avro(#[from] Box<apache_avro::Error>),
+    /// A block could not be compressed.
+    #[error("block compression: {0}")]
+    Compress(#[from] CompressError),
     /// A record refers to a process the writer was never given.
     #[error("record refers to process (createTS {}, pid {}) that was never set", .0.create_ts, .0.hpid)]
     MissingProcess(Oid),
@@ -148,30 +136,6 @@ pub struct WriterStats {
     pub missing_ancestors: u64,
     pub files_completed: u64,
     pub bytes_written: u64,
-}
-
-/// Buffers the writes apache-avro makes for one block and hands them to the file in a single
-/// `write_all` when the block is complete (apache-avro calls `flush` after each block).
-struct BlockSink {
-    out: Box<dyn Write + Send>,
-    pending: Vec<u8>,
-    written: u64,
-}
-
-impl Write for BlockSink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.pending.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        if !self.pending.is_empty() {
-            self.out.write_all(&self.pending)?;
-            self.written += self.pending.len() as u64;
-            self.pending.clear();
-        }
-        self.out.flush()
-    }
 }
 
 struct Tracked<T> {
@@ -237,21 +201,36 @@ enum Destination {
 }
 
 struct OpenFile {
-    avro: apache_avro::Writer<'static, BlockSink>,
+    /// Writes each block to the file in a single `write_all`.
+    container: ContainerWriter,
     partial: Option<PathBuf>,
     final_path: Option<PathBuf>,
     opened: SystemTime,
+}
+
+impl OpenFile {
+    fn error(&self, e: ContainerError) -> SysflowWriteError {
+        match e {
+            ContainerError::Io(source) => SysflowWriteError::Io {
+                path: self.partial.clone().unwrap_or_default(),
+                source,
+            },
+            ContainerError::Compress(e) => SysflowWriteError::Compress(e),
+        }
+    }
 }
 
 /// A SysFlow writer. See the module documentation for the rules it keeps.
 pub struct SysFlowWriter {
     config: WriterConfig,
     destination: Destination,
-    schema: &'static Schema,
+    schema: WriterSchema,
     file: Option<OpenFile>,
     entities: Entities,
     stats: WriterStats,
     last_name: Option<(u64, u32)>,
+    /// Fixed sync marker (reproducible output for tests); random per file otherwise.
+    sync_marker: Option<[u8; 16]>,
 }
 
 impl SysFlowWriter {
@@ -275,11 +254,25 @@ impl SysFlowWriter {
         Ok(w)
     }
 
+    /// Like [`Self::to_stream`], with a fixed sync marker instead of a random one, so the same
+    /// records give the same bytes (for comparing output in tests).
+    #[doc(hidden)]
+    pub fn to_stream_with_sync_marker(
+        out: Box<dyn Write + Send>,
+        config: WriterConfig,
+        sync_marker: [u8; 16],
+    ) -> Result<Self, SysflowWriteError> {
+        let mut w = Self::new(config, Destination::Stream);
+        w.sync_marker = Some(sync_marker);
+        w.start_file(out, None, None, String::new())?;
+        Ok(w)
+    }
+
     fn new(config: WriterConfig, destination: Destination) -> Self {
-        let schema: &'static Schema = if config.ipv6_extension {
-            &SCHEMA_V5_IPV6
+        let schema = if config.ipv6_extension {
+            WriterSchema::V5Ipv6
         } else {
-            &SCHEMA_V5
+            WriterSchema::V5
         };
         SysFlowWriter {
             config,
@@ -289,6 +282,7 @@ impl SysFlowWriter {
             entities: Entities::default(),
             stats: WriterStats::default(),
             last_name: None,
+            sync_marker: None,
         }
     }
 
@@ -305,7 +299,7 @@ impl SysFlowWriter {
     pub fn current_file_bytes(&self) -> u64 {
         self.file
             .as_ref()
-            .map(|f| f.avro.get_ref().written)
+            .map(|f| f.container.written())
             .unwrap_or(0)
     }
 
@@ -417,15 +411,8 @@ impl SysFlowWriter {
             .file
             .as_mut()
             .expect("a file is open while the writer lives");
-        let result = if self.config.ipv6_extension {
-            file.avro.append_ser(SysFlow {
-                rec: &RecordV6::from(record),
-            })
-        } else {
-            file.avro.append_ser(SysFlow { rec: record })
-        };
-        result.map_err(Box::new)?;
-        self.stats.records_by_type[branch(record)] += 1;
+        file.container.append(record).map_err(|e| file.error(e))?;
+        self.stats.records_by_type[record.branch_index()] += 1;
         Ok(())
     }
 
@@ -472,8 +459,13 @@ impl SysFlowWriter {
     }
 
     fn ensure_process(&mut self, oid: Oid) -> Result<(), SysflowWriteError> {
-        if !self.entities.processes.contains_key(&oid) {
-            return Err(SysflowWriteError::MissingProcess(oid));
+        // The common case first: the process is already in this file.
+        match self.entities.processes.get(&oid) {
+            None => return Err(SysflowWriteError::MissingProcess(oid)),
+            Some(t) if self.entities.in_file.processes.get(&oid) == Some(&t.version) => {
+                return Ok(());
+            }
+            Some(_) => {}
         }
         // Ancestors first, root first: collect the chain of processes this file lacks.
         let mut chain = Vec::new();
@@ -534,9 +526,7 @@ impl SysFlowWriter {
     /// records do not wait for a full block).
     pub fn flush(&mut self) -> Result<(), SysflowWriteError> {
         if let Some(file) = self.file.as_mut() {
-            file.avro.flush().map_err(Box::new)?;
-            let path = file.partial.clone().unwrap_or_default();
-            file.avro.get_mut().flush().map_err(io_err(&path))?;
+            file.container.flush().map_err(|e| file.error(e))?;
         }
         Ok(())
     }
@@ -553,7 +543,7 @@ impl SysFlowWriter {
         let age = SystemTime::now()
             .duration_since(file.opened)
             .unwrap_or_default();
-        let size = file.avro.get_ref().written + file.avro.get_ref().pending.len() as u64;
+        let size = file.container.written() + file.container.pending();
         let too_big = self.config.max_file_bytes.is_some_and(|max| size >= max);
         if age >= self.config.rotate_after || too_big {
             self.rotate()?;
@@ -580,9 +570,9 @@ impl SysFlowWriter {
         let Some(file) = self.file.take() else {
             return Ok(());
         };
-        self.stats.bytes_written += file.avro.get_ref().written;
-        let sink = file.avro.into_inner().map_err(Box::new)?;
-        drop(sink);
+        self.stats.bytes_written += file.container.written();
+        // Closes the file before it is renamed.
+        drop(file.container);
         if let (Some(partial), Some(final_path)) = (file.partial, file.final_path) {
             fs::rename(&partial, &final_path).map_err(io_err(&partial))?;
         }
@@ -625,20 +615,16 @@ impl SysFlowWriter {
         final_path: Option<PathBuf>,
         filename: String,
     ) -> Result<(), SysflowWriteError> {
-        let sink = BlockSink {
+        let marker = self.sync_marker.unwrap_or_else(rand::random);
+        let container = ContainerWriter::new(
             out,
-            pending: Vec::new(),
-            written: 0,
-        };
-        let avro = apache_avro::Writer::builder()
-            .schema(self.schema)
-            .writer(sink)
-            .codec(self.config.compression.codec())
-            .block_size(self.config.block_bytes)
-            .build()
-            .map_err(Box::new)?;
+            self.schema,
+            self.config.compression,
+            self.config.block_bytes,
+            marker,
+        );
         self.file = Some(OpenFile {
-            avro,
+            container,
             partial,
             final_path,
             opened: SystemTime::now(),
@@ -661,23 +647,6 @@ impl Drop for SysFlowWriter {
     /// (or `recover_partials`) renames it.
     fn drop(&mut self) {
         let _ = self.flush();
-    }
-}
-
-fn branch(record: &Record) -> usize {
-    match record {
-        Record::Header(_) => 0,
-        Record::Container(_) => 1,
-        Record::Process(_) => 2,
-        Record::File(_) => 3,
-        Record::ProcessEvent(_) => 4,
-        Record::NetworkFlow(_) => 5,
-        Record::FileFlow(_) => 6,
-        Record::FileEvent(_) => 7,
-        Record::NetworkEvent(_) => 8,
-        Record::ProcessFlow(_) => 9,
-        Record::Pod(_) => 10,
-        Record::K8sEvent(_) => 11,
     }
 }
 
