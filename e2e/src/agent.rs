@@ -30,6 +30,16 @@ pub struct Agent {
 }
 
 /// The agent binary: `NRI_SYSFLOW_BIN`, or the workspace's debug build.
+/// The syscall hook set the agents of this run use: `NRI_SYSFLOW_KERNEL_HOOKS` when set (the
+/// suite runs once with each set), else the dispatcher. Never `auto`: a silent fallback would
+/// hide a broken dispatcher.
+pub fn hook_set() -> &'static str {
+    match std::env::var("NRI_SYSFLOW_KERNEL_HOOKS").as_deref() {
+        Ok("tracepoint") => "tracepoint",
+        _ => "dispatcher",
+    }
+}
+
 pub fn binary() -> anyhow::Result<PathBuf> {
     let path = std::env::var_os("NRI_SYSFLOW_BIN")
         .map(PathBuf::from)
@@ -47,10 +57,12 @@ impl Agent {
     pub fn start(out_dir: &Path, log: &Path, opts: &AgentOptions) -> anyhow::Result<Agent> {
         std::fs::create_dir_all(out_dir)?;
         let mut cmd = Command::new(binary()?);
-        cmd.arg("run")
-            .arg("--output")
-            .arg(out_dir)
-            .args(["--metrics-addr", "127.0.0.1:0"]);
+        cmd.arg("run").arg("--output").arg(out_dir).args([
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--hooks",
+            hook_set(),
+        ]);
         match (&opts.nri_socket, &opts.containerd_socket) {
             (None, None) => {
                 cmd.arg("--no-nri");
@@ -92,6 +104,10 @@ impl Agent {
             metrics_addr: None,
         };
         agent.wait_log("capturing", Duration::from_secs(120))?;
+        let hooks = format!("hooks={}", hook_set());
+        if !agent.log_text().contains(&hooks) {
+            bail!("the agent does not run {hooks}:\n{}", agent.log_text());
+        }
         agent.metrics_addr = agent
             .log_text()
             .lines()

@@ -62,6 +62,9 @@ enum Command {
         /// Serve Prometheus metrics here (default 127.0.0.1:9464; `off` to not serve them).
         #[arg(long)]
         metrics_addr: Option<String>,
+        /// Syscall hooks: auto, dispatcher or tracepoint (overrides kernel.hooks).
+        #[arg(long, env = "NRI_SYSFLOW_KERNEL_HOOKS")]
+        hooks: Option<nri_sysflow::probe::HookChoice>,
     },
     /// Capture policies.
     Policy {
@@ -130,6 +133,7 @@ async fn real_main() -> anyhow::Result<()> {
             nri_socket,
             containerd_socket,
             metrics_addr,
+            hooks,
         } => {
             let mut cfg = match &config {
                 Some(path) => AgentConfig::load(path)?,
@@ -161,6 +165,9 @@ async fn real_main() -> anyhow::Result<()> {
                         format!("--metrics-addr {addr:?} is not an address like 127.0.0.1:9464")
                     })?)
                 }
+            }
+            if let Some(hooks) = hooks {
+                cfg.kernel.hooks = hooks;
             }
             if no_nri {
                 cfg.runtime.nri = false;

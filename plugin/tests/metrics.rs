@@ -95,7 +95,7 @@ async fn a_containers_series_move_by_exactly_its_workloads_amounts() {
         let (_, status) = s.run(&mut s.cgroup.workload(&["write-file", file.to_str().unwrap()]));
         assert!(status.success());
         for record in s.collect().await {
-            engine.handle(record, &mut s.probe);
+            engine.handle(record);
         }
         let text = metrics.encode_text();
         let round = f64::from(round);
@@ -138,10 +138,10 @@ async fn a_containers_series_move_by_exactly_its_workloads_amounts() {
         engine.apply_workload(u);
     }
     let now = nri_sysflow::probe::boot_now_ns();
-    engine.export_interval(&mut s.probe, now);
+    engine.interval(now);
     engine.tick(now);
     assert!(metrics.encode_text().contains(r#"container="app""#));
-    engine.export_interval(&mut s.probe, now);
+    engine.interval(now);
     engine.tick(now + 1);
     let text = metrics.encode_text();
     assert!(!text.contains(r#"container="app""#), "{text}");

@@ -43,6 +43,8 @@ pub fn run_all() -> anyhow::Result<()> {
             "warnings",
         ]))?;
     crate::fuzz::run_for(30)?;
+    // The kernel suites run with the syscall dispatcher (the default), then again with the
+    // tracepoint hook set forced.
     cargo(&[
         "test",
         "-p",
@@ -52,11 +54,25 @@ pub fn run_all() -> anyhow::Result<()> {
         "-p",
         "nri-sysflow",
     ])?;
+    with_hooks(
+        "tracepoint",
+        &[
+            "test",
+            "-p",
+            "nri-sysflow",
+            "--test",
+            "capture",
+            "--test",
+            "agent",
+            "--test",
+            "metrics",
+        ],
+    )?;
     // End to end: a real containerd with NRI, pods through CRI, the agent binary. The
     // harness fetches containerd, runc and busybox from Debian itself; scenarios run one at
-    // a time.
+    // a time, once per hook set.
     cargo(&["build", "-p", "nri-sysflow", "--bin", "nri-sysflow"])?;
-    cargo(&[
+    let e2e = [
         "test",
         "-p",
         "nri-sysflow-e2e",
@@ -64,5 +80,16 @@ pub fn run_all() -> anyhow::Result<()> {
         "--test-threads",
         "1",
         "--nocapture",
-    ])
+    ];
+    with_hooks("dispatcher", &e2e)?;
+    with_hooks("tracepoint", &e2e)
+}
+
+/// `cargo +<toolchain> args...` with the agent's syscall hook set forced.
+fn with_hooks(hooks: &str, args: &[&str]) -> anyhow::Result<()> {
+    eprintln!("== syscall hooks: {hooks}");
+    run(Command::new("cargo")
+        .arg(format!("+{}", crate::setup::USER_TOOLCHAIN))
+        .args(args)
+        .env("NRI_SYSFLOW_KERNEL_HOOKS", hooks))
 }

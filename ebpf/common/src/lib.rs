@@ -8,18 +8,28 @@
 #![no_std]
 
 /// Capture-mode bits, stored per cgroup id in the `CGROUP_MODES` map (and as the default in
-/// `SETTINGS`). A program checks its bit first and returns at once when it is clear.
+/// `SETTINGS`). Programs look the mode up once per process (cached in task storage) and return
+/// at once when their bit is clear.
 pub mod capture {
-    /// clone, exec, exit, setuid family.
-    pub const PROCESS: u32 = 1 << 0;
+    /// clone, exec, exit: from the sched tracepoints, which cost nothing per syscall.
+    pub const PROCESS_LIFECYCLE: u32 = 1 << 0;
     /// open, close, dup and path operations (rename, unlink, mkdir, ...).
     pub const FILE: u32 = 1 << 1;
     /// socket, connect, accept, bind, listen.
     pub const NETWORK: u32 = 1 << 2;
-    /// Per-(tgid, fd) read/write/send/recv counters.
+    /// Per-(process, fd) read/write/send/recv counters.
     pub const IO_COUNTERS: u32 = 1 << 3;
+    /// set*id, and failed exec and clone calls: these are only seen at the syscall itself.
+    pub const PROCESS_SYSCALLS: u32 = 1 << 4;
+    /// Everything about processes.
+    pub const PROCESS: u32 = PROCESS_LIFECYCLE | PROCESS_SYSCALLS;
     pub const OFF: u32 = 0;
     pub const ALL: u32 = PROCESS | FILE | NETWORK | IO_COUNTERS;
+    /// The kinds that need a syscall hook. When no cgroup wants any of them, the syscall hooks
+    /// are detached and no thread on the node pays for them.
+    pub const SYSCALL_KINDS: u32 = FILE | NETWORK | IO_COUNTERS | PROCESS_SYSCALLS;
+    /// Descriptor bookkeeping (close, dup, close_range) matters to each of these.
+    pub const FD_KINDS: u32 = FILE | NETWORK | IO_COUNTERS;
 }
 
 /// What a record is. The discriminant is `RecordHeader::kind`.
@@ -31,7 +41,8 @@ pub enum RecordKind {
     Exit = 3,
     SetId = 4,
     Open = 10,
-    Close = 11,
+    /// What one descriptor counted, and why it is reported now ([`FdReportRecord`]).
+    FdReport = 11,
     PathOp = 12,
     Dup = 13,
     CloseRange = 14,
@@ -47,7 +58,7 @@ impl RecordKind {
             3 => Self::Exit,
             4 => Self::SetId,
             10 => Self::Open,
-            11 => Self::Close,
+            11 => Self::FdReport,
             12 => Self::PathOp,
             13 => Self::Dup,
             14 => Self::CloseRange,
@@ -251,6 +262,10 @@ pub struct SockInfo {
     pub remote: Endpoint,
 }
 
+/// Descriptors 0 to `FD_SLOTS - 1` count in the process's own slots (task storage, no map
+/// update per call); higher ones in the `FD_COUNTERS` hash map.
+pub const FD_SLOTS: u32 = 64;
+
 /// `FdCounters::ops_seen` bits: which kinds of I/O syscalls touched the descriptor.
 pub mod io_ops {
     pub const READ: u16 = 1 << 0;
@@ -260,7 +275,8 @@ pub mod io_ops {
     pub const SENDFILE: u16 = 1 << 4;
 }
 
-/// Key of the `FD_COUNTERS` map.
+/// Key of the `FD_COUNTERS` map (descriptors >= `FD_SLOTS`, and datagram sockets with per-call
+/// peers).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FdKey {
@@ -268,8 +284,9 @@ pub struct FdKey {
     pub fd: i32,
 }
 
-/// Value of the `FD_COUNTERS` map: what one process did through one descriptor since the entry
-/// was created (first I/O) or last reset (periodic flush, UDP peer change).
+/// What one process did through one descriptor since its previous report, with what the
+/// descriptor refers to. The value of the `FD_COUNTERS` map, and the payload of an
+/// [`FdReportRecord`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FdCounters {
@@ -292,25 +309,40 @@ pub struct FdCounters {
     pub _pad: u16,
 }
 
-/// Why a [`CloseRecord`] was written.
-pub mod close_reason {
-    /// close(2).
+/// Why an [`FdReportRecord`] was written. The first three are closes of one descriptor; the
+/// others report a descriptor's counters because of something else that happened to it.
+pub mod report_reason {
+    /// close(2), reported on entry: after the call another thread may get the same number.
     pub const CLOSE: u8 = 1;
     /// dup2/dup3 onto an open descriptor closed it implicitly.
     pub const REPLACED: u8 = 2;
     /// A datagram socket started talking to another peer: the counters so far belong to the old
     /// peer; the descriptor stays open.
     pub const PEER_CHANGED: u8 = 3;
+    /// The process exited (the kernel closes every descriptor); written before the exit record.
+    pub const EXIT: u8 = 4;
+    /// The process exec'd: close-on-exec descriptors are gone, the others stay open. Written
+    /// before the exec record.
+    pub const EXEC: u8 = 5;
+    /// close_range(2) closed it; written before the close_range record.
+    pub const CLOSE_RANGE: u8 = 6;
+    /// Periodic flush asked for by user space: what came since the last report; still open.
+    pub const FLUSH: u8 = 7;
+    /// Flush at shutdown: what came since the last report; the agent ends the flow itself.
+    pub const FINAL: u8 = 8;
 }
 
+/// One descriptor's counters leaving the kernel: the counts are what came since the previous
+/// report of the same descriptor (the kernel keeps no totals user space has to subtract).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
-pub struct CloseRecord {
+pub struct FdReportRecord {
     pub header: RecordHeader,
     pub fd: i32,
+    /// `report_reason`.
     pub reason: u8,
-    /// `counters` holds the descriptor's I/O counters (else it was never read or written, or
-    /// counters are off for this cgroup).
+    /// `counters` holds what the descriptor counted (else nothing was read or written since the
+    /// last report, or counters are off for this cgroup; a CLOSE is still reported).
     pub has_counters: u8,
     pub _pad: [u8; 2],
     pub counters: FdCounters,
@@ -441,13 +473,15 @@ pub enum KernelCounter {
     StringsTruncated = 2,
     /// I/O counters not kept because `FD_COUNTERS` was full.
     FdTableFull = 3,
-    /// Syscalls not followed because `PENDING_SYSCALLS` was full.
+    /// Syscalls not followed because `PENDING_SYSCALLS` was full (tracepoint hook set).
     PendingTableFull = 4,
     /// Reads of kernel or user memory that failed (record sent with what could be read).
     ReadFaults = 5,
+    /// Syscalls not followed because the kernel could not allocate the process's state.
+    StateUnavailable = 6,
 }
 
-pub const KERNEL_COUNTER_COUNT: u32 = 6;
+pub const KERNEL_COUNTER_COUNT: u32 = 7;
 
 /// Runtime settings, index 0 of the `SETTINGS` array; user space may change them at any time.
 #[repr(C)]
@@ -455,8 +489,44 @@ pub const KERNEL_COUNTER_COUNT: u32 = 6;
 pub struct Settings {
     /// Capture mode for cgroups not in `CGROUP_MODES`.
     pub default_mode: u32,
+    /// Bumped by user space after every change of a capture mode: a process whose cached mode
+    /// carries another generation looks its cgroup up again.
+    pub generation: u32,
+    /// `report_reason` the flush iterator writes (FLUSH or FINAL).
+    pub flush_reason: u32,
     pub _pad: u32,
 }
+
+/// `SyscallRoute::class`: how the syscall dispatcher handles a syscall it follows.
+pub mod syscall_class {
+    /// Tail call into the syscall's own handler program.
+    pub const HANDLER: u8 = 0;
+    /// Bytes read from `arg0` (read, pread64, readv, preadv, preadv2).
+    pub const READ: u8 = 1;
+    /// Bytes written to `arg0` (write, pwrite64, writev, pwritev, pwritev2).
+    pub const WRITE: u8 = 2;
+    /// send/sendto: bytes sent on `arg0`; with a destination address (`arg4`), the handler.
+    pub const SENDTO: u8 = 3;
+    /// recv/recvfrom: bytes received on `arg0`; with a source address (`arg4`), the handler.
+    pub const RECVFROM: u8 = 4;
+}
+
+/// Entry `nr` of the `SYSCALL_ROUTES` array: whether the syscall dispatcher follows syscall
+/// `nr`, for which capture kinds, and how. Filled by user space from its per-architecture
+/// table; all zero means not followed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyscallRoute {
+    /// `capture` bits a process's mode needs for this syscall to be handled (0: nobody wants
+    /// it now, return at once).
+    pub kinds: u8,
+    /// `syscall_class`.
+    pub class: u8,
+}
+
+/// Size of the syscall tables (`SYSCALL_ROUTES`, the handler program array). Numbers at or
+/// above it (x32, or none) are never followed.
+pub const SYSCALL_TABLE_SIZE: u32 = 512;
 
 /// Offsets of the kernel struct fields the programs read, taken from the running kernel's BTF
 /// (and the tracefs format files) at load time and handed over as a global variable, so one
@@ -499,18 +569,55 @@ pub struct KernelOffsets {
     pub tp_exec_filename: u32,
     /// Offset of `old_pid` in the sched_process_exec record.
     pub tp_exec_old_pid: u32,
-    pub _pad: u32,
+    pub task_pid: u32,
+    pub task_flags: u32,
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
+    pub linux_binprm_filename: u32,
+    /// Where the syscall number and the six arguments are in `struct pt_regs`, on this
+    /// architecture (the first argument is `orig_x0` on arm64: `x0` holds the return value at
+    /// exit).
+    pub regs_nr: u32,
+    pub regs_args: [u32; 6],
+    /// The word of `task_struct` that says a task runs a compat (32-bit) syscall, and the mask
+    /// of that bit (0: no compat check). Their syscall numbers mean other calls.
+    pub task_compat_word: u32,
+    pub task_compat_mask: u32,
 }
 
-/// Load-time constants (a read-only global of the programs).
+/// Syscall numbers the sched programs need (they read which syscall the task is in).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyscallNumbers {
+    pub clone: u32,
+    pub clone3: u32,
+    /// u32::MAX where the architecture has none (arm64 has no fork and vfork).
+    pub fork: u32,
+    pub vfork: u32,
+    pub execve: u32,
+    pub execveat: u32,
+}
+
+/// Load-time constants (a read-only global of the programs). The verifier sees them as
+/// constants, so offsets into BTF-typed structs are checked against the kernel's BTF.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LoadConfig {
     pub offsets: KernelOffsets,
+    pub syscalls: SyscallNumbers,
     /// How many of the `MAX_RINGS` ring buffers are used (records go to ring `cpu % ring_count`).
     pub ring_count: u32,
     /// Bytes of exec arguments captured (<= ARGS_CAP).
     pub args_max: u32,
+    /// Records are written without waking the reader up, unless the ring holds more than this
+    /// many bytes: the reader polls on a short timer instead of waking up per record.
+    pub wakeup_bytes: u64,
+    /// The kernel's sched_process_exit tracepoint passes `group_dead` (6.x); else the programs
+    /// compare tid and tgid.
+    pub exit_has_group_dead: u32,
+    pub _pad: u32,
 }
 
 #[cfg(feature = "user")]
@@ -520,5 +627,6 @@ mod pod_impls {
     unsafe impl aya::Pod for FdKey {}
     unsafe impl aya::Pod for FdCounters {}
     unsafe impl aya::Pod for Settings {}
+    unsafe impl aya::Pod for SyscallRoute {}
     unsafe impl aya::Pod for LoadConfig {}
 }

@@ -1,93 +1,24 @@
-//! Who is calling, whether to capture it, and how a record gets from the scratch buffer into a
-//! ring buffer.
+//! How a record gets from the scratch buffer into a ring buffer, and the string copies records
+//! are built from.
 
-use aya_ebpf::helpers::{
-    bpf_get_current_pid_tgid,
-    generated::{
-        bpf_get_current_cgroup_id, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
-        bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str,
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::generated::{
+        bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str,
+        bpf_probe_read_user, bpf_probe_read_user_str,
     },
+    maps::RingBuf,
 };
 use sysflow_common::{KernelCounter, RecordHeader, RecordKind, SCRATCH_SIZE};
 
 use crate::{
-    kernel::{current_task, process_start_ns},
-    maps::{
-        CGROUP_MODES, PENDING_SYSCALLS, PendingSyscall, RING0, RING1, RING2, RING3, SCRATCH,
-        SETTINGS, bump, load_config,
-    },
+    maps::{RING0, RING1, RING2, RING3, SCRATCH, bump, load_config},
+    process_state::Call,
 };
-
-/// The task a program runs for, and the capture mode of its cgroup.
-pub struct Caller {
-    pub pid_tgid: u64,
-    pub cgroup_id: u64,
-    pub mode: u32,
-}
-
-impl Caller {
-    #[inline(always)]
-    pub fn tgid(&self) -> u32 {
-        (self.pid_tgid >> 32) as u32
-    }
-
-    #[inline(always)]
-    pub fn tid(&self) -> u32 {
-        self.pid_tgid as u32
-    }
-
-    #[inline(always)]
-    pub fn wants(&self, bits: u32) -> bool {
-        self.mode & bits != 0
-    }
-}
-
-/// Looks up the calling task's cgroup in `CGROUP_MODES` (or the default). This is the first thing
-/// every program does: a cgroup set to off costs one helper call and one hash lookup.
-#[inline(always)]
-pub fn caller() -> Caller {
-    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    let mode = match unsafe { CGROUP_MODES.get(&cgroup_id) } {
-        Some(mode) => *mode,
-        None => SETTINGS.get(0).map(|s| s.default_mode).unwrap_or(0),
-    };
-    Caller {
-        pid_tgid: bpf_get_current_pid_tgid(),
-        cgroup_id,
-        mode,
-    }
-}
 
 #[inline(always)]
 pub fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_boot_ns() }
-}
-
-/// Saves the current syscall's six raw arguments for its exit program.
-#[inline(always)]
-pub fn stash_args(pid_tgid: u64, args: [u64; 6]) {
-    if PENDING_SYSCALLS
-        .insert(&pid_tgid, &PendingSyscall { args }, 0)
-        .is_err()
-    {
-        bump(KernelCounter::PendingTableFull);
-    }
-}
-
-/// Takes (and forgets) the arguments saved at sys_enter. None when the enter was not seen (the
-/// cgroup was off then, or the probe attached mid-call).
-#[inline(always)]
-pub fn take_args(caller: &Caller) -> Option<[u64; 6]> {
-    // An off cgroup stashed nothing: skip the lookup. An entry left from before a mode change is
-    // overwritten by the thread's next stash, or freed when it exits.
-    if caller.mode == 0 {
-        return None;
-    }
-    let args = unsafe { PENDING_SYSCALLS.get(&caller.pid_tgid) }.map(|p| p.args);
-    if args.is_some() {
-        let _ = PENDING_SYSCALLS.remove(&caller.pid_tgid);
-    }
-    args
 }
 
 /// The per-CPU buffer a record is assembled in.
@@ -97,24 +28,25 @@ pub fn scratch() -> Option<*mut u8> {
 }
 
 #[inline(always)]
-pub fn header(kind: RecordKind, caller: &Caller, ret: i64) -> RecordHeader {
+pub fn header(kind: RecordKind, call: &Call, ret: i64) -> RecordHeader {
     RecordHeader {
         kind: kind as u16,
         flags: 0,
         size: 0,
         ts_ns: now_ns(),
-        cgroup_id: caller.cgroup_id,
-        tgid: caller.tgid(),
-        tid: caller.tid(),
-        proc_start_ns: process_start_ns(current_task()),
+        cgroup_id: call.cgroup_id,
+        tgid: call.tgid,
+        tid: call.tid,
+        proc_start_ns: call.start_ns,
         ret,
     }
 }
 
 /// Copies the first `len` bytes of `buf` (a record starting with a `RecordHeader`) into the
 /// ring of this CPU, after setting the header's size. A full ring is counted, never waited on.
+/// Returns whether the record was written.
 #[inline(always)]
-pub fn submit(buf: *mut u8, len: usize) {
+pub fn submit(buf: *mut u8, len: usize) -> bool {
     let len = len & (SCRATCH_SIZE - 1);
     unsafe { (*(buf as *mut RecordHeader)).size = len as u32 };
     let data = unsafe { core::slice::from_raw_parts(buf as *const u8, len) };
@@ -125,15 +57,33 @@ pub fn submit(buf: *mut u8, len: usize) {
         0
     };
     let result = match ring {
-        0 => RING0.output(data, 0),
-        1 => RING1.output(data, 0),
-        2 => RING2.output(data, 0),
-        _ => RING3.output(data, 0),
+        0 => output(&RING0, data),
+        1 => output(&RING1, data),
+        2 => output(&RING2, data),
+        _ => output(&RING3, data),
     };
     match result {
-        Ok(()) => bump(KernelCounter::RecordsEmitted),
-        Err(_) => bump(KernelCounter::RingFull),
+        Ok(()) => {
+            bump(KernelCounter::RecordsEmitted);
+            true
+        }
+        Err(_) => {
+            bump(KernelCounter::RingFull);
+            false
+        }
     }
+}
+
+/// Writes without waking the reader (it polls on a short timer) unless the ring is filling up:
+/// a wake-up per record would cost a context switch per record.
+#[inline(always)]
+fn output(ring: &RingBuf, data: &[u8]) -> Result<(), i32> {
+    let flags = if ring.query(BPF_RB_AVAIL_DATA as u64) > load_config!(wakeup_bytes) {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    ring.output(data, flags as u64)
 }
 
 /// Result of copying one string into a record.

@@ -1,28 +1,18 @@
-//! read/write/send/recv family: each call adds to the per-(tgid, fd) counters in `FD_COUNTERS`.
-//! Nothing is sent to user space per call; counters leave the kernel at close (file.rs), when a
-//! datagram socket changes peer (here), or when user space reads the map (periodic flush, exit).
+//! read/write/send/recv family: each call adds to its descriptor's counters (counters.rs);
+//! nothing is sent to user space per call. The dispatcher counts plain read/write/send/recv
+//! itself; these handlers cover the tracepoint set and the calls that need more than the
+//! return value: vectors of messages, sendfile's two descriptors, and datagram peers.
 
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
-
-use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
-use sysflow_common::{
-    Endpoint, FdCounters, FdKey, KernelCounter, SockInfo, capture, close_reason, io_ops,
-};
+use aya_ebpf::helpers::bpf_probe_read_user;
+use sysflow_common::{Endpoint, capture, io_ops};
 
 use crate::{
-    emit::{Caller, caller, now_ns, take_args},
-    exit_ret,
-    file::emit_close,
-    kernel::{
-        current_task, file_identity, file_of_fd, is_socket, process_start_ns, sock_info,
-        user_sockaddr,
-    },
-    maps::{FD_COUNTERS, bump},
+    counters::{Direction, Io, count, count_with_peer},
+    kernel::user_sockaddr,
+    process_state::Call,
+    syscalls::syscall_exit,
 };
 
-const BPF_NOEXIST: u64 = 1;
-const SOCK_DGRAM: u16 = 2;
-const EEXIST: i32 = 17;
 /// Entries of an mmsghdr vector whose msg_len is summed.
 const MMSG_MAX: usize = 8;
 const MMSGHDR_SIZE: u64 = 64;
@@ -40,23 +30,17 @@ enum Peer {
     MmsghdrArg(usize),
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Direction {
-    Read,
-    Write,
-}
-
 macro_rules! io_exit {
-    ($name:ident, $dir:expr, $op:expr, $peer:expr, $mmsg:expr) => {
-        #[tracepoint]
-        pub fn $name(ctx: TracePointContext) -> u32 {
-            io_exit(&ctx, $dir, $op, $peer, $mmsg)
-        }
+    ($tracepoint:ident, $dispatched:ident, $dir:expr, $op:expr, $peer:expr, $mmsg:expr) => {
+        syscall_exit!($tracepoint, $dispatched, |call, args, ret| {
+            io_exit(call, args, ret, $dir, $op, $peer, $mmsg)
+        });
     };
 }
 
 io_exit!(
     sys_exit_read,
+    exit_read,
     Direction::Read,
     io_ops::READ,
     Peer::None,
@@ -64,6 +48,7 @@ io_exit!(
 );
 io_exit!(
     sys_exit_write,
+    exit_write,
     Direction::Write,
     io_ops::WRITE,
     Peer::None,
@@ -71,6 +56,7 @@ io_exit!(
 );
 io_exit!(
     sys_exit_pread64,
+    exit_pread64,
     Direction::Read,
     io_ops::READ,
     Peer::None,
@@ -78,6 +64,7 @@ io_exit!(
 );
 io_exit!(
     sys_exit_pwrite64,
+    exit_pwrite64,
     Direction::Write,
     io_ops::WRITE,
     Peer::None,
@@ -85,6 +72,7 @@ io_exit!(
 );
 io_exit!(
     sys_exit_readv,
+    exit_readv,
     Direction::Read,
     io_ops::READ,
     Peer::None,
@@ -92,6 +80,7 @@ io_exit!(
 );
 io_exit!(
     sys_exit_writev,
+    exit_writev,
     Direction::Write,
     io_ops::WRITE,
     Peer::None,
@@ -99,6 +88,7 @@ io_exit!(
 );
 io_exit!(
     sys_exit_preadv,
+    exit_preadv,
     Direction::Read,
     io_ops::READ,
     Peer::None,
@@ -106,6 +96,7 @@ io_exit!(
 );
 io_exit!(
     sys_exit_pwritev,
+    exit_pwritev,
     Direction::Write,
     io_ops::WRITE,
     Peer::None,
@@ -113,6 +104,7 @@ io_exit!(
 );
 io_exit!(
     sys_exit_preadv2,
+    exit_preadv2,
     Direction::Read,
     io_ops::READ,
     Peer::None,
@@ -120,6 +112,7 @@ io_exit!(
 );
 io_exit!(
     sys_exit_pwritev2,
+    exit_pwritev2,
     Direction::Write,
     io_ops::WRITE,
     Peer::None,
@@ -127,6 +120,7 @@ io_exit!(
 );
 io_exit!(
     sys_exit_sendto,
+    exit_sendto,
     Direction::Write,
     io_ops::SEND,
     Peer::SockaddrArg(4),
@@ -134,6 +128,7 @@ io_exit!(
 );
 io_exit!(
     sys_exit_recvfrom,
+    exit_recvfrom,
     Direction::Read,
     io_ops::RECV,
     Peer::SockaddrArg(4),
@@ -141,6 +136,7 @@ io_exit!(
 );
 io_exit!(
     sys_exit_sendmsg,
+    exit_sendmsg,
     Direction::Write,
     io_ops::SEND,
     Peer::MsghdrArg(1),
@@ -148,6 +144,7 @@ io_exit!(
 );
 io_exit!(
     sys_exit_recvmsg,
+    exit_recvmsg,
     Direction::Read,
     io_ops::RECV,
     Peer::MsghdrArg(1),
@@ -155,6 +152,7 @@ io_exit!(
 );
 io_exit!(
     sys_exit_sendmmsg,
+    exit_sendmmsg,
     Direction::Write,
     io_ops::SEND,
     Peer::MmsghdrArg(1),
@@ -162,6 +160,7 @@ io_exit!(
 );
 io_exit!(
     sys_exit_recvmmsg,
+    exit_recvmmsg,
     Direction::Read,
     io_ops::RECV,
     Peer::MmsghdrArg(1),
@@ -169,20 +168,29 @@ io_exit!(
 );
 
 #[inline(always)]
-fn io_exit(ctx: &TracePointContext, dir: Direction, op: u16, peer: Peer, mmsg: bool) -> u32 {
-    let caller = caller();
-    let Some(args) = take_args(&caller) else {
-        return 0;
-    };
-    let ret = exit_ret(ctx);
+fn io_exit(
+    call: &Call,
+    args: &[u64; 6],
+    ret: i64,
+    dir: Direction,
+    op: u16,
+    peer: Peer,
+    mmsg: bool,
+) {
     // Failed calls (EAGAIN on a non-blocking socket, EBADF) move no data and are not counted.
-    if ret < 0 || !caller.wants(capture::IO_COUNTERS) {
-        return 0;
+    if ret < 0 || !call.wants(capture::IO_COUNTERS) {
+        return;
     }
     let (ops, bytes) = if mmsg {
         (ret as u64, mmsg_bytes(args[1], ret as u64))
     } else {
         (1, ret as u64)
+    };
+    let io = Io {
+        dir,
+        op,
+        ops,
+        bytes,
     };
     let peer = match peer {
         Peer::None => None,
@@ -190,41 +198,27 @@ fn io_exit(ctx: &TracePointContext, dir: Direction, op: u16, peer: Peer, mmsg: b
         Peer::MsghdrArg(i) => msg_name(args[i]),
         Peer::MmsghdrArg(i) => msg_name(args[i]),
     };
-    count(&caller, args[0] as i32, dir, op, ops, bytes, peer);
-    0
+    count_with_peer(call, args[0] as i32, &io, peer.as_ref());
 }
 
+syscall_exit!(sys_exit_sendfile64, exit_sendfile64, |call, args, ret| {
+    sendfile_exit(call, args, ret)
+});
+
 /// sendfile moves bytes from `in_fd` (a read) to `out_fd` (a write).
-#[tracepoint]
-pub fn sys_exit_sendfile64(ctx: TracePointContext) -> u32 {
-    let caller = caller();
-    let Some(args) = take_args(&caller) else {
-        return 0;
-    };
-    let ret = exit_ret(&ctx);
-    if ret < 0 || !caller.wants(capture::IO_COUNTERS) {
-        return 0;
+#[inline(always)]
+fn sendfile_exit(call: &Call, args: &[u64; 6], ret: i64) {
+    if ret < 0 || !call.wants(capture::IO_COUNTERS) {
+        return;
     }
-    let bytes = ret as u64;
-    count(
-        &caller,
-        args[0] as i32,
-        Direction::Write,
-        io_ops::SENDFILE,
-        1,
-        bytes,
-        None,
-    );
-    count(
-        &caller,
-        args[1] as i32,
-        Direction::Read,
-        io_ops::SENDFILE,
-        1,
-        bytes,
-        None,
-    );
-    0
+    let moved = |dir| Io {
+        dir,
+        op: io_ops::SENDFILE,
+        ops: 1,
+        bytes: ret as u64,
+    };
+    count(call, args[0] as i32, &moved(Direction::Write));
+    count(call, args[1] as i32, &moved(Direction::Read));
 }
 
 /// The peer address a `struct msghdr` names, if any (`msg_name` is its first field).
@@ -248,117 +242,4 @@ fn mmsg_bytes(vec: u64, count: u64) -> u64 {
         total += unsafe { bpf_probe_read_user(at as *const u32) }.unwrap_or(0) as u64;
     }
     total
-}
-
-/// Adds one call's worth to the (tgid, fd) counters, creating the entry on first use.
-#[inline(always)]
-fn count(
-    caller: &Caller,
-    fd: i32,
-    dir: Direction,
-    op: u16,
-    ops: u64,
-    bytes: u64,
-    peer: Option<(u16, Endpoint)>,
-) {
-    let key = FdKey {
-        tgid: caller.tgid(),
-        fd,
-    };
-    let now = now_ns();
-    if let Some(entry) = FD_COUNTERS.get_ptr_mut(&key) {
-        if let Some((_, endpoint)) = peer
-            && unsafe { (*entry).sock.sock_type } == SOCK_DGRAM
-            && unsafe { (*entry).sock.remote } != endpoint
-        {
-            // A datagram socket talking to someone new: what was counted so far belongs to the
-            // old peer. Report it and start over with this call.
-            emit_close(caller, fd, close_reason::PEER_CHANGED, 0);
-        } else {
-            add(entry, dir, op, ops, bytes, now, caller.tid());
-            return;
-        }
-    }
-    let Some(fresh) = new_entry(caller, fd, now, peer) else {
-        return;
-    };
-    match FD_COUNTERS.insert(&key, &fresh, BPF_NOEXIST) {
-        Ok(()) => {}
-        // Another thread created it first: add to theirs.
-        Err(e) if e == -EEXIST => {}
-        Err(_) => {
-            bump(KernelCounter::FdTableFull);
-            return;
-        }
-    }
-    if let Some(entry) = FD_COUNTERS.get_ptr_mut(&key) {
-        add(entry, dir, op, ops, bytes, now, caller.tid());
-    }
-}
-
-#[inline(always)]
-fn add(entry: *mut FdCounters, dir: Direction, op: u16, ops: u64, bytes: u64, now: u64, tid: u32) {
-    // Threads of one process may count on the same descriptor at once.
-    unsafe {
-        let (ops_field, bytes_field) = match dir {
-            Direction::Read => (&raw mut (*entry).read_ops, &raw mut (*entry).read_bytes),
-            Direction::Write => (&raw mut (*entry).write_ops, &raw mut (*entry).write_bytes),
-        };
-        // The BPF target has no `AtomicU64`; the intrinsic lowers to BPF_ATOMIC add.
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(ops_field, ops);
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(bytes_field, bytes);
-        (*entry).last_ns = now;
-        (*entry).last_tid = tid;
-        (*entry).ops_seen |= op;
-    }
-}
-
-/// A zeroed entry describing what the descriptor refers to. None when the capture mode does not
-/// cover that kind of descriptor (a socket without network capture, a file without file capture).
-#[inline(always)]
-fn new_entry(
-    caller: &Caller,
-    fd: i32,
-    now: u64,
-    peer: Option<(u16, Endpoint)>,
-) -> Option<FdCounters> {
-    let task = current_task();
-    let mut entry = FdCounters {
-        first_ns: now,
-        last_ns: now,
-        cgroup_id: caller.cgroup_id,
-        proc_start_ns: process_start_ns(task),
-        last_tid: caller.tid(),
-        ..FdCounters::default()
-    };
-    if let Some(file) = file_of_fd(task, fd) {
-        entry.file = file_identity(file);
-        if is_socket(&entry.file) {
-            entry.sock = sock_info(file);
-        }
-    }
-    let socket = is_socket(&entry.file);
-    if (socket && !caller.wants(capture::NETWORK)) || (!socket && !caller.wants(capture::FILE)) {
-        return None;
-    }
-    // Only datagrams have per-call peers; a stream socket's recvfrom leaves the address buffer
-    // as the caller had it.
-    if let Some((family, endpoint)) = peer
-        && (entry.sock.sock_type == SOCK_DGRAM || entry.sock.family == 0)
-    {
-        if entry.sock.family == 0 {
-            entry.sock = SockInfo {
-                family,
-                ..SockInfo::default()
-            };
-        }
-        entry.sock.remote = endpoint;
-    }
-    Some(entry)
-}
-
-/// Drops the counters of a descriptor number that was just (re)assigned.
-#[inline(always)]
-pub fn forget_counters(tgid: u32, fd: i32) {
-    let _ = FD_COUNTERS.remove(&FdKey { tgid, fd });
 }

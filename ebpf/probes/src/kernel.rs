@@ -1,8 +1,15 @@
 //! Reads of kernel structs (task, file table, inode, socket) at offsets user space took from the
-//! running kernel's BTF. Every read goes through bpf_probe_read_kernel, so a wrong or stale
+//! running kernel's BTF.
+//!
+//! Two kinds of read: on the hot path, plain loads through BTF-typed pointers (the current task,
+//! the syscall's saved registers), which the verifier checks against the kernel's BTF at load
+//! time and which cost no helper call; everywhere else `bpf_probe_read_kernel`, so a stale
 //! pointer yields an error (counted), never a fault.
 
-use aya_ebpf::helpers::{bpf_probe_read_kernel, generated::bpf_get_current_task};
+use aya_ebpf::helpers::{
+    bpf_probe_read_kernel,
+    generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+};
 use sysflow_common::{Endpoint, FileIdentity, KernelCounter, SockInfo};
 
 use crate::maps::{bump, load_config};
@@ -12,9 +19,105 @@ const AF_INET6: u16 = 10;
 const S_IFMT: u16 = 0o170000;
 const S_IFSOCK: u16 = 0o140000;
 
+/// Kernel threads and io_uring workers: they make no syscalls of their own.
+const PF_IO_WORKER: u32 = 0x10;
+const PF_KTHREAD: u32 = 0x0020_0000;
+
+/// The current task as a BTF-typed pointer (loads through it are checked by the verifier).
 #[inline(always)]
 pub fn current_task() -> *const u8 {
-    unsafe { bpf_get_current_task() as *const u8 }
+    unsafe { bpf_get_current_task_btf() as *const u8 }
+}
+
+/// A field of a BTF-typed kernel object, at an offset the verifier knows (from `LOAD_CONFIG`).
+/// A plain load: no helper call.
+///
+/// # Safety
+/// `base` must be a pointer the verifier knows as BTF-typed, and `offset` the offset of a field
+/// of type `T` in it.
+#[inline(always)]
+pub unsafe fn btf_field<T: Copy>(base: *const u8, offset: u32) -> T {
+    unsafe { core::ptr::read(base.wrapping_add(offset as usize) as *const T) }
+}
+
+/// The thread-group leader of `task` (a BTF-typed task pointer).
+#[inline(always)]
+pub fn group_leader(task: *const u8) -> *const u8 {
+    unsafe { btf_field(task, load_config!(offsets.task_group_leader)) }
+}
+
+/// (tgid, tid) of a BTF-typed task pointer.
+#[inline(always)]
+pub fn task_ids(task: *const u8) -> (u32, u32) {
+    unsafe {
+        let tgid: i32 = btf_field(task, load_config!(offsets.task_tgid));
+        let pid: i32 = btf_field(task, load_config!(offsets.task_pid));
+        (tgid as u32, pid as u32)
+    }
+}
+
+/// Whether the task runs a compat (32-bit) syscall, whose numbers mean other calls.
+#[inline(always)]
+pub fn in_compat_syscall(task: *const u8) -> bool {
+    let mask = load_config!(offsets.task_compat_mask);
+    mask != 0
+        && unsafe { btf_field::<u32>(task, load_config!(offsets.task_compat_word)) } & mask != 0
+}
+
+/// A kernel thread or io_uring worker (never a process of its own to report).
+#[inline(always)]
+pub fn is_kernel_worker(task: *const u8) -> bool {
+    read::<u32>(task, load_config!(offsets.task_flags)).unwrap_or(0) & (PF_KTHREAD | PF_IO_WORKER)
+        != 0
+}
+
+/// The syscall number saved in a BTF-typed `struct pt_regs`.
+#[inline(always)]
+pub fn regs_nr(regs: *const u8) -> u64 {
+    unsafe { btf_field(regs, load_config!(offsets.regs_nr)) }
+}
+
+/// The six syscall arguments saved in a BTF-typed `struct pt_regs`. They are still the caller's
+/// at syscall exit (exec replaces them only on success, and reports success elsewhere).
+#[inline(always)]
+pub fn regs_args(regs: *const u8) -> [u64; 6] {
+    unsafe {
+        [
+            btf_field(regs, load_config!(offsets.regs_args[0])),
+            btf_field(regs, load_config!(offsets.regs_args[1])),
+            btf_field(regs, load_config!(offsets.regs_args[2])),
+            btf_field(regs, load_config!(offsets.regs_args[3])),
+            btf_field(regs, load_config!(offsets.regs_args[4])),
+            btf_field(regs, load_config!(offsets.regs_args[5])),
+        ]
+    }
+}
+
+/// One syscall argument saved in a BTF-typed `struct pt_regs`.
+#[inline(always)]
+pub fn regs_arg<const N: usize>(regs: *const u8) -> u64 {
+    unsafe { btf_field(regs, load_config!(offsets.regs_args[N])) }
+}
+
+/// The user registers of `task` (a BTF-typed task pointer), as a BTF-typed `struct pt_regs`.
+#[inline(always)]
+pub fn task_regs(task: *const u8) -> *const u8 {
+    unsafe { bpf_task_pt_regs(task as *mut _) as *const u8 }
+}
+
+/// cgroup v2 id of any task: the inode number of its default-hierarchy cgroup.
+#[inline(always)]
+pub fn task_cgroup_id(task: *const u8) -> u64 {
+    let Some(css_set) = read::<*const u8>(task, load_config!(offsets.task_cgroups)) else {
+        return 0;
+    };
+    let Some(cgroup) = read::<*const u8>(css_set, load_config!(offsets.css_set_dfl_cgrp)) else {
+        return 0;
+    };
+    let Some(kn) = read::<*const u8>(cgroup, load_config!(offsets.cgroup_kn)) else {
+        return 0;
+    };
+    read(kn, load_config!(offsets.kernfs_node_id)).unwrap_or(0)
 }
 
 /// Reads a `T` at `base + offset`.

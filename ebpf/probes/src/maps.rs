@@ -5,12 +5,14 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use sysflow_common::{
     FdCounters, FdKey, KERNEL_COUNTER_COUNT, KernelCounter, KernelOffsets, LoadConfig,
-    SCRATCH_SIZE, Settings,
+    SCRATCH_SIZE, SYSCALL_TABLE_SIZE, Settings, SyscallNumbers, SyscallRoute,
 };
+
+use crate::{process_state::ProcessState, task_storage::TaskStorage};
 
 /// Records go to ring `cpu % ring_count`; user space shrinks the unused ones to one page.
 #[map]
@@ -27,28 +29,50 @@ pub static RING3: RingBuf = RingBuf::with_byte_size(4096, 0);
 #[map]
 pub static SCRATCH: PerCpuArray<[u8; SCRATCH_SIZE]> = PerCpuArray::with_max_entries(1, 0);
 
-/// Arguments of a syscall in flight, keyed by pid_tgid, from its sys_enter to its sys_exit.
+/// Where a new `FD_COUNTERS` entry is built before it is inserted (the BPF stack is too small
+/// to hold it beside a report built on the way).
 #[map]
-pub static PENDING_SYSCALLS: HashMap<u64, PendingSyscall> = HashMap::with_max_entries(16384, 0);
+pub static ENTRY_SCRATCH: PerCpuArray<FdCounters> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per-(tgid, fd) read/write counters. Read and write never become records of their own.
+/// Each process's capture gate and descriptor counters, in the task storage of its thread-group
+/// leader: found through the task, no hash lookup per syscall.
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "PROCESS_STATE")]
+pub static PROCESS_STATE: TaskStorage<ProcessState> = TaskStorage::new();
+
+/// Counters of descriptors >= FD_SLOTS, and of datagram sockets whose calls name their peer
+/// (each peer gets its own flow), keyed by (tgid, fd).
 #[map]
 pub static FD_COUNTERS: HashMap<FdKey, FdCounters> = HashMap::with_max_entries(65536, 0);
+
+/// Tracepoint hook set only: a syscall's arguments from its sys_enter to its sys_exit, keyed
+/// by pid_tgid (the dispatcher reads them from the saved registers at exit instead).
+#[map]
+pub static PENDING_SYSCALLS: HashMap<u64, PendingSyscall> = HashMap::with_max_entries(16384, 0);
 
 /// cgroup v2 id -> capture mode bits (sysflow_common::capture).
 #[map]
 pub static CGROUP_MODES: HashMap<u64, u32> = HashMap::with_max_entries(16384, 0);
 
-/// Index 0: runtime settings (default capture mode).
+/// Index 0: runtime settings (default capture mode, mode generation, flush reason).
 #[map]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+
+/// Per syscall number: which capture kinds follow it, and how the dispatcher handles it. An
+/// array lookup the verifier inlines into plain loads: the first test of every syscall.
+#[map]
+pub static SYSCALL_ROUTES: Array<SyscallRoute> = Array::with_max_entries(SYSCALL_TABLE_SIZE, 0);
+
+/// Per syscall number: the handler program the dispatcher tail-calls.
+#[map]
+pub static SYSCALL_HANDLERS: ProgramArray = ProgramArray::with_max_entries(SYSCALL_TABLE_SIZE, 0);
 
 /// Per-CPU counters of what was emitted and what was lost, indexed by `KernelCounter`.
 #[map]
 pub static KERNEL_COUNTERS: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(KERNEL_COUNTER_COUNT, 0);
 
-/// Set by user space at load time (kernel struct offsets, ring count, argument size).
+/// Set by user space at load time (kernel struct offsets, syscall numbers, ring settings).
 #[unsafe(no_mangle)]
 pub static LOAD_CONFIG: LoadConfig = LoadConfig {
     offsets: KernelOffsets {
@@ -83,25 +107,47 @@ pub static LOAD_CONFIG: LoadConfig = LoadConfig {
         tp_exit_group_dead: u32::MAX,
         tp_exec_filename: 8,
         tp_exec_old_pid: 16,
-        _pad: 0,
+        task_pid: 0,
+        task_flags: 0,
+        task_cgroups: 0,
+        css_set_dfl_cgrp: 0,
+        cgroup_kn: 0,
+        kernfs_node_id: 0,
+        linux_binprm_filename: 0,
+        regs_nr: 0,
+        regs_args: [0; 6],
+        task_compat_word: 0,
+        task_compat_mask: 0,
+    },
+    syscalls: SyscallNumbers {
+        clone: u32::MAX,
+        clone3: u32::MAX,
+        fork: u32::MAX,
+        vfork: u32::MAX,
+        execve: u32::MAX,
+        execveat: u32::MAX,
     },
     ring_count: 1,
     args_max: 1024,
+    wakeup_bytes: 1 << 20,
+    exit_has_group_dead: 0,
+    _pad: 0,
 };
 
 /// Reads one field of `LOAD_CONFIG`. Volatile, so the compiler does not fold the zeros above:
-/// the real values are written into the object by the loader.
+/// the real values are written into the object by the loader (and the verifier, which sees a
+/// frozen read-only map, knows them as constants).
 macro_rules! load_config {
-    ($($field:ident).+) => {{
+    ($($field:tt)+) => {{
         // Some call sites are already inside `unsafe`.
         #[allow(unused_unsafe)]
-        let value = unsafe { core::ptr::read_volatile(&$crate::maps::LOAD_CONFIG.$($field).+) };
+        let value = unsafe { core::ptr::read_volatile(&$crate::maps::LOAD_CONFIG.$($field)+) };
         value
     }};
 }
 pub(crate) use load_config;
 
-/// A syscall's raw arguments, saved at sys_enter for its sys_exit.
+/// A syscall's raw arguments, saved at sys_enter for its sys_exit (tracepoint hook set).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct PendingSyscall {
@@ -114,4 +160,10 @@ pub fn bump(counter: KernelCounter) {
         // Per-CPU slot: no other CPU writes it.
         unsafe { *p += 1 };
     }
+}
+
+/// The current settings (index 0 always exists in an array map).
+#[inline(always)]
+pub fn settings() -> Option<&'static Settings> {
+    SETTINGS.get(0)
 }

@@ -3,33 +3,32 @@
 
 use core::mem::size_of;
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use sysflow_common::{RecordKind, SockOpRecord, SocketRecord, capture, sock_op};
 
 use crate::{
-    emit::{caller, header, scratch, submit, take_args},
-    exit_ret,
-    io::forget_counters,
-    kernel::{current_task, file_of_fd, sock_info, user_sockaddr},
+    counters::forget,
+    emit::{header, scratch, submit},
+    kernel::{file_of_fd, sock_info, user_sockaddr},
+    process_state::Call,
+    syscalls::syscall_exit,
 };
 
-#[tracepoint]
-pub fn sys_exit_socket(ctx: TracePointContext) -> u32 {
-    let caller = caller();
-    let Some(args) = take_args(&caller) else {
-        return 0;
-    };
-    if !caller.wants(capture::NETWORK) {
-        return 0;
+syscall_exit!(sys_exit_socket, exit_socket, |call, args, ret| {
+    socket_exit(call, args, ret)
+});
+
+#[inline(always)]
+fn socket_exit(call: &Call, args: &[u64; 6], ret: i64) {
+    if !call.wants(capture::NETWORK) {
+        return;
     }
-    let ret = exit_ret(&ctx);
     if ret >= 0 {
-        forget_counters(caller.tgid(), ret as i32);
+        forget(call, ret as i32);
     }
-    let Some(buf) = scratch() else { return 0 };
+    let Some(buf) = scratch() else { return };
     unsafe {
         *(buf as *mut SocketRecord) = SocketRecord {
-            header: header(RecordKind::Socket, &caller, ret),
+            header: header(RecordKind::Socket, call, ret),
             domain: args[0] as u32,
             sock_type: args[1] as u32,
             protocol: args[2] as u32,
@@ -37,42 +36,37 @@ pub fn sys_exit_socket(ctx: TracePointContext) -> u32 {
         }
     };
     submit(buf, size_of::<SocketRecord>());
-    0
 }
 
-macro_rules! sock_exit {
-    ($name:ident, $op:expr) => {
-        #[tracepoint]
-        pub fn $name(ctx: TracePointContext) -> u32 {
-            sock_exit(&ctx, $op)
-        }
-    };
-}
-
-sock_exit!(sys_exit_connect, sock_op::CONNECT);
-sock_exit!(sys_exit_accept, sock_op::ACCEPT);
-sock_exit!(sys_exit_accept4, sock_op::ACCEPT4);
-sock_exit!(sys_exit_bind, sock_op::BIND);
-sock_exit!(sys_exit_listen, sock_op::LISTEN);
+syscall_exit!(sys_exit_connect, exit_connect, |call, args, ret| {
+    sock_exit(call, args, ret, sock_op::CONNECT)
+});
+syscall_exit!(sys_exit_accept, exit_accept, |call, args, ret| {
+    sock_exit(call, args, ret, sock_op::ACCEPT)
+});
+syscall_exit!(sys_exit_accept4, exit_accept4, |call, args, ret| {
+    sock_exit(call, args, ret, sock_op::ACCEPT4)
+});
+syscall_exit!(sys_exit_bind, exit_bind, |call, args, ret| {
+    sock_exit(call, args, ret, sock_op::BIND)
+});
+syscall_exit!(sys_exit_listen, exit_listen, |call, args, ret| {
+    sock_exit(call, args, ret, sock_op::LISTEN)
+});
 
 #[inline(always)]
-fn sock_exit(ctx: &TracePointContext, op: u8) -> u32 {
-    let caller = caller();
-    let Some(args) = take_args(&caller) else {
-        return 0;
-    };
-    if !caller.wants(capture::NETWORK) {
-        return 0;
+fn sock_exit(call: &Call, args: &[u64; 6], ret: i64, op: u8) {
+    if !call.wants(capture::NETWORK) {
+        return;
     }
-    let ret = exit_ret(ctx);
     let fd = args[0] as i32;
     let accepted = matches!(op, sock_op::ACCEPT | sock_op::ACCEPT4);
     if accepted && ret >= 0 {
-        forget_counters(caller.tgid(), ret as i32);
+        forget(call, ret as i32);
     }
     // The new connection for accept, the socket itself otherwise.
     let described = if accepted { ret as i32 } else { fd };
-    let mut sock = file_of_fd(current_task(), described)
+    let mut sock = file_of_fd(call.task, described)
         .map(sock_info)
         .unwrap_or_default();
     // A failed connect has no remote in the kernel any more: take the address that was asked for.
@@ -85,10 +79,10 @@ fn sock_exit(ctx: &TracePointContext, op: u8) -> u32 {
         }
         sock.remote = remote;
     }
-    let Some(buf) = scratch() else { return 0 };
+    let Some(buf) = scratch() else { return };
     unsafe {
         *(buf as *mut SockOpRecord) = SockOpRecord {
-            header: header(RecordKind::SockOp, &caller, ret),
+            header: header(RecordKind::SockOp, call, ret),
             fd,
             op,
             _pad: [0; 3],
@@ -96,5 +90,4 @@ fn sock_exit(ctx: &TracePointContext, op: u8) -> u32 {
         }
     };
     submit(buf, size_of::<SockOpRecord>());
-    0
 }

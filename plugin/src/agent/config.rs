@@ -7,7 +7,10 @@ use serde::Deserialize;
 use sysflow::{Compression, WriterConfig};
 use sysflow_common::capture;
 
-use crate::{engine::EngineConfig, probe::ProbeConfig};
+use crate::{
+    engine::EngineConfig,
+    probe::{HookChoice, ProbeConfig},
+};
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -121,6 +124,9 @@ pub struct KernelConfig {
     pub ring_count: u32,
     pub fd_table_entries: u32,
     pub max_processes: usize,
+    /// Syscall hook set: auto (the dispatcher where the kernel allows it), dispatcher or
+    /// tracepoint.
+    pub hooks: HookChoice,
 }
 
 impl Default for OutputConfig {
@@ -166,6 +172,7 @@ impl Default for KernelConfig {
             ring_count: probe.ring_count,
             fd_table_entries: probe.fd_table_entries,
             max_processes: EngineConfig::default().max_processes,
+            hooks: probe.hooks,
         }
     }
 }
@@ -174,13 +181,14 @@ impl Default for KernelConfig {
 pub fn parse_mode(name: &str) -> Result<u32, String> {
     Ok(match name {
         "off" => capture::OFF,
+        "lifecycle" => capture::PROCESS_LIFECYCLE,
         "process" => capture::PROCESS,
         "process+file" => capture::PROCESS | capture::FILE,
         "all" => capture::ALL,
         "flows-without-io" => capture::PROCESS | capture::FILE | capture::NETWORK,
         other => {
             return Err(format!(
-                "unknown capture mode {other:?}: expected off, process, process+file, all or flows-without-io"
+                "unknown capture mode {other:?}: expected off, lifecycle, process, process+file, all or flows-without-io"
             ));
         }
     })
@@ -292,6 +300,7 @@ impl AgentConfig {
             args_max: self.capture.args_max,
             fd_table_entries: self.kernel.fd_table_entries,
             default_mode: parse_mode(&self.capture.default_mode).unwrap_or(capture::ALL),
+            hooks: self.kernel.hooks,
             ..ProbeConfig::default()
         }
     }

@@ -29,10 +29,13 @@ pub fn update(m: &HealthMetrics, s: &Sources<'_>) {
             k.fd_table_full,
             k.pending_table_full,
             k.read_faults,
+            k.state_unavailable,
         ]);
         m.strings_truncated.set_total(k.strings_truncated);
     }
     m.ring_fill.set(s.probe.ring_fill());
+    m.syscall_hooks_attached
+        .set(i64::from(s.probe.syscall_hooks_attached()));
     m.queue_length.set(s.queue_length as i64);
 
     let writer = s.engine.writer().stats();

@@ -21,7 +21,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
     sync::oneshot,
 };
-use tracing::info;
+use tracing::{info, warn};
 
 use self::config::{AgentConfig, parse_mode};
 use crate::{
@@ -225,6 +225,7 @@ pub async fn run(
     };
     info!(
         processes = engine.process_count(),
+        hooks = %probe.hook_set(),
         attachments = probe.attachments(),
         output = %config.output.dir.display(),
         "capturing"
@@ -258,12 +259,12 @@ pub async fn run(
             }
             Some(update) = workload_updates.recv() => engine.apply_workload(update),
             _ = flows.tick() => {
-                // Records already queued first: they may introduce the processes and
-                // descriptors the counters belong to.
-                while let Ok(record) = records.rx.try_recv() {
-                    engine.handle(record, &mut probe);
+                // The kernel reports every descriptor's counters into the record stream; each
+                // report writes and restarts its flow as it arrives.
+                if let Err(e) = probe.flush(false) {
+                    warn!("periodic flush of the kernel's counters failed: {e}");
                 }
-                engine.export_interval(&mut probe, boot_now_ns());
+                engine.interval(boot_now_ns());
                 // Walking the kernel table costs a syscall per entry: at the flow interval only.
                 kernel_fd_entries = probe.fd_table_len();
             }
@@ -287,7 +288,7 @@ pub async fn run(
             }
             record = records.recv() => {
                 let Some(record) = record else { break };
-                engine.handle(record, &mut probe);
+                engine.handle(record);
             }
         }
     }
@@ -299,8 +300,11 @@ pub async fn run(
     while let Ok(update) = workload_updates.try_recv() {
         engine.apply_workload(update);
     }
-    // Take what the kernel already produced, then end every open flow. Bounded: on a busy
-    // node records never stop arriving.
+    // Every descriptor's counters so far into the stream, then take what the kernel produced
+    // and end every open flow. Bounded: on a busy node records never stop arriving.
+    if let Err(e) = probe.flush(true) {
+        warn!("final flush of the kernel's counters failed: {e}");
+    }
     let drain_until = tokio::time::Instant::now() + SHUTDOWN_DRAIN;
     while let Ok(Some(record)) = tokio::time::timeout_at(
         drain_until.min(tokio::time::Instant::now() + Duration::from_millis(100)),
@@ -308,11 +312,11 @@ pub async fn run(
     )
     .await
     {
-        engine.handle(record, &mut probe);
+        engine.handle(record);
     }
     let kernel_records = engine.stats.kernel_records;
     let ring_drops = probe.kernel_stats().map(|s| s.ring_full).unwrap_or(0);
-    let (last_file, stats) = engine.shutdown(&mut probe, boot_now_ns())?;
+    let (last_file, stats) = engine.shutdown(boot_now_ns())?;
     drop(records);
     // Detaching takes a few seconds (the kernel serializes it); the files are complete already.
     drop(probe);

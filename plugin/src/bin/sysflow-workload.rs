@@ -62,6 +62,13 @@ enum Work {
     /// open(O_WRONLY|O_CREAT|O_TRUNC), write 100 bytes, print `ready FD`, wait for a line on
     /// stdin, write 200 bytes, exit without closing.
     HoldFile { path: PathBuf },
+    /// Write 100 bytes to BEFORE, move this process into the cgroup whose `cgroup.procs` is
+    /// PROCS, write 100 bytes to AFTER (each file opened, written once, closed).
+    MoveCgroup {
+        procs: PathBuf,
+        before: PathBuf,
+        after: PathBuf,
+    },
     /// Benchmark: COUNT 1-byte write+read pairs on a pipe.
     LoopRw { count: u64 },
     /// Benchmark: COUNT open+close of PATH.
@@ -248,6 +255,15 @@ fn main() {
                 "write",
             );
             std::process::exit(0);
+        }
+        Work::MoveCgroup {
+            procs,
+            before,
+            after,
+        } => {
+            std::fs::write(&before, [b'b'; 100]).expect("write before");
+            std::fs::write(&procs, std::process::id().to_string()).expect("move");
+            std::fs::write(&after, [b'a'; 100]).expect("write after");
         }
         Work::LoopRw { count } => {
             let mut fds = [0; 2];

@@ -7,10 +7,12 @@
 //!   process is written with TRUNCATE), SETUID (with the new user's name).
 //! * FileEvent MKDIR, RMDIR, LINK, SYMLINK, UNLINK, RENAME (chmod/chown have no flag in the
 //!   schema and only update nothing).
-//! * FileFlow / NetworkFlow from the kernel's I/O counters: written on close, on process exit
-//!   (TRUNCATE), every flow interval for long-lived descriptors (then restarted: new start
-//!   time, counters and flags reset), and at shutdown (TRUNCATE). A flow on which nothing was
-//!   observed (flags only CLOSE and/or TRUNCATE, or none) is never written.
+//! * FileFlow / NetworkFlow from the kernel's I/O counters, which arrive as records: written on
+//!   close, on process exit (TRUNCATE), at every periodic flush for long-lived descriptors (then
+//!   restarted: new start time, counters and flags reset), and at shutdown (TRUNCATE). A flow on
+//!   which nothing was observed (flags only CLOSE and/or TRUNCATE, or none) is never written.
+//!   Counters reported ahead of an exit, exec or close_range are added to their flows, which
+//!   that record then ends.
 
 pub mod containers;
 pub mod paths;
@@ -28,8 +30,8 @@ use sysflow::{
     ProcessFlow, Record as SfRecord, SfObjectState, SysFlowWriter, SysflowWriteError,
     encoding::{foid, ipv4_to_int, linux_open_flags_to_ppm, op, proto, restype, restype_from_mode},
 };
-use sysflow_common::{AT_FDCWD, FdCounters, FdKey};
-use tracing::{debug, warn};
+use sysflow_common::AT_FDCWD;
+use tracing::warn;
 
 use self::{
     containers::ContainerResolver,
@@ -42,7 +44,10 @@ use crate::{
     policy::PathFilter,
     probe::{
         IoCounters, Record,
-        records::{CloseReason, Common, PathOp, SetIdSyscall, SockOp, Socket},
+        records::{
+            CloseReason, Common, CountersEvent, CountersReason, PathOp, SetIdSyscall, SockOp,
+            Socket,
+        },
     },
     workloads::{WorkloadMeta, WorkloadUpdate, Workloads},
 };
@@ -51,45 +56,6 @@ const O_CLOEXEC: u32 = 0o2000000;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 const AT_REMOVEDIR: u32 = 0x200;
-
-/// Where the engine gets I/O counters the kernel has not reported by itself.
-pub trait CounterSource {
-    /// Takes out the counters of these descriptors (process exit, close-on-exec), where
-    /// `belongs` accepts the entry (see `Probe::take_fd_counters`).
-    fn take_fd_counters(
-        &mut self,
-        keys: &[FdKey],
-        belongs: &dyn Fn(&FdCounters) -> bool,
-    ) -> Vec<(FdKey, IoCounters)>;
-    /// What every descriptor counted since its last report (periodic export).
-    fn flush_counters(&mut self) -> Vec<(FdKey, IoCounters)>;
-    /// Takes out counters `matches` selects (descriptors of processes gone unnoticed).
-    fn take_counters_where(
-        &mut self,
-        matches: &mut dyn FnMut(&FdKey, &FdCounters) -> bool,
-    ) -> Vec<(FdKey, IoCounters)>;
-}
-
-impl CounterSource for crate::probe::Probe {
-    fn take_fd_counters(
-        &mut self,
-        keys: &[FdKey],
-        belongs: &dyn Fn(&FdCounters) -> bool,
-    ) -> Vec<(FdKey, IoCounters)> {
-        crate::probe::Probe::take_fd_counters(self, keys, belongs)
-    }
-
-    fn flush_counters(&mut self) -> Vec<(FdKey, IoCounters)> {
-        crate::probe::Probe::flush_counters(self, u64::MAX)
-    }
-
-    fn take_counters_where(
-        &mut self,
-        matches: &mut dyn FnMut(&FdKey, &FdCounters) -> bool,
-    ) -> Vec<(FdKey, IoCounters)> {
-        self.take_counters(|k, v| matches(k, v))
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -540,18 +506,19 @@ impl Engine {
     }
 
     /// Handles one kernel record.
-    pub fn handle(&mut self, record: Record, counters: &mut dyn CounterSource) {
+    pub fn handle(&mut self, record: Record) {
         self.stats.kernel_records += 1;
         match record {
             Record::Clone(e) => self.on_clone(e),
-            Record::Exec(e) => self.on_exec(e, counters),
-            Record::Exit(e) => self.on_exit(e, counters),
+            Record::Exec(e) => self.on_exec(e),
+            Record::Exit(e) => self.on_exit(e),
             Record::SetId(e) => self.on_setid(e),
             Record::Open(e) => self.on_open(e),
             Record::Close(e) => self.on_close(e),
+            Record::Counters(e) => self.on_counters(e),
             Record::PathOp(e) => self.on_path_op(e),
             Record::Dup(e) => self.on_dup(e),
-            Record::CloseRange(e) => self.on_close_range(e, counters),
+            Record::CloseRange(e) => self.on_close_range(e),
             Record::Socket(e) => self.on_socket(e),
             Record::SockOp(e) => self.on_sock_op(e),
         }
@@ -668,15 +635,16 @@ impl Engine {
         self.process_event(c.tgid, c, op::CLONE, vec![], 0);
     }
 
-    fn on_exec(&mut self, e: crate::probe::records::ExecEvent, counters: &mut dyn CounterSource) {
+    fn on_exec(&mut self, e: crate::probe::records::ExecEvent) {
         let c = &e.common;
         let tgid = self.process_for(c);
         if c.ret < 0 {
             self.process_event(tgid, c, op::EXEC, vec![], c.ret);
             return;
         }
-        // Descriptors marked close-on-exec were closed by the exec, without a close(2).
-        self.close_cloexec(tgid, c, counters);
+        // Descriptors marked close-on-exec were closed by the exec, without a close(2); their
+        // counters came just before this record.
+        self.close_cloexec(tgid, c);
         let ts = self.wall(c.ts_ns);
         let env = if self.config.capture_env {
             snapshot(tgid, true).map(|s| s.env).unwrap_or_default()
@@ -696,7 +664,7 @@ impl Engine {
         self.process_event(tgid, c, op::EXEC, vec![], 0);
     }
 
-    fn close_cloexec(&mut self, tgid: u32, c: &Common, counters: &mut dyn CounterSource) {
+    fn close_cloexec(&mut self, tgid: u32, c: &Common) {
         let Some(entry) = self.procs.get(tgid) else {
             return;
         };
@@ -707,61 +675,54 @@ impl Engine {
             .map(|(fd, _)| *fd)
             .collect();
         if !cloexec.is_empty() {
-            self.take_and_end_flows(tgid, cloexec, counters, c.ts_ns, op::CLOSE);
+            let end = self.wall(c.ts_ns);
+            self.end_flows(tgid, cloexec, end, op::CLOSE);
         }
     }
 
-    /// Ends the flows of these descriptors of `tgid` (sorted by fd) with `flag` (CLOSE or
-    /// TRUNCATE), each with the counters `counters` has for it: what process exit, exec
-    /// (close-on-exec), close_range and shutdown have in common.
-    fn end_flows(
-        &mut self,
-        tgid: u32,
-        mut fds: Vec<i32>,
-        mut counters: HashMap<i32, IoCounters>,
-        end: i64,
-        flag: i32,
-    ) {
+    /// Ends the flows of these descriptors of `tgid` (in fd order) with `flag` (CLOSE or
+    /// TRUNCATE), with what was counted on them: what process exit, exec (close-on-exec),
+    /// close_range and shutdown have in common.
+    fn end_flows(&mut self, tgid: u32, mut fds: Vec<i32>, end: i64, flag: i32) {
         fds.sort_unstable();
         for fd in fds {
-            let counted = counters.remove(&fd);
             if let Some(mut f) = self.procs.get_mut(tgid).and_then(|p| p.fds.remove(&fd)) {
-                if let Some(k) = &counted {
-                    add_counters(&mut f.flow, k);
-                }
                 f.flow.op_flags |= flag;
-                self.export(tgid, fd, &f, counted.as_ref(), end);
+                self.export(tgid, fd, &f, None, end);
             }
         }
     }
 
-    /// Takes the kernel's counters for these descriptors as they were at `event_boot_ns`,
-    /// then ends their flows. An entry created after the event belongs to a reuse of the fd
-    /// number (the kernel is ahead of us) and stays.
-    fn take_and_end_flows(
-        &mut self,
-        tgid: u32,
-        fds: Vec<i32>,
-        counters: &mut dyn CounterSource,
-        event_boot_ns: u64,
-        flag: i32,
-    ) {
-        let end = self.wall(event_boot_ns);
-        let Some(owner) = self.procs.get(tgid).cloned() else {
+    /// A descriptor's counters reported because of something else: a periodic flush writes
+    /// the flow so far and restarts it; ahead of an exit, exec, close_range or shutdown they
+    /// are added to the flow, which that event ends.
+    fn on_counters(&mut self, e: CountersEvent) {
+        let c = &e.common;
+        let (tgid, f) = self.counted_flow(c, e.fd, &e.counters);
+        if e.reason == CountersReason::Flush {
+            let now = self.wall(c.ts_ns);
+            self.export(tgid, e.fd, &f, Some(&e.counters), now);
+            let restarted_flow = restarted(&f.flow, now);
+            if let Some(p) = self.procs.get_mut(tgid) {
+                p.fds.insert(
+                    e.fd,
+                    FdEntry {
+                        kind: f.kind,
+                        flow: FlowState {
+                            op_flags: f.flow.op_flags & CLOEXEC_MARK,
+                            ..restarted_flow
+                        },
+                    },
+                );
+            }
             return;
-        };
-        let keys: Vec<FdKey> = fds.iter().map(|fd| FdKey { tgid, fd: *fd }).collect();
-        let belongs =
-            |c: &FdCounters| c.first_ns <= event_boot_ns && owner.same_process(c.proc_start_ns);
-        let taken = counters
-            .take_fd_counters(&keys, &belongs)
-            .into_iter()
-            .map(|(k, v)| (k.fd, v))
-            .collect();
-        self.end_flows(tgid, fds, taken, end, flag);
+        }
+        if let Some(p) = self.procs.get_mut(tgid) {
+            p.fds.insert(e.fd, f);
+        }
     }
 
-    fn on_exit(&mut self, e: crate::probe::records::ExitEvent, counters: &mut dyn CounterSource) {
+    fn on_exit(&mut self, e: crate::probe::records::ExitEvent) {
         let c = &e.common;
         let tgid = self.process_for(c);
         if !e.group_dead {
@@ -773,13 +734,14 @@ impl Engine {
             return;
         }
         let end = self.wall(c.ts_ns);
-        // Every flow of the process ends here, marked truncated.
+        // Every flow of the process ends here, marked truncated, with the counters reported just
+        // before this record.
         let fds: Vec<i32> = self
             .procs
             .get(tgid)
             .map(|p| p.fds.keys().copied().collect())
             .unwrap_or_default();
-        self.take_and_end_flows(tgid, fds, counters, c.ts_ns, op::TRUNCATE);
+        self.end_flows(tgid, fds, end, op::TRUNCATE);
         if self.config.process_flows {
             self.write_process_flow(tgid, end);
         }
@@ -1078,12 +1040,8 @@ impl Engine {
     }
 
     /// close_range closed every descriptor in the range without a close(2) each: end the flows
-    /// of the ones this process has, with what the kernel counted for them.
-    fn on_close_range(
-        &mut self,
-        e: crate::probe::records::CloseRangeEvent,
-        counters: &mut dyn CounterSource,
-    ) {
+    /// of the ones this process has, with the counters reported just before this record.
+    fn on_close_range(&mut self, e: crate::probe::records::CloseRangeEvent) {
         const CLOSE_RANGE_CLOEXEC: u32 = 4;
         let c = &e.common;
         let tgid = self.process_for(c);
@@ -1101,7 +1059,8 @@ impl Engine {
             return;
         }
         let fds: Vec<i32> = entry.fds.keys().copied().filter(in_range).collect();
-        self.take_and_end_flows(tgid, fds, counters, c.ts_ns, op::CLOSE);
+        let end = self.wall(c.ts_ns);
+        self.end_flows(tgid, fds, end, op::CLOSE);
     }
 
     fn on_socket(&mut self, e: crate::probe::records::SocketEvent) {
@@ -1210,59 +1169,26 @@ impl Engine {
     /// The flow of a descriptor with `delta` added, and its process. Counters may come before
     /// the records that introduce their process: the process is learned then (from /proc),
     /// rather than lose what it counted.
-    fn counted_flow(&mut self, key: FdKey, delta: &IoCounters, now_boot_ns: u64) -> (u32, FdEntry) {
-        let tgid = self.process_for(&Common {
-            ts_ns: now_boot_ns,
-            cgroup_id: delta.cgroup_id,
-            tgid: key.tgid,
-            tid: delta.last_tid,
-            proc_start_ns: delta.proc_start_ns,
-            ret: 0,
-        });
-        let mut f = self.fd_entry(tgid, key.fd, delta, self.wall(now_boot_ns));
+    fn counted_flow(&mut self, c: &Common, fd: i32, delta: &IoCounters) -> (u32, FdEntry) {
+        let tgid = self.process_for(c);
+        let mut f = self.fd_entry(tgid, fd, delta, self.wall(c.ts_ns));
         add_counters(&mut f.flow, delta);
+        // The kernel's view at first I/O has both ends (and a datagram's peer).
+        if let FdKind::Socket(seen) = &mut f.kind
+            && let Some(sock) = delta
+                .sock
+                .clone()
+                .filter(|s| s.local.is_some() || s.remote.is_some())
+        {
+            *seen = Some(sock);
+        }
         (tgid, f)
     }
 
-    /// Periodic export: every descriptor with I/O since its last report is written, then its
-    /// flow restarts (new start time, counters and flags reset).
-    pub fn export_interval(&mut self, counters: &mut dyn CounterSource, now_boot_ns: u64) {
-        let now = self.wall(now_boot_ns);
-        // Counters of processes this agent never saw exiting (records lost, pid gone): swept
-        // here, at the flow interval, since walking the kernel table costs a syscall per entry.
-        let alive = |tgid: u32| std::path::Path::new(&format!("/proc/{tgid}")).exists();
-        let procs = &self.procs;
-        let stale = counters.take_counters_where(&mut |k, v| {
-            !procs
-                .get(k.tgid)
-                .is_some_and(|p| p.same_process(v.proc_start_ns))
-                && !alive(k.tgid)
-        });
-        if !stale.is_empty() {
-            debug!(
-                count = stale.len(),
-                "dropped counters of processes gone unseen"
-            );
-        }
-        let mut deltas = counters.flush_counters();
-        deltas.sort_by_key(|(k, _)| (k.tgid, k.fd));
-        for (key, delta) in deltas {
-            let (tgid, f) = self.counted_flow(key, &delta, now_boot_ns);
-            self.export(tgid, key.fd, &f, Some(&delta), now);
-            let restarted_flow = restarted(&f.flow, now);
-            if let Some(p) = self.procs.get_mut(tgid) {
-                p.fds.insert(
-                    key.fd,
-                    FdEntry {
-                        kind: f.kind,
-                        flow: FlowState {
-                            op_flags: f.flow.op_flags & CLOEXEC_MARK,
-                            ..restarted_flow
-                        },
-                    },
-                );
-            }
-        }
+    /// At the flow interval (after asking the kernel for a flush, whose reports write and
+    /// restart each flow as they arrive): forget the containers and pods removed before the
+    /// previous interval.
+    pub fn interval(&mut self, now_boot_ns: u64) {
         self.forget_removed(now_boot_ns);
     }
 
@@ -1313,11 +1239,11 @@ impl Engine {
         }
     }
 
-    /// Shutdown: every open flow is written with TRUNCATE, then the file is completed.
-    /// Returns the last file and what the writer wrote in all.
+    /// Shutdown (after the kernel's final flush reports were handled): every open flow is
+    /// written with TRUNCATE, then the file is completed. Returns the last file and what the
+    /// writer wrote in all.
     pub fn shutdown(
         mut self,
-        counters: &mut dyn CounterSource,
         now_boot_ns: u64,
     ) -> Result<(Option<std::path::PathBuf>, sysflow::writer::WriterStats), SysflowWriteError> {
         let now = self.wall(now_boot_ns);
@@ -1328,20 +1254,13 @@ impl Engine {
             .map(|p| p.tgid)
             .collect();
         tgids.sort_unstable();
-        // Known descriptors by direct lookup, as at process exit.
         for tgid in tgids {
             let fds: Vec<i32> = self
                 .procs
                 .get(tgid)
                 .map(|p| p.fds.keys().copied().collect())
                 .unwrap_or_default();
-            self.take_and_end_flows(tgid, fds, counters, now_boot_ns, op::TRUNCATE);
-        }
-        // Descriptors the agent never saw opening, still counting in the kernel.
-        for (key, delta) in counters.flush_counters() {
-            let (tgid, mut f) = self.counted_flow(key, &delta, now_boot_ns);
-            f.flow.op_flags |= op::TRUNCATE;
-            self.export(tgid, key.fd, &f, Some(&delta), now);
+            self.end_flows(tgid, fds, now, op::TRUNCATE);
         }
         let stats = self.writer.stats().clone();
         let last = self.writer.close()?;

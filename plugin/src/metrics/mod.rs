@@ -76,7 +76,7 @@ impl MirroredCounter {
 pub struct HealthMetrics {
     pub kernel_records: MirroredCounter,
     pub kernel_dropped: Family<ReasonLabel, Counter>,
-    dropped_last: [AtomicU64; 4],
+    dropped_last: [AtomicU64; 5],
     pub strings_truncated: MirroredCounter,
     pub ring_fill: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub queue_length: Gauge,
@@ -90,6 +90,7 @@ pub struct HealthMetrics {
     pub nri_handler_seconds: Histogram,
     pub nri_connected: Gauge,
     pub nri_malformed: MirroredCounter,
+    pub syscall_hooks_attached: Gauge,
     pub metadata_source: Family<SourceLabel, Gauge>,
     pub containers: Gauge,
     pub pods: Gauge,
@@ -111,11 +112,12 @@ pub const RECORD_TYPES: [&str; 12] = [
 ];
 
 /// Reasons kernel records are lost, in `KernelStats` order.
-pub const DROP_REASONS: [&str; 4] = [
+pub const DROP_REASONS: [&str; 5] = [
     "ring_full",
     "fd_table_full",
     "pending_table_full",
     "read_fault",
+    "state_unavailable",
 ];
 
 /// The NRI events counted, by `Event` number.
@@ -164,6 +166,7 @@ impl HealthMetrics {
             nri_handler_seconds: Histogram::new(LATENCY_BUCKETS),
             nri_connected: Gauge::default(),
             nri_malformed: MirroredCounter::default(),
+            syscall_hooks_attached: Gauge::default(),
             metadata_source: Family::default(),
             containers: Gauge::default(),
             pods: Gauge::default(),
@@ -188,8 +191,13 @@ impl HealthMetrics {
         );
         r.register(
             "kernel_records_dropped",
-            "Kernel records lost, by reason: ring_full (ring buffer full), fd_table_full and pending_table_full (kernel tables full), read_fault (unreadable user memory)",
+            "Kernel records lost, by reason: ring_full (ring buffer full), fd_table_full and pending_table_full (kernel tables full), read_fault (unreadable user memory), state_unavailable (a process's state could not be allocated)",
             self.kernel_dropped.clone(),
+        );
+        r.register(
+            "syscall_hooks_attached",
+            "1 while the syscall hooks are attached: some cgroup wants file, network, I/O or syscall-level process capture (0: no thread on the node pays for them)",
+            self.syscall_hooks_attached.clone(),
         );
         r.register(
             "kernel_strings_truncated",
@@ -300,7 +308,7 @@ impl HealthMetrics {
             .set(1);
     }
 
-    pub fn set_drops(&self, by_reason: [u64; 4]) {
+    pub fn set_drops(&self, by_reason: [u64; 5]) {
         for (i, total) in by_reason.into_iter().enumerate() {
             let c = self.kernel_dropped.get_or_create_owned(&ReasonLabel {
                 reason: DROP_REASONS[i],

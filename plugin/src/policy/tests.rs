@@ -109,7 +109,7 @@ rules:
     let err = Policy::parse(text, "p.yaml").unwrap_err();
     assert_eq!(
         err.to_string(),
-        "p.yaml:1:10: unknown capture mode \"everything\": expected off, process, process+file, all or flows-without-io\n\
+        "p.yaml:1:10: unknown capture mode \"everything\": expected off, lifecycle, process, process+file, all or flows-without-io\n\
          p.yaml:3:18: invalid namespace glob \"team-[\": unclosed character class; missing ']'\n\
          p.yaml:7:30: unknown operator \"Maybe\": expected In, NotIn, Exists or DoesNotExist\n\
          p.yaml:8:30: In needs a non-empty values list\n\

@@ -258,6 +258,7 @@ impl Btf {
     pub fn kernel_offsets(&self) -> Result<KernelOffsets, BtfError> {
         let f = |s: &str, p: &[&str]| self.member_offset(s, p);
         let sk = |field: &str| self.member_offset("sock", &["__sk_common", field]);
+        let (regs, task_compat_word, task_compat_mask) = self.syscall_registers()?;
         Ok(KernelOffsets {
             task_group_leader: f("task_struct", &["group_leader"])?,
             task_real_parent: f("task_struct", &["real_parent"])?,
@@ -291,8 +292,69 @@ impl Btf {
             tp_exit_group_dead: u32::MAX,
             tp_exec_filename: 0,
             tp_exec_old_pid: 0,
-            _pad: 0,
+            task_pid: f("task_struct", &["pid"])?,
+            task_flags: f("task_struct", &["flags"])?,
+            task_cgroups: f("task_struct", &["cgroups"])?,
+            css_set_dfl_cgrp: f("css_set", &["dfl_cgrp"])?,
+            cgroup_kn: f("cgroup", &["kn"])?,
+            kernfs_node_id: f("kernfs_node", &["id"])?,
+            linux_binprm_filename: f("linux_binprm", &["filename"])?,
+            regs_nr: regs[0],
+            regs_args: [regs[1], regs[2], regs[3], regs[4], regs[5], regs[6]],
+            task_compat_word,
+            task_compat_mask,
         })
+    }
+
+    /// Where this architecture's `struct pt_regs` keeps the syscall number and arguments, and
+    /// how a compat (32-bit) syscall is told apart.
+    #[cfg(target_arch = "x86_64")]
+    fn syscall_registers(&self) -> Result<([u32; 7], u32, u32), BtfError> {
+        let r = |field: &str| self.member_offset("pt_regs", &[field]);
+        // TS_COMPAT in thread_info.status (arch/x86/include/asm/thread_info.h).
+        const TS_COMPAT: u32 = 0x0002;
+        Ok((
+            [
+                r("orig_ax")?,
+                r("di")?,
+                r("si")?,
+                r("dx")?,
+                r("r10")?,
+                r("r8")?,
+                r("r9")?,
+            ],
+            self.member_offset("task_struct", &["thread_info", "status"])?,
+            TS_COMPAT,
+        ))
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    fn syscall_registers(&self) -> Result<([u32; 7], u32, u32), BtfError> {
+        // x0 holds the return value at exit; the first argument stays in orig_x0.
+        let regs = self.member_offset("pt_regs", &["regs"])?;
+        let x = |i: u32| regs + 8 * i;
+        // TIF_32BIT in thread_info.flags (arch/arm64/include/asm/thread_info.h).
+        const TIF_32BIT: u32 = 1 << 22;
+        Ok((
+            [
+                self.member_offset("pt_regs", &["syscallno"])?,
+                self.member_offset("pt_regs", &["orig_x0"])?,
+                x(1),
+                x(2),
+                x(3),
+                x(4),
+                x(5),
+            ],
+            self.member_offset("task_struct", &["thread_info", "flags"])?,
+            TIF_32BIT,
+        ))
+    }
+
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    fn syscall_registers(&self) -> Result<([u32; 7], u32, u32), BtfError> {
+        Err(BtfError::NoStruct(
+            "pt_regs layout for this architecture (x86_64 and aarch64 are supported)".into(),
+        ))
     }
 }
 
@@ -371,5 +433,8 @@ mod tests {
         assert_eq!(o.sock_family, 16);
         assert!(o.task_start_boottime > 0 && o.task_files > 0);
         assert_ne!(o.mm_arg_start, o.mm_arg_end);
+        // The x86_64 pt_regs layout is ptrace ABI: orig_ax is word 15, di word 14, r10 word 7.
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!((o.regs_nr, o.regs_args[0], o.regs_args[3]), (120, 112, 56));
     }
 }

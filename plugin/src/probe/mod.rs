@@ -1,13 +1,16 @@
 //! The kernel side of the agent, seen from user space: loads the eBPF programs with this
-//! kernel's struct offsets, attaches them, sets capture modes per cgroup, reads the ring buffers
-//! into typed [`Record`]s and reads the in-kernel I/O counters. Dropping the [`Probe`] detaches
-//! every program.
+//! kernel's struct offsets, attaches them, sets capture modes per cgroup and reads the ring
+//! buffers into typed [`Record`]s. Descriptor counters arrive as records too (closes, exits,
+//! and the flushes user space asks for): nothing else is read back from the kernel. Dropping
+//! the [`Probe`] detaches every program.
 
-pub mod attach;
 pub mod btf;
+mod control;
+pub mod hooks;
 mod reader;
 pub mod records;
 mod ring_fill;
+pub mod syscalls;
 pub mod tracefs;
 
 use std::{
@@ -15,21 +18,21 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-pub use attach::Family;
 use aya::{
-    Ebpf, EbpfLoader,
+    EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{
-        ProgramError, TracePoint,
-        trace_point::{TracePointLink, TracePointLinkId},
-    },
+    programs::ProgramError,
 };
+pub use control::{CaptureControl, DETACH_GRACE};
+pub use hooks::{HookChoice, HookSet, KernelFeatures};
 pub use reader::{ReaderStats, RecordReceiver};
 pub use records::{IoCounters, Record};
-use sysflow_common::{FdCounters, FdKey, KernelCounter, LoadConfig, MAX_RINGS, Settings, capture};
-use tracing::{debug, warn};
+use sysflow_common::{
+    FdCounters, FdKey, KernelCounter, LoadConfig, MAX_RINGS, Settings, SyscallRoute, capture,
+};
+use tracing::{debug, info, warn};
 
-use self::{btf::Btf, tracefs::Tracefs};
+use self::{btf::Btf, control::ControlMaps, hooks::Kernel, tracefs::Tracefs};
 
 /// The compiled programs (ebpf/probes), built by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sysflow-ebpf"));
@@ -51,8 +54,8 @@ pub struct ProbeConfig {
     pub cgroup_entries: u32,
     /// Capture mode (sysflow_common::capture bits) for cgroups not set explicitly.
     pub default_mode: u32,
-    /// Which hook families to attach.
-    pub families: Vec<Family>,
+    /// Which syscall hook set to use.
+    pub hooks: HookChoice,
     /// Decoded records buffered between the ring readers and the consumer. When full, the
     /// readers wait and the kernel rings fill up; their drops are counted in the kernel.
     pub channel_capacity: usize,
@@ -68,7 +71,7 @@ impl Default for ProbeConfig {
             pending_entries: 16384,
             cgroup_entries: 16384,
             default_mode: capture::ALL,
-            families: Family::ALL.to_vec(),
+            hooks: HookChoice::Auto,
             channel_capacity: 65536,
         }
     }
@@ -122,111 +125,27 @@ pub struct KernelStats {
     pub strings_truncated: u64,
     /// I/O counters not kept because the fd table was full.
     pub fd_table_full: u64,
-    /// Syscalls not followed because the in-flight table was full.
+    /// Syscalls not followed because the in-flight table was full (tracepoint hook set).
     pub pending_table_full: u64,
     pub read_faults: u64,
-}
-
-/// I/O counters already reported by a periodic flush, per descriptor: later reports (the next
-/// flush, the close) carry only what came after. Keyed by descriptor and the entry's first_ns,
-/// so a new entry for a reused fd number never inherits an old baseline.
-#[derive(Default)]
-pub(crate) struct FlushedCounters {
-    reported: HashMap<FdKey, FdCounters>,
-}
-
-impl FlushedCounters {
-    /// Turns cumulative kernel counters into what was not reported yet. `keep` leaves the new
-    /// totals as the baseline (periodic flush); otherwise the baseline is forgotten (close).
-    pub(crate) fn delta(&mut self, key: FdKey, now: &FdCounters, keep: bool) -> IoCounters {
-        let mut delta = IoCounters::from(now);
-        // Only the same entry generation (first_ns) has this baseline: a close of an older
-        // entry of the same fd number, still queued in the ring, must not consume it.
-        let same_generation = self
-            .reported
-            .get(&key)
-            .is_some_and(|b| b.first_ns == now.first_ns);
-        let baseline = match (keep, same_generation) {
-            (true, _) => self.reported.insert(key, *now),
-            (false, true) => self.reported.remove(&key),
-            (false, false) => None,
-        };
-        if let Some(before) = baseline.filter(|b| b.first_ns == now.first_ns) {
-            delta.read_bytes = now.read_bytes.saturating_sub(before.read_bytes);
-            delta.read_ops = now.read_ops.saturating_sub(before.read_ops);
-            delta.write_bytes = now.write_bytes.saturating_sub(before.write_bytes);
-            delta.write_ops = now.write_ops.saturating_sub(before.write_ops);
-            delta.first_ns = before.last_ns;
-        }
-        delta
-    }
-}
-
-struct ControlMaps {
-    cgroup_modes: BpfHashMap<MapData, u64, u32>,
-    settings: Array<MapData, Settings>,
-}
-
-/// The kernel's capture decisions: a mode per cgroup id, and the mode of every other cgroup.
-/// Cloneable and usable from any task; each call is one bpf() syscall under a short lock.
-#[derive(Clone)]
-pub struct CaptureControl(Arc<Mutex<ControlMaps>>);
-
-impl CaptureControl {
-    fn maps(&self) -> std::sync::MutexGuard<'_, ControlMaps> {
-        // A panic while holding the lock cannot leave the maps half-updated (each update is
-        // one syscall), so a poisoned lock is still usable.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn set_cgroup_mode(&self, cgroup_id: u64, mode: u32) -> Result<(), ProbeError> {
-        self.maps()
-            .cgroup_modes
-            .insert(&cgroup_id, &mode, 0)
-            .map_err(map_err("CGROUP_MODES"))
-    }
-
-    pub fn remove_cgroup(&self, cgroup_id: u64) -> Result<(), ProbeError> {
-        match self.maps().cgroup_modes.remove(&cgroup_id) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err("CGROUP_MODES")(e)),
-        }
-    }
-
-    pub fn set_default_mode(&self, mode: u32) -> Result<(), ProbeError> {
-        self.maps()
-            .settings
-            .set(
-                0,
-                &Settings {
-                    default_mode: mode,
-                    _pad: 0,
-                },
-                0,
-            )
-            .map_err(map_err("SETTINGS"))
-    }
-
-    /// The mode of a cgroup in the kernel map, if it has one.
-    pub fn cgroup_mode(&self, cgroup_id: u64) -> Option<u32> {
-        self.maps().cgroup_modes.get(&cgroup_id, 0).ok()
-    }
+    /// Syscalls not followed because the kernel could not allocate a process's state.
+    pub state_unavailable: u64,
 }
 
 /// Loaded and attached programs with their maps.
 pub struct Probe {
-    /// Owns the programs and their links: dropping it detaches everything.
-    ebpf: Ebpf,
+    /// Owns the programs and their links (shared with the capture control, which attaches and
+    /// detaches the syscall hooks).
+    kernel: Arc<Mutex<Kernel>>,
     control: CaptureControl,
     kernel_counters: PerCpuArray<MapData, u64>,
     fd_counters: BpfHashMap<MapData, FdKey, FdCounters>,
     rings: Vec<RingBuf<MapData>>,
     /// Fill gauges of the rings.
     ring_fills: Vec<ring_fill::RingFill>,
-    flushed: Arc<Mutex<FlushedCounters>>,
     boot_to_wall_ns: i128,
-    /// Every tracepoint attachment, so Drop can detach them concurrently.
-    links: Vec<(&'static str, TracePointLinkId)>,
+    hook_set: HookSet,
+    features: KernelFeatures,
 }
 
 /// Raises RLIMIT_MEMLOCK for kernels older than 5.11 that charge BPF maps against it. Newer
@@ -261,13 +180,17 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
 }
 
 /// The last lines of a verifier log: where it gave up and why.
-fn verifier_reason(err: &ProgramError) -> String {
+pub(crate) fn verifier_reason(err: &ProgramError) -> String {
     match err {
         ProgramError::LoadError {
             io_error,
             verifier_log,
         } => {
             let log = verifier_log.to_string();
+            // The whole log, for whoever debugs the programs.
+            if let Some(path) = std::env::var_os("NRI_SYSFLOW_VERIFIER_LOG") {
+                let _ = std::fs::write(path, &log);
+            }
             let tail: Vec<&str> = log
                 .lines()
                 .filter(|l| !l.trim().is_empty())
@@ -312,13 +235,23 @@ impl Probe {
             .unwrap_or(u32::MAX);
         let load_config = LoadConfig {
             offsets,
+            syscalls: syscalls::numbers(),
             ring_count: config.ring_count,
             args_max: config.args_max.min(sysflow_common::ARGS_CAP as u32 - 1),
+            // The reader polls every few milliseconds; it is woken early only when a ring is a
+            // quarter full.
+            wakeup_bytes: u64::from(config.ring_bytes / 4),
+            // The tracepoint gained the argument with the record field.
+            exit_has_group_dead: (offsets.tp_exit_group_dead != u32::MAX) as u32,
+            _pad: 0,
         };
         debug!(?load_config, "kernel offsets");
 
         let mut loader = EbpfLoader::new();
         loader.override_global("LOAD_CONFIG", &load_config, true);
+        // PROCESS_STATE is task storage, which aya has no user-space type for (nothing there
+        // reads it).
+        loader.allow_unsupported_maps();
         for (i, name) in ["RING0", "RING1", "RING2", "RING3"].into_iter().enumerate() {
             let bytes = if (i as u32) < config.ring_count {
                 config.ring_bytes
@@ -343,43 +276,17 @@ impl Probe {
             }
         })?;
 
-        let mut links = Vec::new();
-        for family in &config.families {
-            for hook in attach::hooks(*family) {
-                let program: &mut TracePoint = ebpf
-                    .program_mut(hook.program)
-                    .ok_or_else(|| ProbeError::MissingProgram(hook.program.into()))?
-                    .try_into()
-                    .map_err(|_| ProbeError::MissingProgram(hook.program.into()))?;
-                program.load().map_err(|e| ProbeError::Verifier {
-                    program: hook.program.into(),
-                    reason: verifier_reason(&e),
-                })?;
-                for tracepoint in hook.tracepoints {
-                    if !tracefs.has_event(hook.category, tracepoint) {
-                        debug!(%tracepoint, "not on this kernel, skipped");
-                        continue;
-                    }
-                    let link = program
-                        .attach(hook.category, tracepoint)
-                        .map_err(|source| ProbeError::Attach {
-                            program: hook.program.into(),
-                            tracepoint: format!("{}/{tracepoint}", hook.category),
-                            source: Box::new(source),
-                        })?;
-                    links.push((hook.program, link));
-                }
-            }
-        }
-
-        let take = |ebpf: &mut Ebpf, name: &'static str| {
+        let take = |ebpf: &mut aya::Ebpf, name: &'static str| {
             ebpf.take_map(name)
                 .ok_or_else(|| ProbeError::MissingProgram(format!("map {name}")))
         };
         let cgroup_modes = BpfHashMap::try_from(take(&mut ebpf, "CGROUP_MODES")?)
             .map_err(map_err("CGROUP_MODES"))?;
-        let mut settings =
+        let settings_map =
             Array::try_from(take(&mut ebpf, "SETTINGS")?).map_err(map_err("SETTINGS"))?;
+        let routes: Array<MapData, SyscallRoute> =
+            Array::try_from(take(&mut ebpf, "SYSCALL_ROUTES")?)
+                .map_err(map_err("SYSCALL_ROUTES"))?;
         let kernel_counters = PerCpuArray::try_from(take(&mut ebpf, "KERNEL_COUNTERS")?)
             .map_err(map_err("KERNEL_COUNTERS"))?;
         let fd_counters = BpfHashMap::try_from(take(&mut ebpf, "FD_COUNTERS")?)
@@ -391,16 +298,31 @@ impl Probe {
         {
             rings.push(RingBuf::try_from(take(&mut ebpf, name)?).map_err(map_err("RING"))?);
         }
-        settings
-            .set(
-                0,
-                &Settings {
-                    default_mode: config.default_mode,
-                    _pad: 0,
-                },
-                0,
-            )
-            .map_err(map_err("SETTINGS"))?;
+
+        let aya_btf = aya::Btf::from_sys_fs().map_err(|e| {
+            ProbeError::Config(format!("cannot read the kernel's BTF for typed hooks: {e}"))
+        })?;
+        let mut kernel = Kernel::load(ebpf, config.hooks, &aya_btf, &tracefs)?;
+        let features = kernel.check_features(&aya_btf);
+        info!(hooks = %kernel.set, "kernel accepts: tp_btf yes, task storage yes, {features}");
+        kernel.attach_lifecycle()?;
+        let hook_set = kernel.set;
+        let kernel = Arc::new(Mutex::new(kernel));
+        let control = CaptureControl::new(
+            ControlMaps {
+                cgroup_modes,
+                settings_map,
+                routes,
+                settings: Settings::default(),
+                modes: HashMap::new(),
+                routed: None,
+                unwanted_since: None,
+            },
+            kernel.clone(),
+        );
+        // Writes the routes and the first generation, and attaches the syscall hooks if the
+        // default mode wants them.
+        control.set_default_mode(config.default_mode)?;
         let boot_to_wall_ns = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_BOOTTIME);
         let ring_fills = rings
             .iter()
@@ -411,24 +333,40 @@ impl Probe {
             })
             .collect();
         Ok(Probe {
-            ebpf,
-            control: CaptureControl(Arc::new(Mutex::new(ControlMaps {
-                cgroup_modes,
-                settings,
-            }))),
+            kernel,
+            control,
             kernel_counters,
             fd_counters,
             rings,
             ring_fills,
-            flushed: Arc::default(),
             boot_to_wall_ns,
-            links,
+            hook_set,
+            features,
         })
     }
 
-    /// How many tracepoint attachments are live.
+    /// The syscall hook set in use.
+    pub fn hook_set(&self) -> HookSet {
+        self.hook_set
+    }
+
+    /// Which program types the kernel accepted at start-up.
+    pub fn features(&self) -> &KernelFeatures {
+        &self.features
+    }
+
+    /// Whether the syscall hooks are attached now (they are not while no cgroup wants a
+    /// syscall-level capture kind).
+    pub fn syscall_hooks_attached(&self) -> bool {
+        self.control.syscall_hooks_attached()
+    }
+
+    /// How many attachments are live.
     pub fn attachments(&self) -> usize {
-        self.links.len()
+        self.kernel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .attachments()
     }
 
     /// Nanoseconds to add to a CLOCK_BOOTTIME timestamp to get wall-clock time.
@@ -475,6 +413,7 @@ impl Probe {
             fd_table_full: sum(KernelCounter::FdTableFull)?,
             pending_table_full: sum(KernelCounter::PendingTableFull)?,
             read_faults: sum(KernelCounter::ReadFaults)?,
+            state_unavailable: sum(KernelCounter::StateUnavailable)?,
         })
     }
 
@@ -493,95 +432,28 @@ impl Probe {
         if rings.is_empty() {
             return Err(ProbeError::Config("records() was already called".into()));
         }
-
-        reader::spawn(rings, capacity, self.flushed.clone())
+        reader::spawn(rings, capacity)
             .map_err(|e| ProbeError::Config(format!("cannot poll the ring buffers: {e}")))
     }
 
-    /// Periodic flush of long-lived descriptors: what each descriptor counted since the last
-    /// report, for those with activity (last I/O) before `active_before_ns`. The kernel entry
-    /// stays; a later close reports only what came after.
-    pub fn flush_counters(&self, active_before_ns: u64) -> Vec<(FdKey, IoCounters)> {
-        let mut flushed = self.flushed.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = Vec::new();
-        let mut live = HashMap::new();
-        for item in self.fd_counters.iter() {
-            let Ok((key, counters)) = item else { continue };
-            live.insert(key, counters.first_ns);
-            if counters.last_ns > active_before_ns {
-                continue;
-            }
-            let delta = flushed.delta(key, &counters, true);
-            if delta.read_ops + delta.write_ops > 0 {
-                out.push((key, delta));
-            }
-        }
-        // Baselines of entries the kernel no longer has (closed while their close record was
-        // lost, or forgotten on fd reuse) would otherwise stay forever.
-        flushed
-            .reported
-            .retain(|key, b| live.get(key) == Some(&b.first_ns));
-        out
+    /// Asks the kernel to report every descriptor's counters since its last report (FLUSH
+    /// reports, or FINAL ones at shutdown); they arrive through the record stream.
+    pub fn flush(&self, final_flush: bool) -> Result<(), ProbeError> {
+        self.control.flush(final_flush)
     }
 
-    /// Takes out the counters of descriptors `matches` selects (e.g. those of processes that
-    /// exited: their descriptors were closed by the kernel without a close(2) to report them).
-    pub fn take_counters(
-        &mut self,
-        mut matches: impl FnMut(&FdKey, &FdCounters) -> bool,
-    ) -> Vec<(FdKey, IoCounters)> {
-        let selected: Vec<(FdKey, FdCounters)> = self
-            .fd_counters
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(k, v)| matches(k, v))
-            .collect();
-        let mut flushed = self.flushed.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = Vec::new();
-        for (key, counters) in selected {
-            // Removed in between by a close in the kernel: that close reported it.
-            if self.fd_counters.remove(&key).is_ok() {
-                out.push((key, flushed.delta(key, &counters, false)));
-            }
-        }
-        out
-    }
-
-    /// Takes out the counters of these descriptors, where they exist: a lookup per key, so a
-    /// process exit costs as many lookups as the process had descriptors, not a table scan.
-    ///
-    /// `belongs` decides whether an entry is the one meant: user space handles an event after
-    /// the fact, and by then the fd number may have been reused (an entry created after the
-    /// event, or by another process with the same pid) — such an entry is left alone.
-    pub fn take_fd_counters(
-        &mut self,
-        keys: &[FdKey],
-        belongs: &dyn Fn(&FdCounters) -> bool,
-    ) -> Vec<(FdKey, IoCounters)> {
-        let mut flushed = self.flushed.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = Vec::new();
-        for key in keys {
-            let Ok(counters) = self.fd_counters.get(key, 0) else {
-                continue;
-            };
-            if !belongs(&counters) {
-                continue;
-            }
-            if self.fd_counters.remove(key).is_ok() {
-                out.push((*key, flushed.delta(*key, &counters, false)));
-            }
-        }
-        out
-    }
-
-    /// Entries in the I/O counter table now.
+    /// Entries in the hashed descriptor counter table now (descriptors >= FD_SLOTS and
+    /// datagram peers). Walking it costs a syscall per entry.
     pub fn fd_table_len(&self) -> usize {
         self.fd_counters.keys().filter(Result::is_ok).count()
     }
 
     /// Kernel ids of the loaded programs.
     pub fn program_ids(&self) -> Vec<u32> {
-        self.ebpf
+        self.kernel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ebpf
             .programs()
             .filter_map(|(_, p)| p.info().ok())
             .map(|info| info.id())
@@ -589,76 +461,29 @@ impl Probe {
     }
 }
 
-/// How many threads close tracepoint links at once when the probe is dropped.
+/// How many threads close links at once.
 const DETACH_THREADS: usize = 32;
 
-impl Drop for Probe {
-    /// Closing a tracepoint link waits for an RCU grace period (~80 ms here); closing 130 of them
-    /// one by one took 9 s. Closed concurrently they share grace periods.
-    fn drop(&mut self) {
-        let mut taken: Vec<TracePointLink> = Vec::with_capacity(self.links.len());
-        for (name, id) in self.links.drain(..) {
-            let Some(program) = self.ebpf.program_mut(name) else {
-                continue;
-            };
-            let program: Result<&mut TracePoint, _> = program.try_into();
-            if let Ok(program) = program
-                && let Ok(link) = program.take_link(id)
-            {
-                taken.push(link);
-            }
+/// Drops links concurrently: closing a tracepoint link waits for an RCU grace period (~80 ms
+/// here); closing 130 of them one by one took 9 s, concurrently they share grace periods.
+fn detach_all(links: Vec<hooks::Link>) {
+    let chunk = links.len().div_ceil(DETACH_THREADS).max(1);
+    std::thread::scope(|scope| {
+        let mut rest = links;
+        while !rest.is_empty() {
+            let batch: Vec<hooks::Link> = rest.drain(..chunk.min(rest.len())).collect();
+            scope.spawn(move || drop(batch));
         }
-        let chunk = taken.len().div_ceil(DETACH_THREADS).max(1);
-        std::thread::scope(|scope| {
-            let mut rest = taken;
-            while !rest.is_empty() {
-                let batch: Vec<TracePointLink> = rest.drain(..chunk.min(rest.len())).collect();
-                scope.spawn(move || drop(batch));
-            }
-        });
-    }
+    });
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn counters(first_ns: u64, write_bytes: u64, write_ops: u64) -> FdCounters {
-        FdCounters {
-            first_ns,
-            last_ns: first_ns + write_ops,
-            write_bytes,
-            write_ops,
-            ..FdCounters::default()
-        }
-    }
-
-    #[test]
-    fn a_flush_then_a_close_report_only_what_is_new() {
-        let key = FdKey { tgid: 1, fd: 3 };
-        let mut f = FlushedCounters::default();
-        let first = f.delta(key, &counters(10, 100, 1), true);
-        assert_eq!(
-            (first.write_bytes, first.write_ops, first.first_ns),
-            (100, 1, 10)
-        );
-        let close = f.delta(key, &counters(10, 300, 2), false);
-        assert_eq!(
-            (close.write_bytes, close.write_ops, close.first_ns),
-            (200, 1, 11)
-        );
-        assert!(f.reported.is_empty());
-    }
-
-    #[test]
-    fn a_late_close_of_an_older_entry_keeps_the_baseline() {
-        let key = FdKey { tgid: 1, fd: 3 };
-        let mut f = FlushedCounters::default();
-        f.delta(key, &counters(50, 100, 1), true);
-        // A close of the previous entry of fd 3 (first_ns 5) arrives after the flush.
-        let old = f.delta(key, &counters(5, 832, 1), false);
-        assert_eq!(old.write_bytes, 832);
-        let close = f.delta(key, &counters(50, 300, 2), false);
-        assert_eq!((close.write_bytes, close.write_ops), (200, 1));
+impl Drop for Probe {
+    fn drop(&mut self) {
+        let links = self
+            .kernel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_all();
+        detach_all(links);
     }
 }

@@ -1,18 +1,29 @@
-//! Ring buffer readers: one tokio task per ring, woken by epoll, decoding records into a bounded
-//! channel. When the channel is full a reader waits, the ring fills, and the kernel counts what
-//! it cannot write (`KernelStats::ring_full`): loss is always counted, never silent.
+//! Ring buffer readers: one tokio task per ring, decoding records into a bounded channel. When
+//! the channel is full a reader waits, the ring fills, and the kernel counts what it cannot write
+//! (`KernelStats::ring_full`): loss is always counted, never silent.
+//!
+//! The programs write records without waking the reader (a wake-up per record costs a context
+//! switch per record); the reader polls every `POLL_INTERVAL`, and the kernel wakes it early
+//! when a ring is a quarter full.
 
-use std::sync::{
-    Arc, Mutex,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
 };
 
 use aya::maps::{MapData, RingBuf};
-use sysflow_common::FdKey;
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 use tracing::warn;
 
-use super::{FlushedCounters, Record, records};
+use super::{Record, records};
+
+/// How long a record may wait in a ring before the reader looks (at most).
+pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
+/// Records decoded per batch before they are handed on.
+const BATCH: usize = 256;
 
 /// What the readers counted.
 #[derive(Default, Debug)]
@@ -37,7 +48,6 @@ impl RecordReceiver {
 pub(super) fn spawn(
     rings: Vec<RingBuf<MapData>>,
     capacity: usize,
-    flushed: Arc<Mutex<FlushedCounters>>,
 ) -> std::io::Result<RecordReceiver> {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let stats = Arc::new(ReaderStats::default());
@@ -46,7 +56,7 @@ pub(super) fn spawn(
         // the same until the AsyncFd is dropped.
         let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| e.into_parts().1)?;
-        tokio::spawn(read_ring(fd, tx.clone(), stats.clone(), flushed.clone()));
+        tokio::spawn(read_ring(fd, tx.clone(), stats.clone()));
     }
     Ok(RecordReceiver { rx, stats })
 }
@@ -55,21 +65,23 @@ async fn read_ring(
     mut ring: AsyncFd<RingBuf<MapData>>,
     tx: mpsc::Sender<Record>,
     stats: Arc<ReaderStats>,
-    flushed: Arc<Mutex<FlushedCounters>>,
 ) {
-    let mut batch = Vec::with_capacity(256);
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
-        let mut guard = match ring.readable_mut().await {
-            Ok(guard) => guard,
-            Err(e) => {
-                warn!("ring buffer poll failed, reader stops: {e}");
-                return;
-            }
-        };
+        tokio::select! {
+            ready = ring.readable_mut() => match ready {
+                Ok(mut guard) => guard.clear_ready(),
+                Err(e) => {
+                    warn!("ring buffer poll failed, reader stops: {e}");
+                    return;
+                }
+            },
+            _ = tokio::time::sleep(POLL_INTERVAL) => {}
+        }
         // Drain in batches so the channel is not awaited while a ring item is borrowed.
         loop {
-            let inner = guard.get_inner_mut();
-            while batch.len() < batch.capacity() {
+            let inner = ring.get_mut();
+            while batch.len() < BATCH {
                 let Some(item) = inner.next() else { break };
                 match records::decode(&item) {
                     Ok(record) => batch.push(record),
@@ -86,44 +98,11 @@ async fn read_ring(
             stats
                 .records
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            for mut record in batch.drain(..) {
-                subtract_flushed(&mut record, &flushed);
+            for record in batch.drain(..) {
                 if tx.send(record).await.is_err() {
                     return;
                 }
             }
         }
-        guard.clear_ready();
     }
-}
-
-/// A close reports the kernel's cumulative counters; take out what a periodic flush already
-/// reported.
-fn subtract_flushed(record: &mut Record, flushed: &Mutex<FlushedCounters>) {
-    let Record::Close(close) = record else { return };
-    let Some(counters) = close.counters.as_mut() else {
-        return;
-    };
-    let key = FdKey {
-        tgid: close.common.tgid,
-        fd: close.fd,
-    };
-    let raw = sysflow_common::FdCounters {
-        read_bytes: counters.read_bytes,
-        read_ops: counters.read_ops,
-        write_bytes: counters.write_bytes,
-        write_ops: counters.write_ops,
-        first_ns: counters.first_ns,
-        last_ns: counters.last_ns,
-        ..Default::default()
-    };
-    let delta = flushed
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .delta(key, &raw, false);
-    counters.read_bytes = delta.read_bytes;
-    counters.read_ops = delta.read_ops;
-    counters.write_bytes = delta.write_bytes;
-    counters.write_ops = delta.write_ops;
-    counters.first_ns = delta.first_ns;
 }

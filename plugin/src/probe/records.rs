@@ -8,8 +8,8 @@ use std::{
 
 use serde::Serialize;
 use sysflow_common::{
-    CloneRecord, CloseRangeRecord, CloseRecord, DupRecord, Endpoint, ExecRecord, ExitRecord,
-    FdCounters, FileIdentity, OpenRecord, PathOpRecord, RecordHeader, RecordKind, SetIdRecord,
+    CloneRecord, CloseRangeRecord, DupRecord, Endpoint, ExecRecord, ExitRecord, FdCounters,
+    FdReportRecord, FileIdentity, OpenRecord, PathOpRecord, RecordHeader, RecordKind, SetIdRecord,
     SockInfo, SockOpRecord, SocketRecord, record_flags,
 };
 
@@ -148,7 +148,8 @@ pub struct OpenEvent {
     pub file: FileId,
 }
 
-/// The I/O one process did through one descriptor, as kept in the kernel.
+/// The I/O one process did through one descriptor since the previous report of that
+/// descriptor (the kernel hands out what is new each time; nothing needs subtracting).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct IoCounters {
     pub read_bytes: u64,
@@ -200,6 +201,30 @@ pub struct CloseEvent {
     pub fd: i32,
     pub reason: CloseReason,
     pub counters: Option<IoCounters>,
+}
+
+/// Why a descriptor's counters were reported without a close of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum CountersReason {
+    /// The process exited; the exit record follows.
+    Exit,
+    /// The process exec'd; the exec record follows (close-on-exec descriptors are gone).
+    Exec,
+    /// close_range closed it; the close_range record follows.
+    CloseRange,
+    /// Periodic flush: the descriptor is still open.
+    Flush,
+    /// Flush at shutdown.
+    Final,
+}
+
+/// A descriptor's counters, reported because of something that happened to its process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CountersEvent {
+    pub common: Common,
+    pub fd: i32,
+    pub reason: CountersReason,
+    pub counters: IoCounters,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -343,6 +368,7 @@ pub enum Record {
     SetId(SetIdEvent),
     Open(OpenEvent),
     Close(CloseEvent),
+    Counters(CountersEvent),
     PathOp(PathOpEvent),
     Dup(DupEvent),
     CloseRange(CloseRangeEvent),
@@ -359,6 +385,7 @@ impl Record {
             Record::SetId(e) => &e.common,
             Record::Open(e) => &e.common,
             Record::Close(e) => &e.common,
+            Record::Counters(e) => &e.common,
             Record::PathOp(e) => &e.common,
             Record::Dup(e) => &e.common,
             Record::CloseRange(e) => &e.common,
@@ -551,19 +578,37 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                     file: r.file.into(),
                 })
             }
-            RecordKind::Close => {
-                let r: CloseRecord = read(bytes, kind)?;
-                use sysflow_common::close_reason as cr;
-                Record::Close(CloseEvent {
-                    common: c,
-                    fd: r.fd,
-                    reason: match r.reason {
-                        cr::REPLACED => CloseReason::Replaced,
-                        cr::PEER_CHANGED => CloseReason::PeerChanged,
-                        _ => CloseReason::Close,
-                    },
-                    counters: (r.has_counters != 0).then(|| IoCounters::from(&r.counters)),
-                })
+            RecordKind::FdReport => {
+                let r: FdReportRecord = read(bytes, kind)?;
+                use sysflow_common::report_reason as rr;
+                let counters = (r.has_counters != 0).then(|| IoCounters::from(&r.counters));
+                let close = |reason| {
+                    Record::Close(CloseEvent {
+                        common: c.clone(),
+                        fd: r.fd,
+                        reason,
+                        counters: counters.clone(),
+                    })
+                };
+                let counted = |reason| {
+                    Record::Counters(CountersEvent {
+                        common: c.clone(),
+                        fd: r.fd,
+                        reason,
+                        counters: counters.clone().unwrap_or_default(),
+                    })
+                };
+                match r.reason {
+                    rr::CLOSE => close(CloseReason::Close),
+                    rr::REPLACED => close(CloseReason::Replaced),
+                    rr::PEER_CHANGED => close(CloseReason::PeerChanged),
+                    rr::EXIT => counted(CountersReason::Exit),
+                    rr::EXEC => counted(CountersReason::Exec),
+                    rr::CLOSE_RANGE => counted(CountersReason::CloseRange),
+                    rr::FLUSH => counted(CountersReason::Flush),
+                    rr::FINAL => counted(CountersReason::Final),
+                    other => return Err(DecodeError::UnknownKind(kind | (other as u16) << 8)),
+                }
             }
             RecordKind::PathOp => {
                 let r: PathOpRecord = read(bytes, kind)?;

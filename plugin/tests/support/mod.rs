@@ -4,19 +4,54 @@
 #![allow(dead_code)]
 
 use std::{
-    os::unix::process::CommandExt as _,
+    io::{Read as _, Write as _},
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _},
+        unix::process::CommandExt as _,
+    },
     path::{Path, PathBuf},
     process::{Command, ExitStatus, Stdio},
+    sync::Arc,
     time::Duration,
 };
 
 use nri_sysflow::{
     cgroup::{cgroup_id, cgroup2_mount},
-    probe::{Probe, ProbeConfig, Record, RecordReceiver},
+    probe::{HookChoice, HookSet, Probe, ProbeConfig, Record, RecordReceiver},
 };
 use sysflow_common::capture;
 
 pub const WORKLOAD: &str = env!("CARGO_BIN_EXE_sysflow-workload");
+
+/// The syscall hook set the tests load: the dispatcher, unless `NRI_SYSFLOW_KERNEL_HOOKS`
+/// says `tracepoint` (`cargo xtask test` runs the kernel suites once with each). Never `auto`:
+/// a silent fallback would hide a broken dispatcher.
+pub fn hook_set() -> HookSet {
+    match std::env::var("NRI_SYSFLOW_KERNEL_HOOKS").as_deref() {
+        Ok("tracepoint") => HookSet::Tracepoint,
+        _ => HookSet::Dispatcher,
+    }
+}
+
+/// A probe configuration for tests: everything off by default, the hook set of `hook_set`.
+pub fn probe_config() -> ProbeConfig {
+    ProbeConfig {
+        default_mode: capture::OFF,
+        hooks: match hook_set() {
+            HookSet::Dispatcher => HookChoice::Dispatcher,
+            HookSet::Tracepoint => HookChoice::Tracepoint,
+        },
+        ..ProbeConfig::default()
+    }
+}
+
+/// Loads the probe and checks it runs the hook set asked for.
+pub fn load_probe(config: &ProbeConfig) -> Probe {
+    require_root();
+    let probe = Probe::load(config).unwrap_or_else(|e| panic!("probe load: {e}"));
+    assert_eq!(probe.hook_set(), hook_set());
+    probe
+}
 
 /// Tests load real eBPF and need root; say so clearly instead of failing obscurely.
 pub fn require_root() {
@@ -43,13 +78,45 @@ impl TestCgroup {
         TestCgroup { path, id }
     }
 
-    /// A command whose process moves itself into this cgroup before exec.
+    /// A command whose process is moved into this cgroup before exec, by this process: the
+    /// child tells its pid through one pipe and waits in poll(2) (a syscall no hook follows)
+    /// until a helper thread has written the pid to `cgroup.procs` and answered through the
+    /// other. Had the child moved itself, its write would end inside the cgroup and be counted
+    /// there by hooks that run at syscall exit.
     pub fn command(&self, program: &str) -> Command {
+        let (pid_rx, pid_tx) = cloexec_pipe();
+        let (go_rx, go_tx) = cloexec_pipe();
         let procs = self.path.join("cgroup.procs");
+        // Ends when the child has been moved, or when the command is dropped unspawned (its
+        // pipe ends close with it).
+        std::thread::spawn(move || {
+            let mut pid = [0u8; 4];
+            if (&pid_rx).read_exact(&mut pid).is_ok() {
+                let pid = u32::from_ne_bytes(pid);
+                std::fs::write(&procs, pid.to_string()).expect("move the child into the cgroup");
+                let _ = (&go_tx).write_all(&[1]);
+            }
+        });
+        let (pid_tx, go_rx) = (Arc::new(pid_tx), Arc::new(go_rx));
         let mut cmd = Command::new(program);
-        // SAFETY: only async-signal-safe work (open/write/close) between fork and exec.
+        // SAFETY: only async-signal-safe syscalls between fork and exec.
         unsafe {
-            cmd.pre_exec(move || std::fs::write(&procs, b"0"));
+            cmd.pre_exec(move || {
+                let pid = libc::getpid() as u32;
+                let sent = libc::write(pid_tx.as_raw_fd(), pid.to_ne_bytes().as_ptr().cast(), 4);
+                if sent != 4 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let mut wait = libc::pollfd {
+                    fd: go_rx.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                if libc::poll(&mut wait, 1, 10_000) != 1 {
+                    return Err(std::io::Error::other("not moved into the test cgroup"));
+                }
+                Ok(())
+            });
         }
         cmd.stdin(Stdio::null());
         cmd
@@ -59,6 +126,20 @@ impl TestCgroup {
         let mut cmd = self.command(WORKLOAD);
         cmd.args(args);
         cmd
+    }
+}
+
+/// (read end, write end), both closed on exec.
+fn cloexec_pipe() -> (std::fs::File, std::fs::File) {
+    let mut fds = [0; 2];
+    // SAFETY: a valid two-element array.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: two new descriptors nothing else owns.
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
     }
 }
 
@@ -84,14 +165,13 @@ pub struct Session {
 
 impl Session {
     pub fn start(name: &str, mode: u32) -> Session {
-        Self::start_with(name, mode, ProbeConfig::default())
+        Self::start_with(name, mode, probe_config())
     }
 
     pub fn start_with(name: &str, mode: u32, mut config: ProbeConfig) -> Session {
-        require_root();
         config.default_mode = capture::OFF;
         let cgroup = TestCgroup::new(name);
-        let mut probe = Probe::load(&config).unwrap_or_else(|e| panic!("probe load: {e}"));
+        let mut probe = load_probe(&config);
         probe.set_cgroup_mode(cgroup.id, mode).expect("set mode");
         let records = probe.records(config.channel_capacity).expect("records");
         Session {
