@@ -1,13 +1,15 @@
 //! `cargo xtask bench agent`: the whole agent (`nri-sysflow run`, capturing everything) while a
 //! heavy mixed workload runs, against the same workload without the agent, in one invocation.
 //!
-//! Prints each loop's throughput both ways, the agent's CPU seconds and peak RSS, SysFlow
-//! records written per second, kernel drops, and `.sf` bytes per 1,000 syscalls of the workload
-//! (counted once with `strace -f -c`). Needs root. The last line is one JSON object.
+//! Prints each loop's throughput both ways, the agent's CPU seconds and peak RSS, its CPU time
+//! per kernel record and per SysFlow record written (both counted by the agent's own metrics
+//! over the same window as the CPU time), SysFlow records written per second, kernel drops, and
+//! `.sf` bytes per 1,000 syscalls of the workload (counted once with `strace -f -c`). Needs
+//! root. The last line is one JSON object.
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _},
-    net::{SocketAddr, TcpListener},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
     path::Path,
     process::{Child, Command, Stdio},
 };
@@ -128,7 +130,31 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / 100.0
 }
 
-fn start_agent(dir: &Path) -> (Child, std::thread::JoinHandle<String>) {
+/// A counter's value from the agent's /metrics (the sum of its series).
+fn scrape(addr: SocketAddr, name: &str) -> f64 {
+    let mut conn = TcpStream::connect(addr).expect("metrics endpoint");
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: agent\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// (kernel records, SysFlow records written) so far, by the agent's own count.
+fn agent_counts(addr: SocketAddr) -> (f64, f64) {
+    (
+        scrape(addr, "nri_sysflow_kernel_records_total"),
+        scrape(addr, "nri_sysflow_sysflow_records_written_total"),
+    )
+}
+
+fn start_agent(dir: &Path) -> (Child, SocketAddr, std::thread::JoinHandle<String>) {
     let mut child = Command::new(AGENT)
         .args(["run", "--output"])
         .arg(dir)
@@ -139,12 +165,18 @@ fn start_agent(dir: &Path) -> (Child, std::thread::JoinHandle<String>) {
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
+    let mut metrics = None;
     loop {
         line.clear();
         assert!(
             stderr.read_line(&mut line).unwrap() > 0,
             "agent exited early"
         );
+        if line.contains("serving /metrics")
+            && let Some(addr) = line.split("addr=").nth(1)
+        {
+            metrics = addr.split_whitespace().next().and_then(|a| a.parse().ok());
+        }
         if line.contains("capturing") {
             break;
         }
@@ -154,7 +186,11 @@ fn start_agent(dir: &Path) -> (Child, std::thread::JoinHandle<String>) {
         let _ = stderr.read_to_string(&mut rest);
         rest
     });
-    (child, log)
+    (
+        child,
+        metrics.expect("the agent logs its metrics address"),
+        log,
+    )
 }
 
 fn main() {
@@ -178,13 +214,21 @@ fn main() {
     let (baseline, baseline_wall) = run_workload(&loops);
 
     let out = tempfile::tempdir().unwrap();
-    let (mut agent, log) = start_agent(out.path());
+    let (mut agent, metrics, log) = start_agent(out.path());
     let pid = agent.id();
+    // Health metrics are copied once a second: let a fresh copy in.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let counts_before = agent_counts(metrics);
     let cpu_before = cpu_seconds(pid);
     let (captured, captured_wall) = run_workload(&loops);
     // Let the agent catch up with what the workload produced before reading its figures.
     std::thread::sleep(std::time::Duration::from_secs(2));
     let agent_cpu = cpu_seconds(pid) - cpu_before;
+    let counts_after = agent_counts(metrics);
+    let window_kernel = counts_after.0 - counts_before.0;
+    let window_written = counts_after.1 - counts_before.1;
+    let us_per_kernel_record = agent_cpu * 1e6 / window_kernel.max(1.0);
+    let us_per_sysflow_record = agent_cpu * 1e6 / window_written.max(1.0);
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
     assert!(agent.wait().unwrap().success());
     let log = log.join().unwrap();
@@ -238,6 +282,9 @@ fn main() {
         "agent CPU: {agent_cpu:.2} s over {captured_wall:.2} s of workload; peak RSS {peak_rss_mib:.1} MiB"
     );
     println!(
+        "agent CPU per record over the same window: {us_per_kernel_record:.2} us per kernel record ({window_kernel:.0}), {us_per_sysflow_record:.2} us per SysFlow record written ({window_written:.0})"
+    );
+    println!(
         "SysFlow records written: {records} ({:.0}/s); kernel drops: {drops}; .sf bytes: {sf_bytes} ({:.1} per 1,000 workload syscalls, {syscalls} syscalls)",
         records as f64 / captured_wall,
         sf_bytes as f64 / (syscalls as f64 / 1000.0)
@@ -249,6 +296,10 @@ fn main() {
             "loops": loops_json,
             "workload_busy_s": {"without_agent": baseline_wall, "with_agent": captured_wall},
             "agent_cpu_s": agent_cpu,
+            "kernel_records_in_window": window_kernel,
+            "sysflow_records_in_window": window_written,
+            "agent_us_per_kernel_record": us_per_kernel_record,
+            "agent_us_per_sysflow_record": us_per_sysflow_record,
             "agent_peak_rss_mib": peak_rss_mib,
             "records_written": records,
             "records_per_s": records as f64 / captured_wall,

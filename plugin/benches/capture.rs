@@ -1,10 +1,20 @@
 //! `cargo xtask bench capture`: what kernel capture costs the workloads it watches.
 //!
-//! Four syscall-heavy loops run in a fresh cgroup, each three ways in the same invocation:
-//! detached (no probe: the baseline), attached with the cgroup set to off, and attached
-//! capturing everything with a consumer draining the rings. Then parallel open/close loops
-//! find the highest record rate delivered with zero drops, with one ring and with one ring per
-//! CPU. Needs root. Prints a table; the last line is one JSON object.
+//! Four syscall-heavy loops run in a fresh cgroup, each measured in the same invocation:
+//! detached (no probe loaded: the baseline), and then for each syscall hook set (the
+//! dispatcher, then the tracepoint set):
+//!
+//! * off: the loop's cgroup off and nothing else captured (the syscall hooks are detached;
+//!   only the sched hooks run);
+//! * floor: the syscall hooks attached, but no cgroup wants the loop's syscalls (another cgroup
+//!   wants only set*id/exec/clone failures): what any process on the node pays;
+//! * off_busy: the loop's cgroup off while another cgroup captures everything (the usual node);
+//! * all: the loop's cgroup captured, a consumer draining the rings.
+//!
+//! With the kernel's own statistics on (`BPF_ENABLE_STATS`), the per-program cost of the
+//! capture-all runs: run time per run, and runs. Then parallel open/close loops find the
+//! highest record rate delivered with zero drops, with one ring and with two. Needs root.
+//! Prints tables; the last line is one JSON object.
 
 use std::{
     collections::BTreeMap,
@@ -22,7 +32,7 @@ use std::{
 
 use nri_sysflow::{
     cgroup::{cgroup_id, cgroup2_mount},
-    probe::{Probe, ProbeConfig},
+    probe::{DETACH_GRACE, HookChoice, HookSet, Probe, ProbeConfig},
 };
 use serde_json::json;
 use sysflow_common::capture;
@@ -89,8 +99,17 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn measure(cgroup: &Cgroup, args: &[String]) -> f64 {
-    median((0..REPEATS).map(|_| run_loop(cgroup, args)).collect())
+type Workloads = Vec<(&'static str, Vec<String>)>;
+
+/// Median ns/op of each workload.
+fn measure_all(cgroup: &Cgroup, workloads: &Workloads) -> BTreeMap<&'static str, f64> {
+    workloads
+        .iter()
+        .map(|(name, args)| {
+            let runs = (0..REPEATS).map(|_| run_loop(cgroup, args)).collect();
+            (*name, median(runs))
+        })
+        .collect()
 }
 
 /// Accepts connections and reads each to EOF, for the TCP loop.
@@ -144,6 +163,124 @@ fn rate(probe: &Probe, delivered: &AtomicU64, cgroup: &Cgroup, parallel: usize) 
     ((last - before) as f64 / elapsed, drops)
 }
 
+/// One hook set's figures: per workload [floor, off, off_busy, all] ns/op, and the
+/// per-program kernel statistics of the capture-all runs.
+struct SetFigures {
+    rows: BTreeMap<&'static str, [f64; 4]>,
+    /// (program, ns per run, runs), busiest first.
+    programs: Vec<(String, f64, u64)>,
+    drops: u64,
+}
+
+fn measure_set(
+    set: HookSet,
+    rt: &tokio::runtime::Runtime,
+    cgroup: &Cgroup,
+    other: &Cgroup,
+    workloads: &Workloads,
+) -> SetFigures {
+    let config = ProbeConfig {
+        default_mode: capture::OFF,
+        hooks: match set {
+            HookSet::Dispatcher => HookChoice::Dispatcher,
+            HookSet::Tracepoint => HookChoice::Tracepoint,
+        },
+        ..ProbeConfig::default()
+    };
+    let mut probe = Probe::load(&config).expect("probe");
+    assert_eq!(probe.hook_set(), set);
+    let _delivered = drain(&mut probe, rt);
+    probe.set_cgroup_mode(cgroup.id, capture::OFF).unwrap();
+    assert!(!probe.syscall_hooks_attached(), "nothing wants syscalls");
+    let off = measure_all(cgroup, workloads);
+
+    probe
+        .set_cgroup_mode(other.id, capture::PROCESS_SYSCALLS)
+        .unwrap();
+    assert!(probe.syscall_hooks_attached());
+    let floor = measure_all(cgroup, workloads);
+
+    probe.set_cgroup_mode(other.id, capture::ALL).unwrap();
+    let off_busy = measure_all(cgroup, workloads);
+
+    probe.set_cgroup_mode(cgroup.id, capture::ALL).unwrap();
+    let drops_before = probe.kernel_stats().unwrap().ring_full;
+    let stats_on = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS");
+    let before: BTreeMap<String, (u64, u64)> = probe
+        .program_stats()
+        .into_iter()
+        .map(|(n, t, c)| (n, (t, c)))
+        .collect();
+    let all = measure_all(cgroup, workloads);
+    let mut programs: Vec<(String, f64, u64)> = probe
+        .program_stats()
+        .into_iter()
+        .filter_map(|(name, t, c)| {
+            let (t0, c0) = before.get(&name).copied().unwrap_or_default();
+            let runs = c.saturating_sub(c0);
+            (runs > 0).then(|| (name, t.saturating_sub(t0) as f64 / runs as f64, runs))
+        })
+        .collect();
+    drop(stats_on);
+    programs.sort_by(|a, b| (b.1 * b.2 as f64).total_cmp(&(a.1 * a.2 as f64)));
+    let drops = probe.kernel_stats().unwrap().ring_full - drops_before;
+    drop(probe);
+    let rows = workloads
+        .iter()
+        .map(|(name, _)| (*name, [floor[name], off[name], off_busy[name], all[name]]))
+        .collect();
+    SetFigures {
+        rows,
+        programs,
+        drops,
+    }
+}
+
+fn print_set(
+    set: HookSet,
+    figures: &SetFigures,
+    detached: &BTreeMap<&'static str, f64>,
+) -> serde_json::Map<String, serde_json::Value> {
+    println!();
+    println!("{set} hook set (ns per op; ratios to detached)");
+    println!(
+        "{:<24} {:>11} {:>11} {:>11} {:>11} {:>11} {:>7} {:>7} {:>7} {:>7}",
+        "workload", "detached", "off", "floor", "off_busy", "all", "off", "floor", "busy", "all"
+    );
+    let mut out = serde_json::Map::new();
+    for (name, [floor, off, off_busy, all]) in &figures.rows {
+        let d = detached[name];
+        println!(
+            "{:<24} {:>11.1} {:>11.1} {:>11.1} {:>11.1} {:>11.1} {:>7.3} {:>7.3} {:>7.3} {:>7.3}",
+            name,
+            d,
+            off,
+            floor,
+            off_busy,
+            all,
+            off / d,
+            floor / d,
+            off_busy / d,
+            all / d
+        );
+        out.insert(
+            name.to_string(),
+            json!({"detached_ns": d, "floor_ns": floor, "off_ns": off, "off_busy_ns": off_busy,
+                   "all_ns": all, "floor_ratio": floor / d, "off_ratio": off / d,
+                   "off_busy_ratio": off_busy / d, "all_ratio": all / d}),
+        );
+    }
+    println!("ring drops during the capture-all runs: {}", figures.drops);
+    println!(
+        "kernel's own statistics, capture-all runs: {:<28} {:>12} {:>12}",
+        "program", "ns per run", "runs"
+    );
+    for (name, ns, runs) in figures.programs.iter().take(8) {
+        println!("{:<70} {ns:>12.1} {runs:>12}", name);
+    }
+    out
+}
+
 fn main() {
     assert_eq!(
         unsafe { libc::geteuid() },
@@ -156,9 +293,10 @@ fn main() {
         .build()
         .unwrap();
     let cgroup = Cgroup::new("capture");
+    let other = Cgroup::new("other");
     let sink = tcp_sink();
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    let workloads: Vec<(&str, Vec<String>)> = vec![
+    let workloads: Workloads = vec![
         ("rw_1byte", s(&["loop-rw", "200000"])),
         ("open_close", s(&["loop-open", "/etc/hostname", "100000"])),
         ("fork_exec", s(&["loop-fork-exec", "500"])),
@@ -168,80 +306,42 @@ fn main() {
         ),
     ];
 
-    let mut rows: BTreeMap<&str, [f64; 3]> = BTreeMap::new();
-    for (name, args) in &workloads {
-        rows.entry(name).or_default()[0] = measure(&cgroup, args);
-    }
-
-    let config = ProbeConfig {
-        default_mode: capture::OFF,
-        ..ProbeConfig::default()
-    };
-    let mut probe = Probe::load(&config).expect("probe");
-    let delivered = drain(&mut probe, &rt);
-    probe.set_cgroup_mode(cgroup.id, capture::OFF).unwrap();
-    for (name, args) in &workloads {
-        rows.get_mut(name).unwrap()[1] = measure(&cgroup, args);
-    }
-    probe.set_cgroup_mode(cgroup.id, capture::ALL).unwrap();
-    let drops_before = probe.kernel_stats().unwrap().ring_full;
-    for (name, args) in &workloads {
-        rows.get_mut(name).unwrap()[2] = measure(&cgroup, args);
-    }
-    let drops_in_overhead_runs = probe.kernel_stats().unwrap().ring_full - drops_before;
+    let detached = measure_all(&cgroup, &workloads);
+    let dispatcher = measure_set(HookSet::Dispatcher, &rt, &cgroup, &other, &workloads);
+    // Detaching the tracepoint set's links takes a few seconds; let the kernel settle.
+    std::thread::sleep(DETACH_GRACE);
+    let tracepoint = measure_set(HookSet::Tracepoint, &rt, &cgroup, &other, &workloads);
 
     let mut rates = BTreeMap::new();
-    for parallel in [1, 2, 4] {
-        rates.insert(
-            format!("1ring_x{parallel}"),
-            rate(&probe, &delivered, &cgroup, parallel),
-        );
+    for ring_count in [1u32, 2] {
+        let mut probe = Probe::load(&ProbeConfig {
+            default_mode: capture::OFF,
+            hooks: HookChoice::Dispatcher,
+            ring_count,
+            ..ProbeConfig::default()
+        })
+        .expect("probe");
+        let delivered = drain(&mut probe, &rt);
+        probe.set_cgroup_mode(cgroup.id, capture::ALL).unwrap();
+        for parallel in [1, 2, 4] {
+            rates.insert(
+                format!("{ring_count}ring_x{parallel}"),
+                rate(&probe, &delivered, &cgroup, parallel),
+            );
+        }
     }
-    drop(probe);
-    let mut probe = Probe::load(&ProbeConfig {
-        ring_count: 2,
-        ..config.clone()
-    })
-    .expect("probe with 2 rings");
-    let delivered = drain(&mut probe, &rt);
-    probe.set_cgroup_mode(cgroup.id, capture::ALL).unwrap();
-    for parallel in [1, 2, 4] {
-        rates.insert(
-            format!("2rings_x{parallel}"),
-            rate(&probe, &delivered, &cgroup, parallel),
-        );
-    }
-    drop(probe);
 
+    let dispatcher_json = print_set(HookSet::Dispatcher, &dispatcher, &detached);
+    let tracepoint_json = print_set(HookSet::Tracepoint, &tracepoint, &detached);
     println!();
     println!(
-        "{:<24} {:>12} {:>12} {:>12} {:>9} {:>9}",
-        "workload (ns/op)", "detached", "attached-off", "capture-all", "off/det", "all/det"
+        "{:<14} {:>16} {:>10}",
+        "open loops (dispatcher)", "records/s", "drops"
     );
-    let mut workloads_json = serde_json::Map::new();
-    for (name, [detached, off, all]) in &rows {
-        println!(
-            "{:<24} {:>12.1} {:>12.1} {:>12.1} {:>9.3} {:>9.3}",
-            name,
-            detached,
-            off,
-            all,
-            off / detached,
-            all / detached
-        );
-        workloads_json.insert(
-            name.to_string(),
-            json!({"detached_ns": detached, "off_ns": off, "all_ns": all,
-                   "off_ratio": off / detached, "all_ratio": all / detached}),
-        );
-    }
-    println!("ring drops during the capture-all runs: {drops_in_overhead_runs}");
-    println!();
-    println!("{:<14} {:>16} {:>10}", "open loops", "records/s", "drops");
     let mut max_zero_drop: f64 = 0.0;
     let mut rates_json = serde_json::Map::new();
     for (name, (per_sec, drops)) in &rates {
-        println!("{name:<14} {per_sec:>16.0} {drops:>10}");
+        println!("{name:<23} {per_sec:>16.0} {drops:>10}");
         if *drops == 0 {
             max_zero_drop = max_zero_drop.max(*per_sec);
         }
@@ -251,13 +351,22 @@ fn main() {
         );
     }
     println!("highest record rate delivered with zero drops: {max_zero_drop:.0}/s");
+    let programs = |f: &SetFigures| {
+        f.programs
+            .iter()
+            .map(|(n, ns, runs)| json!({"program": n, "ns_per_run": ns, "runs": runs}))
+            .collect::<Vec<_>>()
+    };
     println!(
         "{}",
         json!({
             "bench": "capture",
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-            "workloads": workloads_json,
-            "drops_during_overhead_runs": drops_in_overhead_runs,
+            "workloads": dispatcher_json,
+            "tracepoint_workloads": tracepoint_json,
+            "programs": programs(&dispatcher),
+            "tracepoint_programs": programs(&tracepoint),
+            "drops_during_overhead_runs": dispatcher.drops + tracepoint.drops,
             "rates": rates_json,
             "max_zero_drop_records_per_s": max_zero_drop,
         })

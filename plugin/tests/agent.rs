@@ -568,6 +568,75 @@ fn start_errors_are_one_clear_line_with_a_failing_exit_code() {
 }
 
 #[test]
+fn a_cgroup_switched_off_in_the_config_yields_nothing() {
+    let off = TestCgroup::new("agent-cfg-off");
+    let on = TestCgroup::new("agent-cfg-on");
+    let mount = nri_sysflow::cgroup::cgroup2_mount(Path::new("/proc/self/mountinfo")).unwrap();
+    let relative = off.path.strip_prefix(&mount).unwrap().display().to_string();
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        format!("capture:\n  cgroups:\n    {relative}: off\n"),
+    )
+    .unwrap();
+    let agent = Agent::start(&["--config", config.path().to_str().unwrap()]);
+    let work = tempfile::tempdir().unwrap();
+    let (off_file, on_file) = (work.path().join("off.bin"), work.path().join("on.bin"));
+    let off_pid = {
+        let mut child = off
+            .workload(&["write-file", off_file.to_str().unwrap()])
+            .spawn()
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        child.id()
+    };
+    let status = on
+        .workload(&["write-file", on_file.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stopped = agent.stop();
+    let records = ours_json(&stopped.files);
+    // Its fork happened in the (captured) test process; nothing after it moved.
+    let of_pid: Vec<&Json> = records
+        .iter()
+        .filter(|r| r["proc"]["pid"] == off_pid && r["opflags"] != "CLONE")
+        .collect();
+    assert_eq!(
+        of_pid,
+        Vec::<&Json>::new(),
+        "records of the switched-off cgroup"
+    );
+    let written: Vec<i64> = records
+        .iter()
+        .filter(|r| r["type"] == "FF" && r["file"]["path"] == on_file.to_str().unwrap())
+        .map(|r| r["flow"]["wbytes"].as_i64().unwrap())
+        .collect();
+    assert_eq!(written, vec![300], "the other cgroup is captured");
+
+    // A cgroup that does not exist is a start-up error naming it.
+    std::fs::write(
+        config.path(),
+        "capture:\n  cgroups:\n    nri-sysflow-no-such-cgroup: all\n",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let err = start_error(&[
+        "--config",
+        config.path().to_str().unwrap(),
+        "--no-nri",
+        "--output",
+        dir.path().to_str().unwrap(),
+        "--metrics-addr",
+        "off",
+    ]);
+    assert!(
+        err.starts_with("nri-sysflow: capture.cgroups: nri-sysflow-no-such-cgroup:"),
+        "{err}"
+    );
+}
+
+#[test]
 fn process_flows_fold_threads_and_shutdown_truncates_open_flows() {
     let config = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(config.path(), "flows:\n  process_flows: true\n").unwrap();

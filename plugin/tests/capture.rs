@@ -692,6 +692,11 @@ async fn a_process_moved_into_a_captured_cgroup_is_captured_from_then_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_captured_nothing_attached() {
     let mut s = Session::start("idle", capture::PROCESS_LIFECYCLE);
+    if support::hook_set() == HookSet::Tracepoint {
+        // The fallback keeps its ~130 tracepoints attached: re-attaching takes seconds.
+        assert!(s.probe.syscall_hooks_attached());
+        return;
+    }
     let lifecycle_only = s.probe.attachments();
     // Only the sched hooks: no cgroup wants a syscall-level kind.
     assert!(!s.probe.syscall_hooks_attached());

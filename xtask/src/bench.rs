@@ -19,6 +19,25 @@ fn ensure_strace() -> anyhow::Result<()> {
     crate::run(Command::new("apt-get").args(["install", "-y", "strace"]))
 }
 
+/// The server benchmark runs Debian's PostgreSQL (server and pgbench).
+fn ensure_postgresql() -> anyhow::Result<()> {
+    let present = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|dirs| {
+            dirs.filter_map(Result::ok)
+                .any(|d| d.path().join("bin/pgbench").exists())
+        })
+        .unwrap_or(false);
+    if present {
+        return Ok(());
+    }
+    crate::run(Command::new("apt-get").arg("update"))?;
+    crate::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "postgresql"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum Which {
     /// Kernel capture overhead per operation (detached / attached but off / capturing all),
@@ -31,6 +50,9 @@ pub enum Which {
     /// Pod start-up on a real containerd with and without the NRI plugin, and the plugin's
     /// handler latency.
     Nri,
+    /// PostgreSQL under pgbench without the agent, with it capturing everything, and with the
+    /// server's cgroup switched off while another cgroup is captured.
+    Server,
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
@@ -40,6 +62,10 @@ pub fn run(which: Which) -> anyhow::Result<()> {
         Which::Agent => {
             ensure_strace()?;
             cargo(&["bench", "-p", "nri-sysflow", "--bench", "agent"])
+        }
+        Which::Server => {
+            ensure_postgresql()?;
+            cargo(&["bench", "-p", "nri-sysflow", "--bench", "server"])
         }
         Which::Nri => {
             cargo(&[

@@ -115,6 +115,11 @@ pub struct CaptureConfig {
     pub env: bool,
     /// Bytes of exec arguments captured.
     pub args_max: u32,
+    /// Capture modes of particular cgroups outside Kubernetes (systemd services, a database
+    /// under its own cgroup), by path under the cgroup2 mount, e.g.
+    /// `system.slice/postgresql.service: off`. They must exist when the agent starts; the
+    /// default (or the policy's host mode) applies to every other cgroup.
+    pub cgroups: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -160,6 +165,7 @@ impl Default for CaptureConfig {
             policy: None,
             env: false,
             args_max: 1024,
+            cgroups: Default::default(),
         }
     }
 }
@@ -248,6 +254,9 @@ impl AgentConfig {
             message,
         };
         parse_mode(&self.capture.default_mode).map_err(|m| bad("capture.default_mode", m))?;
+        for (path, mode) in &self.capture.cgroups {
+            parse_mode(mode).map_err(|m| bad("capture.cgroups", format!("{path}: {m}")))?;
+        }
         self.output
             .compression
             .parse::<Compression>()
@@ -362,6 +371,22 @@ mod tests {
             e.contains("capture.default_mode") && e.contains("\"most\""),
             "{e}"
         );
+        let e = load("capture:\n  cgroups:\n    system.slice/db.service: sometimes\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "capture.cgroups: system.slice/db.service: unknown capture mode \"sometimes\""
+            ),
+            "{e}"
+        );
+        let e = load("kernel:\n  hooks: trampoline\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(":2:10:") && e.contains("unknown variant `trampoline`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -396,6 +421,12 @@ mod tests {
     #[test]
     fn modes_have_the_documented_bits() {
         assert_eq!(parse_mode("off"), Ok(0));
+        assert_eq!(parse_mode("lifecycle"), Ok(capture::PROCESS_LIFECYCLE));
+        assert_eq!(
+            parse_mode("lifecycle").unwrap() & capture::SYSCALL_KINDS,
+            0,
+            "lifecycle needs no syscall hook"
+        );
         assert_eq!(parse_mode("all"), Ok(capture::ALL));
         assert_eq!(
             parse_mode("flows-without-io").unwrap() & capture::IO_COUNTERS,

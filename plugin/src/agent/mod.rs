@@ -65,6 +65,12 @@ pub enum StartError {
     /// No cgroup2 hierarchy to attribute records to.
     #[error("{0}")]
     Cgroup(#[from] crate::cgroup::CgroupError),
+    /// A cgroup named in `capture.cgroups` does not exist.
+    #[error("capture.cgroups: {path}: {source}")]
+    ConfiguredCgroup {
+        path: String,
+        source: crate::cgroup::CgroupError,
+    },
     /// The metrics address cannot be served.
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics {
@@ -163,6 +169,7 @@ pub async fn run(
         ),
     };
     let cgroup_mount = cgroup2_mount(Path::new("/proc/self/mountinfo"))?;
+    let configured_cgroups = configured_cgroups(&config, &cgroup_mount)?;
     let metrics = Arc::new(Metrics::new());
     if let Some(addr) = config.metrics.addr {
         server::start(addr, metrics.clone())
@@ -186,10 +193,14 @@ pub async fn run(
     let (workloads, mut workload_updates) = Workloads::new(
         policy,
         Some(probe.control()),
-        cgroup_mount,
+        cgroup_mount.clone(),
         config.node_name(),
         config.output.node_ip.parse().ok(),
     );
+    for (path, id, mode) in &configured_cgroups {
+        probe.set_cgroup_mode(*id, *mode)?;
+        info!(cgroup = %path, id, mode, "capture mode from the configuration");
+    }
     engine.set_workloads(workloads.clone());
     engine.set_workload_series(
         WorkloadSeries::new(metrics.workload.clone()),
@@ -330,6 +341,29 @@ pub async fn run(
         nri: (nri_stats.connections.load(Relaxed) > 0).then(|| nri_stats.summary()),
         late_registrations: workloads.stats.late_registrations.load(Relaxed),
     })
+}
+
+/// The cgroups named in `capture.cgroups`: (path, id, mode). Checked before anything is
+/// loaded, so a missing one is a start-up error of its own.
+fn configured_cgroups(
+    config: &AgentConfig,
+    mount: &Path,
+) -> Result<Vec<(String, u64, u32)>, StartError> {
+    config
+        .capture
+        .cgroups
+        .iter()
+        .map(|(path, mode)| {
+            let dir = mount.join(path.trim_start_matches('/'));
+            let id =
+                crate::cgroup::cgroup_id(&dir).map_err(|source| StartError::ConfiguredCgroup {
+                    path: path.clone(),
+                    source,
+                })?;
+            // Validated with the config.
+            Ok((path.clone(), id, parse_mode(mode).unwrap_or_default()))
+        })
+        .collect()
 }
 
 /// A one-line live status on a terminal: records/s, drops, files written.

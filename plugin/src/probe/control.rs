@@ -15,7 +15,7 @@ use std::{
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError};
 use sysflow_common::{Settings, SyscallRoute, capture, report_reason};
-use tracing::{debug, warn};
+use tracing::{info, warn};
 
 use super::{ProbeError, hooks::Kernel, map_err, syscalls};
 
@@ -36,6 +36,10 @@ pub(super) struct ControlMaps {
     pub routed: Option<u32>,
     /// Since when no syscall-level kind is wanted (None: some is).
     pub unwanted_since: Option<Instant>,
+    /// Keep the syscall hooks attached even when nothing wants them: the tracepoint set's
+    /// ~130 perf tracepoints take seconds to attach again (measured: over 4 s here), which
+    /// would leave a gap in the capture of a container switched on.
+    pub keep_attached: bool,
 }
 
 /// A handle other tasks (NRI handlers, the policy watcher) use to change capture modes. Each
@@ -120,7 +124,7 @@ impl CaptureControl {
             }
             m.routed = Some(wanted);
         }
-        if wanted & capture::SYSCALL_KINDS != 0 {
+        if wanted & capture::SYSCALL_KINDS != 0 || m.keep_attached {
             m.unwanted_since = None;
             lock(&self.kernel).attach_syscall_hooks()?;
         } else if m.unwanted_since.is_none() {
@@ -175,9 +179,9 @@ fn spawn_keeper(maps: Weak<Mutex<ControlMaps>>, kernel: Weak<Mutex<Kernel>>) {
                 let links = lock(&kernel).take_syscall_hooks();
                 drop(m);
                 if !links.is_empty() {
-                    debug!(
+                    info!(
                         links = links.len(),
-                        "nothing wants syscall hooks: detaching"
+                        "nothing wants the syscall hooks: detached"
                     );
                     super::detach_all(links);
                 }

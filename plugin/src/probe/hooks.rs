@@ -2,9 +2,11 @@
 //!
 //! * **Lifecycle hooks**, always attached: tp_btf `sched_process_fork`, `sched_process_exec`,
 //!   `sched_process_exit` and `cgroup_attach_task`. They cost nothing per syscall.
-//! * **Syscall hooks**, one of two sets (`kernel.hooks`), attached only while some cgroup (or
-//!   the default mode) wants a kind that needs them (`capture::SYSCALL_KINDS`): attaching any
-//!   syscall hook puts every thread on the node on the kernel's slow syscall path.
+//! * **Syscall hooks**, one of two sets (`kernel.hooks`). The dispatcher set is attached only
+//!   while some cgroup (or the default mode) wants a kind that needs it
+//!   (`capture::SYSCALL_KINDS`): attaching any syscall hook puts every thread on the node on
+//!   the kernel's slow syscall path. The tracepoint set stays attached (re-attaching its ~130
+//!   perf tracepoints takes seconds).
 //!   - `dispatcher`: one tp_btf `sys_exit` program that tail-calls per-syscall handlers, plus
 //!     the classic `sys_enter_close`.
 //!   - `tracepoint`: a classic `sys_enter_X` (argument stash) and `sys_exit_X` program per
@@ -235,6 +237,7 @@ impl Kernel {
         if self.syscall_hooks_attached() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let mut links = Vec::with_capacity(self.plan.len());
         for attachment in &self.plan {
             match attachment {
@@ -262,7 +265,12 @@ impl Kernel {
             }
         }
         self.syscall = links;
-        debug!(set = %self.set, links = self.syscall.len(), "syscall hooks attached");
+        info!(
+            set = %self.set,
+            links = self.syscall.len(),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "syscall hooks attached"
+        );
         Ok(())
     }
 
@@ -312,7 +320,11 @@ impl Kernel {
             load: Result<(), ProgramError>,
             attach: impl FnOnce() -> Result<L, ProgramError>,
         ) -> Result<(), String> {
-            load.map_err(|e| verifier_reason(&e))?;
+            load.map_err(|e| match e {
+                // No verifier log when the kernel refuses the program type outright.
+                ProgramError::LoadError { io_error, .. } => io_error.to_string(),
+                other => other.to_string(),
+            })?;
             attach().map(drop).map_err(|e| e.to_string())
         }
         let fentry = match self

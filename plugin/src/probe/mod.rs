@@ -317,6 +317,7 @@ impl Probe {
                 modes: HashMap::new(),
                 routed: None,
                 unwanted_since: None,
+                keep_attached: hook_set == HookSet::Tracepoint,
             },
             kernel.clone(),
         );
@@ -446,6 +447,26 @@ impl Probe {
     /// datagram peers). Walking it costs a syscall per entry.
     pub fn fd_table_len(&self) -> usize {
         self.fd_counters.keys().filter(Result::is_ok).count()
+    }
+
+    /// (name, run time ns, runs) of every loaded program, from the kernel's own statistics
+    /// (counted only while `aya::sys::enable_stats(Stats::RunTime)` is held). Tail-called
+    /// handlers count inside the program that called them.
+    pub fn program_stats(&self) -> Vec<(String, u64, u64)> {
+        self.kernel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some((
+                    name.to_string(),
+                    info.run_time().as_nanos() as u64,
+                    info.run_count(),
+                ))
+            })
+            .collect()
     }
 
     /// Kernel ids of the loaded programs.
