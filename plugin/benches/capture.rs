@@ -4,15 +4,16 @@
 //! detached (no probe loaded: the baseline), and then for each syscall hook set (the
 //! dispatcher, then the tracepoint set):
 //!
-//! * off: the loop's cgroup off and nothing else captured (the syscall hooks are detached;
-//!   only the sched hooks run);
+//! * off: the loop's cgroup off and nothing else captured (the dispatcher set detaches its
+//!   syscall hooks, only the sched hooks run; the tracepoint set stays attached);
 //! * floor: the syscall hooks attached, but no cgroup wants the loop's syscalls (another cgroup
 //!   wants only set*id/exec/clone failures): what any process on the node pays;
 //! * off_busy: the loop's cgroup off while another cgroup captures everything (the usual node);
 //! * all: the loop's cgroup captured, a consumer draining the rings.
 //!
-//! With the kernel's own statistics on (`BPF_ENABLE_STATS`), the per-program cost of the
-//! capture-all runs: run time per run, and runs. Then parallel open/close loops find the
+//! Then, in a pass of its own with the kernel's statistics on (`BPF_ENABLE_STATS`, which
+//! costs two clock reads per program run), each program's run time per run while capturing
+//! all (a tail-called handler counts inside the dispatcher). Then parallel open/close loops find the
 //! highest record rate delivered with zero drops, with one ring and with two. Needs root.
 //! Prints tables; the last line is one JSON object.
 
@@ -38,7 +39,9 @@ use serde_json::json;
 use sysflow_common::capture;
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_sysflow-workload");
-const REPEATS: usize = 3;
+/// Runs of each loop per configuration (the median is taken): the TCP loop's median
+/// iteration moves by tens of percent from run to run.
+const REPEATS: usize = 5;
 
 struct Cgroup {
     path: PathBuf,
@@ -191,7 +194,13 @@ fn measure_set(
     assert_eq!(probe.hook_set(), set);
     let _delivered = drain(&mut probe, rt);
     probe.set_cgroup_mode(cgroup.id, capture::OFF).unwrap();
-    assert!(!probe.syscall_hooks_attached(), "nothing wants syscalls");
+    // The dispatcher detaches while nothing wants syscalls; the tracepoint set stays attached
+    // (re-attaching it takes seconds).
+    assert_eq!(
+        probe.syscall_hooks_attached(),
+        set == HookSet::Tracepoint,
+        "syscall hooks while nothing wants them"
+    );
     let off = measure_all(cgroup, workloads);
 
     probe
@@ -205,13 +214,19 @@ fn measure_set(
 
     probe.set_cgroup_mode(cgroup.id, capture::ALL).unwrap();
     let drops_before = probe.kernel_stats().unwrap().ring_full;
+    let all = measure_all(cgroup, workloads);
+    let drops = probe.kernel_stats().unwrap().ring_full - drops_before;
+    // The kernel's own statistics cost two clock reads per program run: taken in a pass of
+    // their own, one run of each loop, so they do not inflate the figures above.
     let stats_on = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS");
     let before: BTreeMap<String, (u64, u64)> = probe
         .program_stats()
         .into_iter()
         .map(|(n, t, c)| (n, (t, c)))
         .collect();
-    let all = measure_all(cgroup, workloads);
+    for (_, args) in workloads {
+        run_loop(cgroup, args);
+    }
     let mut programs: Vec<(String, f64, u64)> = probe
         .program_stats()
         .into_iter()
@@ -223,7 +238,6 @@ fn measure_set(
         .collect();
     drop(stats_on);
     programs.sort_by(|a, b| (b.1 * b.2 as f64).total_cmp(&(a.1 * a.2 as f64)));
-    let drops = probe.kernel_stats().unwrap().ring_full - drops_before;
     drop(probe);
     let rows = workloads
         .iter()
@@ -272,7 +286,7 @@ fn print_set(
     }
     println!("ring drops during the capture-all runs: {}", figures.drops);
     println!(
-        "kernel's own statistics, capture-all runs: {:<28} {:>12} {:>12}",
+        "kernel's own statistics, one capture-all run of each loop: {:<11} {:>12} {:>12}",
         "program", "ns per run", "runs"
     );
     for (name, ns, runs) in figures.programs.iter().take(8) {
@@ -306,11 +320,23 @@ fn main() {
         ),
     ];
 
-    let detached = measure_all(&cgroup, &workloads);
+    let detached_before = measure_all(&cgroup, &workloads);
     let dispatcher = measure_set(HookSet::Dispatcher, &rt, &cgroup, &other, &workloads);
     // Detaching the tracepoint set's links takes a few seconds; let the kernel settle.
     std::thread::sleep(DETACH_GRACE);
     let tracepoint = measure_set(HookSet::Tracepoint, &rt, &cgroup, &other, &workloads);
+    std::thread::sleep(DETACH_GRACE);
+    // The baseline is measured before and after the probes, and the mean of the two taken:
+    // the machine drifts over the minutes the benchmark runs.
+    let detached_after = measure_all(&cgroup, &workloads);
+    let detached: BTreeMap<&'static str, f64> = detached_before
+        .iter()
+        .map(|(name, before)| (*name, (before + detached_after[name]) / 2.0))
+        .collect();
+    println!("detached baseline before / after the probes (ns per op):");
+    for (name, before) in &detached_before {
+        println!("  {name:<24} {before:>12.1} {:>12.1}", detached_after[name]);
+    }
 
     let mut rates = BTreeMap::new();
     for ring_count in [1u32, 2] {
@@ -362,6 +388,8 @@ fn main() {
         json!({
             "bench": "capture",
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "detached_before": detached_before,
+            "detached_after": detached_after,
             "workloads": dispatcher_json,
             "tracepoint_workloads": tracepoint_json,
             "programs": programs(&dispatcher),

@@ -122,14 +122,22 @@ impl Server {
             ])
             // WAL is still written; commits do not wait for the disk (less disk noise).
             .args(["-c", "synchronous_commit=off", "-c", "max_connections=50"])
-            .uid(uid)
-            .gid(gid)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: only open/write/close between fork and exec. The backends it forks inherit
-        // the cgroup.
+        // SAFETY: only async-signal-safe syscalls between fork and exec. Into the cgroup as
+        // root first (the backends it forks inherit it), then the postgres user (std's
+        // uid()/gid() would drop root before this runs).
         unsafe {
-            cmd.pre_exec(move || std::fs::write(&procs, b"0"));
+            cmd.pre_exec(move || {
+                std::fs::write(&procs, b"0")?;
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
         let child = cmd.spawn().expect("postgres");
         let started = Instant::now();

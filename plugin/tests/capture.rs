@@ -720,7 +720,12 @@ async fn nothing_captured_nothing_attached() {
 
     // A cgroup that wants files attaches the syscall hooks before the call returns.
     let files = support::TestCgroup::new("idle-files");
+    let started = std::time::Instant::now();
     s.probe.set_cgroup_mode(files.id, capture::FILE).unwrap();
+    println!(
+        "syscall hooks attached by the mode change in {:.2} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
     assert!(s.probe.syscall_hooks_attached());
     assert!(s.probe.attachments() > lifecycle_only);
     // Switched off again: detached after the grace period.

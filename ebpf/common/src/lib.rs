@@ -333,7 +333,9 @@ pub mod report_reason {
 }
 
 /// One descriptor's counters leaving the kernel: the counts are what came since the previous
-/// report of the same descriptor (the kernel keeps no totals user space has to subtract).
+/// report of the same descriptor (the kernel keeps no totals user space has to subtract). A
+/// report without counters (`has_counters == 0`: a close of a descriptor nothing was counted on)
+/// ends where `counters` would start.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FdReportRecord {

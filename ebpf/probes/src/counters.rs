@@ -333,7 +333,9 @@ fn report_slot(call: &Call, fd: i32, slot: *mut FdSlot, reason: u8, identity: bo
     // it moved into a cgroup that does not want them are dropped, not reported there.
     let pending = read_ops + write_ops > 0;
     let counted = pending && call.counts_kind(kind);
-    let file = if identity {
+    // What the descriptor refers to matters only when there is something to report, or to
+    // know whether an exec closed it.
+    let file = if identity && (counted || reason == report_reason::EXEC) {
         file_of_fd(call.task, fd)
     } else {
         None
@@ -364,7 +366,7 @@ fn report_slot(call: &Call, fd: i32, slot: *mut FdSlot, reason: u8, identity: bo
                 }
             }
         }
-        written = submit(buf, size_of::<FdReportRecord>());
+        written = submit(buf, report_len(counted));
     }
     if ends(reason) || (reason == report_reason::EXEC && file.is_none()) {
         reset_slot(slot);
@@ -380,7 +382,18 @@ fn report_slot(call: &Call, fd: i32, slot: *mut FdSlot, reason: u8, identity: bo
     written
 }
 
-/// The fixed part of a report in the scratch buffer, counters zeroed.
+/// Bytes of a report: a close with nothing counted ends before its counters.
+#[inline(always)]
+fn report_len(counted: bool) -> usize {
+    if counted {
+        size_of::<FdReportRecord>()
+    } else {
+        core::mem::offset_of!(FdReportRecord, counters)
+    }
+}
+
+/// The fixed part of a report in the scratch buffer (its counters, when `counted`, zeroed but
+/// for the process's identity).
 #[inline(always)]
 unsafe fn write_report_head(
     r: *mut FdReportRecord,
@@ -400,11 +413,13 @@ unsafe fn write_report_head(
         (*r).reason = reason;
         (*r).has_counters = counted as u8;
         (*r)._pad = [0; 2];
-        (*r).counters = FdCounters {
-            cgroup_id: call.cgroup_id,
-            proc_start_ns: call.start_ns,
-            ..FdCounters::default()
-        };
+        if counted {
+            (*r).counters = FdCounters {
+                cgroup_id: call.cgroup_id,
+                proc_start_ns: call.start_ns,
+                ..FdCounters::default()
+            };
+        }
     }
 }
 
@@ -461,7 +476,7 @@ fn report_hashed(call: &Call, fd: i32, reason: u8, identity: bool) -> bool {
                 }
             }
         }
-        written = submit(buf, size_of::<FdReportRecord>());
+        written = submit(buf, report_len(counted));
     }
     let Some(e) = entry else {
         return written;

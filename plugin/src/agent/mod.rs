@@ -290,16 +290,18 @@ pub async fn run(
                 health::update(&metrics.health, &health::Sources {
                     probe: &probe,
                     engine: &engine,
-                    queue_length: records.rx.len(),
+                    queue_length: records.queued() as usize,
                     kernel_fd_entries,
                     nri: &nri_stats,
                     workloads: &workloads,
                     source: source_state.get(),
                 });
             }
-            record = records.recv() => {
-                let Some(record) = record else { break };
-                engine.handle(record);
+            batch = records.recv_batch() => {
+                let Some(batch) = batch else { break };
+                for record in batch {
+                    engine.handle(record);
+                }
             }
         }
     }
@@ -317,13 +319,15 @@ pub async fn run(
         warn!("final flush of the kernel's counters failed: {e}");
     }
     let drain_until = tokio::time::Instant::now() + SHUTDOWN_DRAIN;
-    while let Ok(Some(record)) = tokio::time::timeout_at(
+    while let Ok(Some(batch)) = tokio::time::timeout_at(
         drain_until.min(tokio::time::Instant::now() + Duration::from_millis(100)),
-        records.recv(),
+        records.recv_batch(),
     )
     .await
     {
-        engine.handle(record);
+        for record in batch {
+            engine.handle(record);
+        }
     }
     let kernel_records = engine.stats.kernel_records;
     let ring_drops = probe.kernel_stats().map(|s| s.ring_full).unwrap_or(0);

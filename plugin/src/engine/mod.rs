@@ -15,6 +15,7 @@
 //!   that record then ends.
 
 pub mod containers;
+mod files;
 pub mod paths;
 pub mod process;
 pub mod users;
@@ -28,7 +29,7 @@ use std::{
 use sysflow::{
     Container, File, FileEvent, FileFlow, Foid, Ipv6Bytes, NetworkFlow, Oid, ProcessEvent,
     ProcessFlow, Record as SfRecord, SfObjectState, SysFlowWriter, SysflowWriteError,
-    encoding::{foid, ipv4_to_int, linux_open_flags_to_ppm, op, proto, restype, restype_from_mode},
+    encoding::{ipv4_to_int, linux_open_flags_to_ppm, op, proto, restype, restype_from_mode},
 };
 use sysflow_common::AT_FDCWD;
 use tracing::warn;
@@ -106,7 +107,8 @@ pub struct Engine {
     names: UserNames,
     containers: ContainerResolver,
     containers_set: HashSet<String>,
-    files_set: HashSet<Foid>,
+    files_set: foldhash::HashSet<Foid>,
+    foids: files::FoidCache,
     /// Runtime metadata of containers (NRI or containerd's API), when the agent has it.
     workloads: Option<Arc<Workloads>>,
     /// File path prefixes each container's policy keeps (containers without one keep all).
@@ -134,13 +136,15 @@ fn wall(offset: i128, boot_ns: u64) -> i64 {
 
 impl Engine {
     pub fn new(config: EngineConfig, writer: SysFlowWriter, boot_to_wall_ns: i128) -> Self {
+        let max_files = config.max_files;
         Engine {
             procs: ProcessTable::new(config.max_processes),
             config,
             names: UserNames::load(),
             containers: ContainerResolver::default(),
             containers_set: HashSet::new(),
-            files_set: HashSet::new(),
+            files_set: Default::default(),
+            foids: files::FoidCache::new(max_files * 2),
             workloads: None,
             path_filters: HashMap::new(),
             removed: Vec::new(),
@@ -185,11 +189,13 @@ impl Engine {
 
     /// The metric handles of a process's workload.
     fn counters_of(&mut self, tgid: u32) -> Option<&crate::metrics::workload::WorkloadCounters> {
-        let container = self.procs.get(tgid).map(|p| p.container_id.clone())?;
+        let container = self.procs.get(tgid)?.container_id.as_deref();
         let known = &self.labels;
-        Some(self.series.as_mut()?.of(container.as_deref(), || {
-            workload_labels(known, container.as_deref())
-        }))
+        Some(
+            self.series
+                .as_mut()?
+                .of(container, || workload_labels(known, container)),
+        )
     }
 
     /// Live processes per workload, into the active-processes gauges.
@@ -197,9 +203,9 @@ impl Engine {
         let Some(series) = self.series.as_mut() else {
             return;
         };
-        let mut counts: HashMap<Option<String>, i64> = HashMap::new();
+        let mut counts: HashMap<Option<&str>, i64> = HashMap::new();
         for p in self.procs.values().filter(|p| p.exited_at_ns.is_none()) {
-            *counts.entry(p.container_id.clone()).or_default() += 1;
+            *counts.entry(p.container_id.as_deref()).or_default() += 1;
         }
         let known = &self.labels;
         series.set_active(&counts, |c| workload_labels(known, c));
@@ -282,6 +288,7 @@ impl Engine {
             self.series_expiry
                 .push((now + self.series_grace_ns, id.clone()));
             self.writer.forget_container(&id);
+            self.foids.forget_container(&id);
             self.containers_set.remove(&id);
             self.path_filters.remove(&id);
             self.containers.forget(cgroup_id);
@@ -340,7 +347,7 @@ impl Engine {
             container_id: container,
             ts,
             state: SfObjectState::Created,
-            fds: HashMap::new(),
+            fds: Default::default(),
             threads: ThreadCounts::default(),
             exited_at_ns: None,
         };
@@ -385,7 +392,7 @@ impl Engine {
         })
     }
 
-    fn container_of(&mut self, cgroup_id: u64, tgid: u32) -> Option<String> {
+    fn container_of(&mut self, cgroup_id: u64, tgid: u32) -> Option<Arc<str>> {
         if cgroup_id != 0
             && !self.containers.knows(cgroup_id)
             && let Some(meta) = self.workloads.as_ref().and_then(|w| w.lookup(cgroup_id))
@@ -412,7 +419,7 @@ impl Engine {
                 pod_id: None,
             });
         }
-        Some(c.id)
+        Some(Arc::from(c.id))
     }
 
     /// Replaces the metadata of a container (from NRI or the containerd API).
@@ -491,7 +498,7 @@ impl Engine {
     }
 
     fn set_file(&mut self, path: &str, container: Option<&str>, restype: i32, ts: i64) -> Foid {
-        let oid = foid(container, path);
+        let oid = self.foids.get(container, path);
         if self.files_set.insert(oid) {
             self.writer.set_file(File {
                 state: SfObjectState::Created,
@@ -588,7 +595,7 @@ impl Engine {
             container_id: container,
             ts,
             state: SfObjectState::Created,
-            fds: HashMap::new(),
+            fds: Default::default(),
             threads: ThreadCounts::default(),
             exited_at_ns: None,
         };

@@ -18,6 +18,13 @@ pub fn resolve(base: Option<&str>, path: &str) -> String {
 
 /// Folds `.`, `..` and repeated slashes of an absolute path.
 pub fn normalize(path: &str) -> String {
+    // Most paths are already normal: one copy, no splitting.
+    if path.len() > 1
+        && path.starts_with('/')
+        && path[1..].split('/').all(|p| !matches!(p, "" | "." | ".."))
+    {
+        return path.to_owned();
+    }
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
         match part {
@@ -49,5 +56,11 @@ mod tests {
         assert_eq!(resolve(None, "./testing_dir"), "./testing_dir");
         assert_eq!(resolve(Some("/"), ".."), "/");
         assert_eq!(resolve(Some("/tmp/d"), ""), "/tmp/d");
+        // The fast path leaves normal paths alone and sends the rest to folding.
+        assert_eq!(normalize("/etc/hosts"), "/etc/hosts");
+        assert_eq!(normalize("/etc/"), "/etc");
+        assert_eq!(normalize("/a/./b/../c"), "/a/c");
+        assert_eq!(normalize("/"), "/");
+        assert_eq!(normalize("/..."), "/...");
     }
 }

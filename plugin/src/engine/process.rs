@@ -2,7 +2,7 @@
 //! from kernel records. A process is identified by (tgid, start time): a kernel record whose
 //! start time does not match the entry for its tgid belongs to a new process that reused the pid.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use sysflow::{Foid, Oid, Process, SfObjectState};
 
@@ -117,7 +117,8 @@ pub struct ProcEntry {
     pub cwd: String,
     pub env: Vec<String>,
     pub cgroup_id: u64,
-    pub container_id: Option<String>,
+    /// Shared with every process of the container (cloned per record for the metrics).
+    pub container_id: Option<std::sync::Arc<str>>,
     /// Wall-clock ns of creation or last change (Process.ts).
     pub ts: i64,
     pub state: SfObjectState,
@@ -143,7 +144,7 @@ impl ProcEntry {
             gid: self.gid as i32,
             group_name: names.group(self.gid),
             tty: self.tty,
-            container_id: self.container_id.clone(),
+            container_id: self.container_id.as_deref().map(str::to_owned),
             entry: self.entry,
             cwd: self.cwd.clone(),
             env: self.env.clone(),
@@ -306,7 +307,7 @@ pub struct ProcessTable {
 impl ProcessTable {
     pub fn new(capacity: usize) -> Self {
         ProcessTable {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             capacity,
             evictions: 0,
         }
@@ -443,7 +444,7 @@ mod tests {
             container_id: None,
             ts: 0,
             state: SfObjectState::Created,
-            fds: HashMap::new(),
+            fds: HashMap::default(),
             threads: ThreadCounts::default(),
             exited_at_ns: exited,
         };

@@ -309,18 +309,21 @@ impl WorkloadCounters {
     }
 }
 
-/// Per-container handle cache for the engine.
+/// Per-container handle cache for the engine (looked up for every record written: no
+/// allocation once a container's handles exist).
 #[derive(Default)]
 pub struct WorkloadSeries {
     families: WorkloadFamilies,
-    by_container: HashMap<Option<String>, (WorkloadLabels, WorkloadCounters)>,
+    host: Option<(WorkloadLabels, WorkloadCounters)>,
+    by_container: foldhash::HashMap<String, (WorkloadLabels, WorkloadCounters)>,
 }
 
 impl WorkloadSeries {
     pub fn new(families: WorkloadFamilies) -> Self {
         WorkloadSeries {
             families,
-            by_container: HashMap::new(),
+            host: None,
+            by_container: Default::default(),
         }
     }
 
@@ -330,17 +333,21 @@ impl WorkloadSeries {
         container: Option<&str>,
         labels: impl FnOnce() -> WorkloadLabels,
     ) -> &WorkloadCounters {
-        let key = container.map(str::to_owned);
         let families = &self.families;
-        &self
-            .by_container
-            .entry(key)
-            .or_insert_with(|| {
-                let l = labels();
-                let c = families.handles(&l);
-                (l, c)
-            })
-            .1
+        let create = || {
+            let l = labels();
+            let c = families.handles(&l);
+            (l, c)
+        };
+        match container {
+            None => &self.host.get_or_insert_with(create).1,
+            Some(id) => {
+                if !self.by_container.contains_key(id) {
+                    self.by_container.insert(id.to_owned(), create());
+                }
+                &self.by_container[id].1
+            }
+        }
     }
 
     /// New labels for a container (its pod and name became known): the series under the old
@@ -352,16 +359,21 @@ impl WorkloadSeries {
     /// Sets every workload's active-process gauge (workloads not in `counts` go to 0).
     pub fn set_active(
         &mut self,
-        counts: &HashMap<Option<String>, i64>,
+        counts: &HashMap<Option<&str>, i64>,
         labels: impl Fn(Option<&str>) -> WorkloadLabels,
     ) {
         for (container, n) in counts {
-            self.of(container.as_deref(), || labels(container.as_deref()))
+            self.of(*container, || labels(*container))
                 .active_processes
                 .set(*n);
         }
+        if let Some((_, c)) = &self.host
+            && !counts.contains_key(&None)
+        {
+            c.active_processes.set(0);
+        }
         for (container, (_, c)) in &self.by_container {
-            if !counts.contains_key(container) {
+            if !counts.contains_key(&Some(container.as_str())) {
                 c.active_processes.set(0);
             }
         }
@@ -369,7 +381,7 @@ impl WorkloadSeries {
 
     /// Forgets a container's handles and drops its series.
     pub fn remove(&mut self, container: &str) {
-        if let Some((labels, _)) = self.by_container.remove(&Some(container.to_owned())) {
+        if let Some((labels, _)) = self.by_container.remove(container) {
             self.families.remove(&labels);
         }
     }

@@ -223,8 +223,9 @@ impl Probe {
             )));
         }
         raise_memlock_limit();
-        let btf = Btf::from_sys_fs()?;
-        let mut offsets = btf.kernel_offsets()?;
+        // Parsed for the offsets and dropped at once: aya parses the same BTF again below, and
+        // both at once would add to the agent's peak memory.
+        let mut offsets = Btf::from_sys_fs()?.kernel_offsets()?;
         let tracefs = Tracefs::find_or_mount()?;
         offsets.tp_exec_filename =
             tracefs.field_offset("sched", "sched_process_exec", "filename")?;
@@ -305,6 +306,7 @@ impl Probe {
         let mut kernel = Kernel::load(ebpf, config.hooks, &aya_btf, &tracefs)?;
         let features = kernel.check_features(&aya_btf);
         info!(hooks = %kernel.set, "kernel accepts: tp_btf yes, task storage yes, {features}");
+        drop(aya_btf);
         kernel.attach_lifecycle()?;
         let hook_set = kernel.set;
         let kernel = Arc::new(Mutex::new(kernel));
@@ -333,6 +335,10 @@ impl Probe {
                     .ok()
             })
             .collect();
+        // Loading parsed the kernel's BTF and the object (tens of MiB, all freed by now): give
+        // the freed heap back to the system.
+        // SAFETY: no preconditions.
+        unsafe { libc::malloc_trim(0) };
         Ok(Probe {
             kernel,
             control,

@@ -1,5 +1,6 @@
-//! Ring buffer readers: one tokio task per ring, decoding records into a bounded channel. When
-//! the channel is full a reader waits, the ring fills, and the kernel counts what it cannot write
+//! Ring buffer readers: one tokio task per ring, decoding records into a bounded channel, in
+//! batches (one channel operation and one wake-up per batch, not per record). When the channel
+//! is full a reader waits, the ring fills, and the kernel counts what it cannot write
 //! (`KernelStats::ring_full`): loss is always counted, never silent.
 //!
 //! The programs write records without waking the reader (a wake-up per record costs a context
@@ -21,7 +22,7 @@ use tracing::warn;
 use super::{Record, records};
 
 /// How long a record may wait in a ring before the reader looks (at most).
-pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
+pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// Records decoded per batch before they are handed on.
 const BATCH: usize = 256;
 
@@ -31,17 +32,44 @@ pub struct ReaderStats {
     pub records: AtomicU64,
     /// Items that did not decode (logged once, then only counted).
     pub decode_errors: AtomicU64,
+    /// Records in the channel.
+    queued: AtomicU64,
 }
 
 /// The receiving end of the decoded record stream.
 pub struct RecordReceiver {
-    pub rx: mpsc::Receiver<Record>,
+    rx: mpsc::Receiver<Vec<Record>>,
+    /// The rest of the batch `recv` is handing out one by one.
+    current: std::vec::IntoIter<Record>,
     pub stats: Arc<ReaderStats>,
 }
 
 impl RecordReceiver {
+    /// The next batch of records, in ring order; None once the readers stopped.
+    pub async fn recv_batch(&mut self) -> Option<Vec<Record>> {
+        if self.current.len() > 0 {
+            return Some(std::mem::take(&mut self.current).collect());
+        }
+        let batch = self.rx.recv().await?;
+        self.stats
+            .queued
+            .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+        Some(batch)
+    }
+
+    /// The next record (taken from the current batch).
     pub async fn recv(&mut self) -> Option<Record> {
-        self.rx.recv().await
+        loop {
+            if let Some(record) = self.current.next() {
+                return Some(record);
+            }
+            self.current = self.recv_batch().await?.into_iter();
+        }
+    }
+
+    /// Records decoded and waiting for the consumer.
+    pub fn queued(&self) -> u64 {
+        self.stats.queued.load(Ordering::Relaxed) + self.current.len() as u64
     }
 }
 
@@ -49,7 +77,7 @@ pub(super) fn spawn(
     rings: Vec<RingBuf<MapData>>,
     capacity: usize,
 ) -> std::io::Result<RecordReceiver> {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let (tx, rx) = mpsc::channel(capacity.div_ceil(BATCH).max(1));
     let stats = Arc::new(ReaderStats::default());
     for ring in rings {
         // SAFETY: the ring's fd is owned by the RingBuf moved into the AsyncFd; it stays open and
@@ -58,15 +86,18 @@ pub(super) fn spawn(
             .map_err(|e| e.into_parts().1)?;
         tokio::spawn(read_ring(fd, tx.clone(), stats.clone()));
     }
-    Ok(RecordReceiver { rx, stats })
+    Ok(RecordReceiver {
+        rx,
+        current: Vec::new().into_iter(),
+        stats,
+    })
 }
 
 async fn read_ring(
     mut ring: AsyncFd<RingBuf<MapData>>,
-    tx: mpsc::Sender<Record>,
+    tx: mpsc::Sender<Vec<Record>>,
     stats: Arc<ReaderStats>,
 ) {
-    let mut batch = Vec::with_capacity(BATCH);
     loop {
         tokio::select! {
             ready = ring.readable_mut() => match ready {
@@ -80,11 +111,17 @@ async fn read_ring(
         }
         // Drain in batches so the channel is not awaited while a ring item is borrowed.
         loop {
+            let mut batch = Vec::new();
             let inner = ring.get_mut();
             while batch.len() < BATCH {
                 let Some(item) = inner.next() else { break };
                 match records::decode(&item) {
-                    Ok(record) => batch.push(record),
+                    Ok(record) => {
+                        if batch.is_empty() {
+                            batch.reserve_exact(BATCH);
+                        }
+                        batch.push(record);
+                    }
                     Err(e) => {
                         if stats.decode_errors.fetch_add(1, Ordering::Relaxed) == 0 {
                             warn!("undecodable kernel record (further ones only counted): {e}");
@@ -98,10 +135,11 @@ async fn read_ring(
             stats
                 .records
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            for record in batch.drain(..) {
-                if tx.send(record).await.is_err() {
-                    return;
-                }
+            stats
+                .queued
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            if tx.send(batch).await.is_err() {
+                return;
             }
         }
     }

@@ -579,9 +579,33 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 })
             }
             RecordKind::FdReport => {
-                let r: FdReportRecord = read(bytes, kind)?;
+                // Without counters the record ends where they would start.
+                let head = std::mem::offset_of!(FdReportRecord, counters);
+                let whole = size_of::<FdReportRecord>();
+                if bytes.len() < head {
+                    return Err(DecodeError::Short {
+                        kind,
+                        len: bytes.len(),
+                        need: head,
+                    });
+                }
+                let mut r = FdReportRecord::default();
+                let n = bytes.len().min(whole);
+                // SAFETY: at most size_of::<FdReportRecord>() bytes into a plain #[repr(C)]
+                // record, valid for any bytes.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), (&raw mut r).cast::<u8>(), n)
+                };
+                let counted = r.has_counters != 0;
+                if counted && n < whole {
+                    return Err(DecodeError::Short {
+                        kind,
+                        len: bytes.len(),
+                        need: whole,
+                    });
+                }
                 use sysflow_common::report_reason as rr;
-                let counters = (r.has_counters != 0).then(|| IoCounters::from(&r.counters));
+                let counters = counted.then(|| IoCounters::from(&r.counters));
                 let close = |reason| {
                     Record::Close(CloseEvent {
                         common: c.clone(),
@@ -767,6 +791,39 @@ mod tests {
             b[i / 8] ^= 1 << (i % 8);
             let _ = decode(&b);
         }
+    }
+
+    #[test]
+    fn a_close_without_counters_is_a_short_record_and_a_counted_one_must_be_whole() {
+        let head = std::mem::offset_of!(FdReportRecord, counters);
+        let mut r = FdReportRecord {
+            header: RecordHeader {
+                kind: RecordKind::FdReport as u16,
+                size: head as u32,
+                tgid: 9,
+                ..Default::default()
+            },
+            fd: 4,
+            reason: sysflow_common::report_reason::CLOSE,
+            ..Default::default()
+        };
+        let short = bytes_of(&r)[..head].to_vec();
+        match decode(&short).unwrap() {
+            Record::Close(c) => assert_eq!((c.fd, c.counters, c.common.tgid), (4, None, 9)),
+            other => panic!("{other:?}"),
+        }
+        r.has_counters = 1;
+        r.counters.write_bytes = 300;
+        r.header.size = size_of::<FdReportRecord>() as u32;
+        let whole = bytes_of(&r);
+        match decode(&whole).unwrap() {
+            Record::Close(c) => assert_eq!(c.counters.unwrap().write_bytes, 300),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decode(&whole[..head + 8]),
+            Err(DecodeError::Short { .. })
+        ));
     }
 
     #[test]

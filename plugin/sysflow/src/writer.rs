@@ -146,27 +146,31 @@ struct Tracked<T> {
 }
 
 /// The latest known version of every entity, and which versions the current file has.
+/// The entity tables are looked up for every record: foldhash (seeded per process) instead of
+/// SipHash.
+type Table<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 struct Entities {
     next_version: u64,
-    processes: HashMap<Oid, Tracked<Process>>,
-    files: HashMap<Foid, Tracked<File>>,
-    containers: HashMap<String, Tracked<Container>>,
-    pods: HashMap<String, Tracked<Pod>>,
+    processes: Table<Oid, Tracked<Process>>,
+    files: Table<Foid, Tracked<File>>,
+    containers: Table<String, Tracked<Container>>,
+    pods: Table<String, Tracked<Pod>>,
     in_file: InFile,
 }
 
 /// Entity versions written to the current file.
 #[derive(Default)]
 struct InFile {
-    processes: HashMap<Oid, u64>,
-    files: HashMap<Foid, u64>,
-    containers: HashMap<String, u64>,
-    pods: HashMap<String, u64>,
+    processes: Table<Oid, u64>,
+    files: Table<Foid, u64>,
+    containers: Table<String, u64>,
+    pods: Table<String, u64>,
 }
 
 fn upsert<K: std::hash::Hash + Eq, T: PartialEq>(
-    map: &mut HashMap<K, Tracked<T>>,
+    map: &mut Table<K, Tracked<T>>,
     next_version: &mut u64,
     key: K,
     value: T,
