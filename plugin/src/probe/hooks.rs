@@ -316,52 +316,49 @@ impl Kernel {
 
     /// Loads the empty feature programs and attaches each for a moment.
     pub fn check_features(&mut self, btf: &Btf) -> KernelFeatures {
-        fn outcome<L>(
-            load: Result<(), ProgramError>,
-            attach: impl FnOnce() -> Result<L, ProgramError>,
-        ) -> Result<(), String> {
-            load.map_err(|e| match e {
-                // No verifier log when the kernel refuses the program type outright.
-                ProgramError::LoadError { io_error, .. } => io_error.to_string(),
-                other => other.to_string(),
-            })?;
-            attach().map(drop).map_err(|e| e.to_string())
+        KernelFeatures {
+            fentry: accepted::<FEntry, _>(
+                &mut self.ebpf,
+                "feature_fentry",
+                |p| p.load("do_sys_openat2", btf),
+                |p| p.attach(),
+            ),
+            fexit: accepted::<FExit, _>(
+                &mut self.ebpf,
+                "feature_fexit",
+                |p| p.load("do_sys_openat2", btf),
+                |p| p.attach(),
+            ),
+            lsm: accepted::<Lsm, _>(
+                &mut self.ebpf,
+                "feature_lsm",
+                |p| p.load("file_open", btf),
+                |p| p.attach(),
+            ),
         }
-        let fentry = match self
-            .ebpf
-            .program_mut("feature_fentry")
-            .and_then(|p| <&mut FEntry>::try_from(p).ok())
-        {
-            Some(p) => {
-                let load = p.load("do_sys_openat2", btf);
-                outcome(load, || p.attach())
-            }
-            None => Err("program missing".into()),
-        };
-        let fexit = match self
-            .ebpf
-            .program_mut("feature_fexit")
-            .and_then(|p| <&mut FExit>::try_from(p).ok())
-        {
-            Some(p) => {
-                let load = p.load("do_sys_openat2", btf);
-                outcome(load, || p.attach())
-            }
-            None => Err("program missing".into()),
-        };
-        let lsm = match self
-            .ebpf
-            .program_mut("feature_lsm")
-            .and_then(|p| <&mut Lsm>::try_from(p).ok())
-        {
-            Some(p) => {
-                let load = p.load("file_open", btf);
-                outcome(load, || p.attach())
-            }
-            None => Err("program missing".into()),
-        };
-        KernelFeatures { fentry, fexit, lsm }
     }
+}
+
+/// Whether the kernel loads and attaches program `name` (attached for a moment only).
+fn accepted<P, L>(
+    ebpf: &mut Ebpf,
+    name: &str,
+    load: impl FnOnce(&mut P) -> Result<(), ProgramError>,
+    attach: impl FnOnce(&mut P) -> Result<L, ProgramError>,
+) -> Result<(), String>
+where
+    for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program>,
+{
+    let program: &mut P = ebpf
+        .program_mut(name)
+        .and_then(|p| p.try_into().ok())
+        .ok_or("program missing")?;
+    load(program).map_err(|e| match e {
+        // No verifier log when the kernel refuses the program type outright.
+        ProgramError::LoadError { io_error, .. } => io_error.to_string(),
+        other => other.to_string(),
+    })?;
+    attach(program).map(drop).map_err(|e| e.to_string())
 }
 
 /// The dispatcher and the handler program of every syscall it tail-calls, in the handler array.
