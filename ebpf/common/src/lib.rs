@@ -564,13 +564,6 @@ pub struct KernelOffsets {
     pub sock_type: u32,
     pub mm_arg_start: u32,
     pub mm_arg_end: u32,
-    /// Offset of `group_dead` in the sched_process_exit record, or `u32::MAX` when the running
-    /// kernel's record has no such field.
-    pub tp_exit_group_dead: u32,
-    /// Offset of the `filename` __data_loc word in the sched_process_exec record.
-    pub tp_exec_filename: u32,
-    /// Offset of `old_pid` in the sched_process_exec record.
-    pub tp_exec_old_pid: u32,
     pub task_pid: u32,
     pub task_flags: u32,
     pub task_cgroups: u32,

@@ -288,10 +288,6 @@ impl Btf {
             sock_type: f("sock", &["sk_type"])?,
             mm_arg_start: f("mm_struct", &["arg_start"])?,
             mm_arg_end: f("mm_struct", &["arg_end"])?,
-            // Filled from tracefs by the loader.
-            tp_exit_group_dead: u32::MAX,
-            tp_exec_filename: 0,
-            tp_exec_old_pid: 0,
             task_pid: f("task_struct", &["pid"])?,
             task_flags: f("task_struct", &["flags"])?,
             task_cgroups: f("task_struct", &["cgroups"])?,

@@ -225,15 +225,13 @@ impl Probe {
         raise_memlock_limit();
         // Parsed for the offsets and dropped at once: aya parses the same BTF again below, and
         // both at once would add to the agent's peak memory.
-        let mut offsets = Btf::from_sys_fs()?.kernel_offsets()?;
+        let offsets = Btf::from_sys_fs()?.kernel_offsets()?;
         let tracefs = Tracefs::find_or_mount()?;
-        offsets.tp_exec_filename =
-            tracefs.field_offset("sched", "sched_process_exec", "filename")?;
-        offsets.tp_exec_old_pid = tracefs.field_offset("sched", "sched_process_exec", "old_pid")?;
-        // Older kernels' sched_process_exit has no group_dead; the programs then use tid == tgid.
-        offsets.tp_exit_group_dead = tracefs
+        // The tracepoint gained its group_dead argument with the record field (6.x); older
+        // kernels' programs compare tid and tgid instead.
+        let exit_has_group_dead = tracefs
             .field_offset("sched", "sched_process_exit", "group_dead")
-            .unwrap_or(u32::MAX);
+            .is_ok();
         let load_config = LoadConfig {
             offsets,
             syscalls: syscalls::numbers(),
@@ -242,8 +240,7 @@ impl Probe {
             // The reader polls every few milliseconds; it is woken early only when a ring is a
             // quarter full.
             wakeup_bytes: u64::from(config.ring_bytes / 4),
-            // The tracepoint gained the argument with the record field.
-            exit_has_group_dead: (offsets.tp_exit_group_dead != u32::MAX) as u32,
+            exit_has_group_dead: exit_has_group_dead as u32,
             _pad: 0,
         };
         debug!(?load_config, "kernel offsets");
