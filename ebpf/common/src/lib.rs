@@ -481,9 +481,12 @@ pub enum KernelCounter {
     ReadFaults = 5,
     /// Syscalls not followed because the kernel could not allocate the process's state.
     StateUnavailable = 6,
+    /// `FD_COUNTERS` entries of a process that ended without reporting them, found when its
+    /// pid and descriptor number came back: their counts are lost.
+    OrphanedCounters = 7,
 }
 
-pub const KERNEL_COUNTER_COUNT: u32 = 7;
+pub const KERNEL_COUNTER_COUNT: u32 = 8;
 
 /// Runtime settings, index 0 of the `SETTINGS` array; user space may change them at any time.
 #[repr(C)]

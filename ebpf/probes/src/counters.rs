@@ -141,9 +141,10 @@ fn count_hashed(call: &Call, fd: i32, io: &Io, peer: Option<&(u16, Endpoint)>) {
             None => false,
         };
         if stale {
-            // Left by an earlier process with the same pid: not ours to report.
+            // Left by an earlier process with the same pid that ended without reporting it:
+            // not ours to report, and lost.
             if FD_COUNTERS.remove(&key).is_ok() {
-                bump(KernelCounter::FdTableFull);
+                bump(KernelCounter::OrphanedCounters);
             }
         } else if new_peer {
             // A datagram socket talking to someone new: what was counted so far belongs to the

@@ -92,6 +92,7 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> u32 {
         submit(buf, size_of::<CloneRecord>());
     }
     if child_wants {
+        // The child's identity for its record's header (its own state, if any, is not needed).
         let child_call = Call {
             task: child,
             state: call.state,

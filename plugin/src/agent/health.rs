@@ -30,6 +30,7 @@ pub fn update(m: &HealthMetrics, s: &Sources<'_>) {
             k.pending_table_full,
             k.read_faults,
             k.state_unavailable,
+            k.orphaned_counters,
         ]);
         m.strings_truncated.set_total(k.strings_truncated);
     }

@@ -76,7 +76,7 @@ impl MirroredCounter {
 pub struct HealthMetrics {
     pub kernel_records: MirroredCounter,
     pub kernel_dropped: Family<ReasonLabel, Counter>,
-    dropped_last: [AtomicU64; 5],
+    dropped_last: [AtomicU64; 6],
     pub strings_truncated: MirroredCounter,
     pub ring_fill: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub queue_length: Gauge,
@@ -112,12 +112,13 @@ pub const RECORD_TYPES: [&str; 12] = [
 ];
 
 /// Reasons kernel records are lost, in `KernelStats` order.
-pub const DROP_REASONS: [&str; 5] = [
+pub const DROP_REASONS: [&str; 6] = [
     "ring_full",
     "fd_table_full",
     "pending_table_full",
     "read_fault",
     "state_unavailable",
+    "orphaned_counters",
 ];
 
 /// The NRI events counted, by `Event` number.
@@ -191,7 +192,7 @@ impl HealthMetrics {
         );
         r.register(
             "kernel_records_dropped",
-            "Kernel records lost, by reason: ring_full (ring buffer full), fd_table_full and pending_table_full (kernel tables full), read_fault (unreadable user memory), state_unavailable (a process's state could not be allocated)",
+            "Kernel records lost, by reason: ring_full (ring buffer full), fd_table_full and pending_table_full (kernel tables full), read_fault (unreadable user memory), state_unavailable (a process's state could not be allocated), orphaned_counters (counters of a process that ended without reporting them)",
             self.kernel_dropped.clone(),
         );
         r.register(
@@ -308,7 +309,7 @@ impl HealthMetrics {
             .set(1);
     }
 
-    pub fn set_drops(&self, by_reason: [u64; 5]) {
+    pub fn set_drops(&self, by_reason: [u64; 6]) {
         for (i, total) in by_reason.into_iter().enumerate() {
             let c = self.kernel_dropped.get_or_create_owned(&ReasonLabel {
                 reason: DROP_REASONS[i],

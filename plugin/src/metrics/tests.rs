@@ -98,7 +98,7 @@ fn mirrored_counters_add_only_growth() {
 #[test]
 fn health_metrics_follow_the_conventions() {
     let m = Metrics::new();
-    m.health.set_drops([7, 0, 1, 0, 2]);
+    m.health.set_drops([7, 0, 1, 0, 2, 3]);
     m.health
         .set_records_written(&[1, 0, 0, 0, 4, 0, 2, 9, 0, 0, 0, 0]);
     let text = m.encode_text();
@@ -106,6 +106,7 @@ fn health_metrics_follow_the_conventions() {
         r#"nri_sysflow_kernel_records_dropped_total{reason="ring_full"} 7"#,
         r#"nri_sysflow_kernel_records_dropped_total{reason="pending_table_full"} 1"#,
         r#"nri_sysflow_kernel_records_dropped_total{reason="state_unavailable"} 2"#,
+        r#"nri_sysflow_kernel_records_dropped_total{reason="orphaned_counters"} 3"#,
         r#"nri_sysflow_sysflow_records_written_total{type="FF"} 9"#,
         r#"nri_sysflow_sysflow_records_written_total{type="PE"} 4"#,
         r#"nri_sysflow_build_info{version=""#,

@@ -130,6 +130,9 @@ pub struct KernelStats {
     pub read_faults: u64,
     /// Syscalls not followed because the kernel could not allocate a process's state.
     pub state_unavailable: u64,
+    /// Counters of a process that ended without reporting them, found when its pid and fd
+    /// number came back (lost).
+    pub orphaned_counters: u64,
 }
 
 /// Loaded and attached programs with their maps.
@@ -418,6 +421,7 @@ impl Probe {
             pending_table_full: sum(KernelCounter::PendingTableFull)?,
             read_faults: sum(KernelCounter::ReadFaults)?,
             state_unavailable: sum(KernelCounter::StateUnavailable)?,
+            orphaned_counters: sum(KernelCounter::OrphanedCounters)?,
         })
     }
 
