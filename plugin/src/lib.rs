@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod cgroup;
 pub mod engine;
+pub mod log_limit;
 pub mod metrics;
 pub mod nri;
 pub mod policy;

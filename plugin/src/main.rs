@@ -180,9 +180,10 @@ async fn real_main() -> anyhow::Result<()> {
             )?;
             let summary = agent::run(cfg, duration.map(Duration::from_secs)).await?;
             eprintln!(
-                "nri-sysflow: {} kernel records, {} SysFlow records written, {} ring drops, peak RSS {:.1} MiB, last file {}",
+                "nri-sysflow: {} kernel records, {} SysFlow records written, {} lost to output errors, {} ring drops, peak RSS {:.1} MiB, last file {}",
                 summary.kernel_records,
                 summary.records_written,
+                summary.records_lost,
                 summary.ring_drops,
                 summary.peak_rss_mib,
                 summary

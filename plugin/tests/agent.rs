@@ -26,6 +26,8 @@ struct Agent {
     _turn: std::sync::MutexGuard<'static, ()>,
     child: Child,
     dir: tempfile::TempDir,
+    /// Where it writes (`dir`, or a directory the test owns).
+    output: PathBuf,
     log: std::sync::Arc<std::sync::Mutex<String>>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
@@ -41,15 +43,21 @@ struct Stopped {
 
 impl Agent {
     fn start(args: &[&str]) -> Agent {
+        Self::start_writing_to(None, args)
+    }
+
+    /// Starts the agent writing into `output` (a directory of its own when None).
+    fn start_writing_to(output: Option<&Path>, args: &[&str]) -> Agent {
         require_root();
         let turn = ONE_AGENT_AT_A_TIME
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
+        let output = output.unwrap_or(dir.path()).to_path_buf();
         let mut child = Command::new(AGENT)
             .arg("run")
             .arg("--output")
-            .arg(dir.path())
+            .arg(&output)
             .args(["--metrics-addr", "127.0.0.1:0"])
             .args(args)
             .env(
@@ -89,6 +97,7 @@ impl Agent {
             _turn: turn,
             child,
             dir,
+            output,
             log,
             reader: Some(reader),
         }
@@ -103,7 +112,8 @@ impl Agent {
             r.join().unwrap();
         }
         let log = self.log.lock().unwrap().clone();
-        // "nri-sysflow: N kernel records, M SysFlow records written, D ring drops, last file F"
+        // "nri-sysflow: N kernel records, M SysFlow records written, L lost to output errors,
+        // D ring drops, peak RSS R MiB, last file F"
         let summary = log
             .lines()
             .find(|l| l.contains("ring drops"))
@@ -113,7 +123,7 @@ impl Agent {
             .find_map(|p| p.strip_suffix(" ring drops"))
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("{summary}"));
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.output)
             .unwrap()
             .map(|e| e.unwrap().path())
             .collect();
@@ -565,6 +575,121 @@ fn start_errors_are_one_clear_line_with_a_failing_exit_code() {
         err.starts_with("nri-sysflow: output directory /proc/nope is not writable"),
         "{err}"
     );
+}
+
+/// A size-limited tmpfs mounted for one test, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "nri-sysflow-test",
+            ])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount tmpfs at {}", at.display());
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Writes zeros into `path` until the filesystem is full.
+fn fill(path: &Path) {
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 16 << 10];
+    while f.write_all(&chunk).is_ok() {}
+    // What still fits in part of a chunk.
+    while f.write_all(&[0u8; 512]).is_ok() {}
+}
+
+#[test]
+fn a_full_disk_is_survived_counted_and_every_file_stays_whole() {
+    let root = tempfile::tempdir().unwrap();
+    let output = root.path().join("out");
+    std::fs::create_dir(&output).unwrap();
+    let _tmpfs = Tmpfs::mount(&output, "512k");
+    let config = root.path().join("agent.yaml");
+    // Blocks go out every second and files rotate every two: both happen while the disk is full.
+    std::fs::write(&config, "output:\n  flush_secs: 1\n  rotate_secs: 2\n").unwrap();
+    let agent = Agent::start_writing_to(Some(&output), &["--config", config.to_str().unwrap()]);
+    let cgroup = TestCgroup::new("agent-full");
+    let work = tempfile::tempdir().unwrap();
+    let write = |name: &str| {
+        let path = work.path().join(name);
+        let status = cgroup
+            .workload(&["write-file", path.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        path
+    };
+
+    let filler = output.join("filler");
+    fill(&filler);
+    for i in 0..20 {
+        write(&format!("while-full-{i}.bin"));
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    std::fs::remove_file(&filler).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let after = write("after-space-returned.bin");
+    std::thread::sleep(Duration::from_secs(2));
+    let stopped = agent.stop();
+
+    // Running all along; the failure said once, the recovery once, with what was lost.
+    assert_eq!(
+        stopped.log.matches("SysFlow output failing").count(),
+        1,
+        "{}",
+        stopped.log
+    );
+    let lost: u64 = stopped
+        .log
+        .lines()
+        .find(|l| l.contains("SysFlow output recovered"))
+        .and_then(|l| {
+            l.split("lost=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("{}", stopped.log));
+    assert!(lost > 0, "{}", stopped.log);
+    // And the exit summary counts the same records (nothing was lost after the recovery).
+    assert!(
+        stopped.log.contains(&format!(
+            " SysFlow records written, {lost} lost to output errors, "
+        )),
+        "{}",
+        stopped.log
+    );
+    // Every file whole: ours reads each to its end, sysprint reads them all, nothing refers
+    // to an entity its file lacks, no .partial is left (Agent::stop checks the names).
+    assert!(!stopped.files.is_empty());
+    assert_files_stand_alone(&stopped.files);
+    let ours = ours_json(&stopped.files);
+    assert_eq!(ours, sysprint_json(&stopped.files));
+    // Written after space returned: there, with its process.
+    let flows: Vec<&Json> = ours
+        .iter()
+        .filter(|r| r["type"] == "FF" && r["file"]["path"] == after.to_str().unwrap())
+        .collect();
+    assert_eq!(flows.len(), 1, "{flows:#?}");
+    assert_eq!(flows[0]["flow"]["wbytes"], 300);
+    assert_eq!(flows[0]["proc"]["exe"], WORKLOAD);
 }
 
 #[test]

@@ -7,12 +7,13 @@ use crate::{
     engine::Engine,
     metrics::HealthMetrics,
     nri::stats::NriStats,
-    probe::Probe,
+    probe::{Probe, ReaderStats},
     workloads::{Workloads, source::ActiveSource},
 };
 
 pub struct Sources<'a> {
     pub probe: &'a Probe,
+    pub reader: &'a ReaderStats,
     pub engine: &'a Engine,
     pub queue_length: usize,
     pub kernel_fd_entries: usize,
@@ -43,7 +44,20 @@ pub fn update(m: &HealthMetrics, s: &Sources<'_>) {
     m.set_records_written(&writer.records_by_type);
     m.files_completed.set_total(writer.files_completed);
     m.bytes_written.set_total(writer.bytes_written);
-    m.export_errors.set_total(s.engine.stats.write_errors);
+    m.export_errors.set_total(writer.output_failures);
+    let w = &s.workloads.stats;
+    m.set_losses([
+        s.reader.decode_errors.load(Relaxed),
+        w.updates_dropped.load(Relaxed),
+        w.cgroup_unresolved.load(Relaxed),
+        w.table_full.load(Relaxed),
+        w.kernel_map_errors.load(Relaxed),
+        writer.records_lost,
+        s.engine.stats.records_refused,
+        writer.missing_ancestors,
+    ]);
+    m.records_filtered_by_path
+        .set_total(s.engine.stats.filtered_by_path);
     m.set_tables(
         s.engine.process_count(),
         s.engine.file_count(),
@@ -65,7 +79,6 @@ pub fn update(m: &HealthMetrics, s: &Sources<'_>) {
         ActiveSource::None => "none",
     });
 
-    let w = &s.workloads.stats;
     m.containers.set(s.workloads.container_count() as i64);
     m.pods.set(s.workloads.pod_count() as i64);
     m.late_registrations

@@ -84,6 +84,8 @@ pub enum StartError {
 pub struct RunSummary {
     pub kernel_records: u64,
     pub records_written: u64,
+    /// SysFlow records the output could not take (a full disk, a failing device).
+    pub records_lost: u64,
     pub files_completed: u64,
     pub ring_drops: u64,
     pub last_file: Option<PathBuf>,
@@ -255,6 +257,7 @@ pub async fn run(
     let flush_every = Duration::from_secs(config.output.flush_secs.max(1));
     let mut last_flush = Instant::now();
     let mut status = StatusLine::new(std::io::stderr().is_terminal());
+    let mut output_watch = OutputWatch::default();
     let mut kernel_fd_entries = 0;
     loop {
         tokio::select! {
@@ -287,8 +290,10 @@ pub async fn run(
                 }
                 let drops = probe.kernel_stats().map(|s| s.ring_full).unwrap_or(0);
                 status.show(&engine, drops);
+                output_watch.report(engine.writer().stats());
                 health::update(&metrics.health, &health::Sources {
                     probe: &probe,
+                    reader: &records.stats,
                     engine: &engine,
                     queue_length: records.queued() as usize,
                     kernel_fd_entries,
@@ -338,6 +343,7 @@ pub async fn run(
     Ok(RunSummary {
         kernel_records,
         records_written: stats.records_by_type.iter().sum(),
+        records_lost: stats.records_lost,
         files_completed: stats.files_completed + 1,
         ring_drops,
         last_file,
@@ -368,6 +374,37 @@ fn configured_cgroups(
             Ok((path.clone(), id, parse_mode(mode).unwrap_or_default()))
         })
         .collect()
+}
+
+/// Says once that the SysFlow output started failing, and once that it recovered, with the
+/// records lost in between (they are counted either way).
+#[derive(Default)]
+struct OutputWatch {
+    failing: bool,
+    /// Records lost as of the last report that found the output working.
+    lost_while_working: u64,
+}
+
+impl OutputWatch {
+    fn report(&mut self, stats: &sysflow::writer::WriterStats) {
+        match (&stats.output_error, self.failing) {
+            (Some(e), false) => {
+                warn!("SysFlow output failing, records are counted as lost until it recovers: {e}");
+                self.failing = true;
+            }
+            (None, true) => {
+                info!(
+                    lost = stats.records_lost - self.lost_while_working,
+                    "SysFlow output recovered"
+                );
+                self.failing = false;
+            }
+            _ => {}
+        }
+        if !self.failing {
+            self.lost_while_working = stats.records_lost;
+        }
+    }
 }
 
 /// A one-line live status on a terminal: records/s, drops, files written.

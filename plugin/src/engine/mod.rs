@@ -97,8 +97,9 @@ pub struct EngineStats {
     pub filtered_by_path: u64,
     /// File entities forgotten to keep the file table bounded.
     pub files_evicted: u64,
-    /// Records the writer refused (a bug if ever non-zero).
-    pub write_errors: u64,
+    /// Records the writer refused (a record referring to an entity it was never given: a bug
+    /// if ever non-zero). Records lost to a failing output are counted by the writer.
+    pub records_refused: u64,
 }
 
 pub struct Engine {
@@ -125,6 +126,7 @@ pub struct Engine {
     series_expiry: Vec<(i64, String)>,
     series_grace_ns: i64,
     writer: SysFlowWriter,
+    refusals_logged: crate::log_limit::LogLimiter,
     /// Add to a CLOCK_BOOTTIME timestamp to get wall-clock ns.
     boot_to_wall_ns: i128,
     pub stats: EngineStats,
@@ -155,6 +157,7 @@ impl Engine {
             series_expiry: Vec::new(),
             series_grace_ns: 300_000_000_000,
             writer,
+            refusals_logged: crate::log_limit::LogLimiter::new(std::time::Duration::from_secs(10)),
             boot_to_wall_ns,
             stats: EngineStats::default(),
         }
@@ -491,9 +494,13 @@ impl Engine {
                 counters.observe(&record);
             }
         }
-        if let Err(e) = self.writer.write(&record) {
-            self.stats.write_errors += 1;
-            warn!("SysFlow record not written: {e}");
+        if let Err(e) = self.writer.write(&record)
+            && !e.is_output_failure()
+        {
+            self.stats.records_refused += 1;
+            if let Some(suppressed) = self.refusals_logged.allow() {
+                warn!(suppressed, "SysFlow record refused: {e}");
+            }
         }
     }
 
@@ -1236,14 +1243,11 @@ impl Engine {
             }
             self.files_set.retain(|o| open.contains(o));
         }
-        if let Err(e) = self
+        // Failures are the writer's to count and the agent's to report (once, not per tick).
+        let _ = self
             .writer
             .rotate_if_due()
-            .and_then(|_| self.writer.flush())
-        {
-            self.stats.write_errors += 1;
-            warn!("SysFlow output: {e}");
-        }
+            .and_then(|_| self.writer.flush());
     }
 
     /// Shutdown (after the kernel's final flush reports were handled): every open flow is
@@ -1269,9 +1273,8 @@ impl Engine {
                 .unwrap_or_default();
             self.end_flows(tgid, fds, now, op::TRUNCATE);
         }
-        let stats = self.writer.stats().clone();
-        let last = self.writer.close()?;
-        Ok((last, stats))
+        let last = self.writer.finish()?;
+        Ok((last, self.writer.stats().clone()))
     }
 }
 

@@ -46,6 +46,11 @@ pub struct SourceLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WhatLabel {
+    pub what: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TableLabel {
     pub table: &'static str,
 }
@@ -77,6 +82,9 @@ pub struct HealthMetrics {
     pub kernel_records: MirroredCounter,
     pub kernel_dropped: Family<ReasonLabel, Counter>,
     dropped_last: [AtomicU64; 6],
+    pub losses: Family<WhatLabel, Counter>,
+    losses_last: [AtomicU64; LOSSES.len()],
+    pub records_filtered_by_path: MirroredCounter,
     pub strings_truncated: MirroredCounter,
     pub ring_fill: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub queue_length: Gauge,
@@ -121,6 +129,26 @@ pub const DROP_REASONS: [&str; 6] = [
     "orphaned_counters",
 ];
 
+/// What else the agent loses or gives up, outside the kernel (`losses_total{what}`).
+pub const LOSSES: [&str; 8] = [
+    // Ring items the probe could not decode.
+    "undecodable_kernel_records",
+    // Container updates the engine's queue had no room for (their metadata comes late).
+    "dropped_workload_updates",
+    // Containers whose cgroup could not be found (captured untagged, in the default mode).
+    "unresolved_container_cgroups",
+    // Containers not tracked because the workload table was full.
+    "untracked_containers",
+    // Capture-mode map updates the kernel refused.
+    "kernel_map_errors",
+    // SysFlow records given up because the output failed (full disk, unwritable directory).
+    "sysflow_records_lost",
+    // SysFlow records the writer refused (an entity it never got: a bug).
+    "sysflow_records_refused",
+    // Processes written with a parent the writer never got (a dangling parent OID).
+    "missing_ancestors",
+];
+
 /// The NRI events counted, by `Event` number.
 const NRI_EVENT_NAMES: [&str; 16] = [
     "unknown",
@@ -154,6 +182,9 @@ impl HealthMetrics {
             kernel_records: MirroredCounter::default(),
             kernel_dropped: Family::default(),
             dropped_last: Default::default(),
+            losses: Family::default(),
+            losses_last: Default::default(),
+            records_filtered_by_path: MirroredCounter::default(),
             strings_truncated: MirroredCounter::default(),
             ring_fill: Gauge::default(),
             queue_length: Gauge::default(),
@@ -196,6 +227,16 @@ impl HealthMetrics {
             self.kernel_dropped.clone(),
         );
         r.register(
+            "losses",
+            "What the agent lost or gave up outside the kernel, by what: undecodable_kernel_records, dropped_workload_updates (container updates the engine's queue had no room for), unresolved_container_cgroups, untracked_containers (workload table full), kernel_map_errors, sysflow_records_lost (output failed), sysflow_records_refused (a bug), missing_ancestors (dangling parent OIDs)",
+            self.losses.clone(),
+        );
+        r.register(
+            "records_filtered_by_path",
+            "File records a container's path policy left out",
+            self.records_filtered_by_path.counter.clone(),
+        );
+        r.register(
             "syscall_hooks_attached",
             "1 while the syscall hooks are attached: some cgroup wants file, network, I/O or syscall-level process capture (0: no thread on the node pays for them)",
             self.syscall_hooks_attached.clone(),
@@ -234,7 +275,7 @@ impl HealthMetrics {
         );
         r.register(
             "export_errors",
-            "SysFlow records or files that could not be written",
+            "SysFlow output operations that failed (a block or a file that could not be written)",
             self.export_errors.counter.clone(),
         );
         r.register(
@@ -315,6 +356,15 @@ impl HealthMetrics {
                 reason: DROP_REASONS[i],
             });
             add_delta(&c, &self.dropped_last[i], total);
+        }
+    }
+
+    pub fn set_losses(&self, by_what: [u64; LOSSES.len()]) {
+        for (i, total) in by_what.into_iter().enumerate() {
+            let c = self
+                .losses
+                .get_or_create_owned(&WhatLabel { what: LOSSES[i] });
+            add_delta(&c, &self.losses_last[i], total);
         }
     }
 

@@ -11,6 +11,11 @@
 //!   `<name>.sf` when complete; leftovers of a crash are renamed on the next start.
 //! * Names are `<node>-<unix seconds>-<sequence>.sf`, fixed width, so they sort in the order
 //!   they were written.
+//! * A failing output (a full disk, a directory that became unwritable) never stops the writer:
+//!   a block that cannot be written whole is taken back and its records are counted as lost
+//!   (`WriterStats::records_lost`), entities are written again before the records that follow,
+//!   a file that cannot be opened is tried again at most once a second, and writing resumes when
+//!   the output does. Files stay readable whole throughout.
 
 use std::{
     collections::HashMap,
@@ -23,7 +28,7 @@ use std::{
 use crate::{
     avro::{
         CompressError,
-        container::{ContainerError, ContainerWriter},
+        container::{BlockOutput, ContainerError, ContainerWriter, FileOutput, StreamOutput},
     },
     records::{Container, File, Foid, Oid, Pod, Process, Record, SfHeader, SfObjectState},
     schema::{SCHEMA_VERSION, WriterSchema},
@@ -34,6 +39,8 @@ pub const DEFAULT_BLOCK_BYTES: usize = 80_000;
 /// The collector's `-G` default in deployments: rotate every 5 minutes.
 pub const DEFAULT_ROTATE: Duration = Duration::from_secs(300);
 const PARTIAL_SUFFIX: &str = ".sf.partial";
+/// How often a file that could not be created is tried again.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Compression {
@@ -117,6 +124,22 @@ pub enum SysflowWriteError {
     /// Headers are written by the writer itself; NetworkEvent is never written.
     #[error("{0} records are not written through write()")]
     NotWritable(&'static str),
+    /// No file is open (the last one could not be created); the record is counted as lost.
+    #[error("no output file: {0}")]
+    NoOutput(String),
+}
+
+impl SysflowWriteError {
+    /// The output failed (the record is counted in `WriterStats::records_lost`), as opposed to
+    /// a record the writer refuses (a bug in the caller).
+    pub fn is_output_failure(&self) -> bool {
+        matches!(
+            self,
+            SysflowWriteError::Io { .. }
+                | SysflowWriteError::Compress(_)
+                | SysflowWriteError::NoOutput(_)
+        )
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SysflowWriteError + '_ {
@@ -129,8 +152,14 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SysflowWriteError + '_ {
 /// What the writer has done, for metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WriterStats {
-    /// Records written, by union branch (0 = SFHeader ... 11 = K8sEvent).
+    /// Records in the files, by union branch (0 = SFHeader ... 11 = K8sEvent).
     pub records_by_type: [u64; 12],
+    /// Records given up because the output failed (entities included).
+    pub records_lost: u64,
+    /// The output's error while it is failing; None once a block went through again.
+    pub output_error: Option<String>,
+    /// Output operations that failed (block writes, file creations).
+    pub output_failures: u64,
     pub entities_rewritten_after_rotation: u64,
     /// Parent processes not known to the writer (their poid stays dangling).
     pub missing_ancestors: u64,
@@ -204,15 +233,30 @@ enum Destination {
     Directory { dir: PathBuf },
 }
 
+/// SFHeader's branch in the record union (the index in `WriterStats::records_by_type`).
+const HEADER_BRANCH: usize = 0;
+
 struct OpenFile {
-    /// Writes each block to the file in a single `write_all`.
+    /// Writes each block whole, or takes it back.
     container: ContainerWriter,
     partial: Option<PathBuf>,
     final_path: Option<PathBuf>,
     opened: SystemTime,
+    /// The file's SFHeader record, and whether it still has to be appended: a file starts
+    /// with it, and when the block holding it is lost the next block starts with it again.
+    header: Record,
+    header_due: bool,
 }
 
 impl OpenFile {
+    fn append(&mut self, record: &Record) -> Result<(), ContainerError> {
+        if self.header_due {
+            self.header_due = false;
+            self.container.append(&self.header)?;
+        }
+        self.container.append(record)
+    }
+
     fn error(&self, e: ContainerError) -> SysflowWriteError {
         match e {
             ContainerError::Io(source) => SysflowWriteError::Io {
@@ -235,6 +279,8 @@ pub struct SysFlowWriter {
     last_name: Option<(u64, u32)>,
     /// Fixed sync marker (reproducible output for tests); random per file otherwise.
     sync_marker: Option<[u8; 16]>,
+    /// When no file could be opened: not before this instant again.
+    reopen_at: Option<std::time::Instant>,
 }
 
 impl SysFlowWriter {
@@ -254,7 +300,7 @@ impl SysFlowWriter {
         config: WriterConfig,
     ) -> Result<Self, SysflowWriteError> {
         let mut w = Self::new(config, Destination::Stream);
-        w.start_file(out, None, None, String::new())?;
+        w.start_file(Box::new(StreamOutput(out)), None, None, String::new())?;
         Ok(w)
     }
 
@@ -268,7 +314,7 @@ impl SysFlowWriter {
     ) -> Result<Self, SysflowWriteError> {
         let mut w = Self::new(config, Destination::Stream);
         w.sync_marker = Some(sync_marker);
-        w.start_file(out, None, None, String::new())?;
+        w.start_file(Box::new(StreamOutput(out)), None, None, String::new())?;
         Ok(w)
     }
 
@@ -287,6 +333,7 @@ impl SysFlowWriter {
             stats: WriterStats::default(),
             last_name: None,
             sync_marker: None,
+            reopen_at: None,
         }
     }
 
@@ -371,7 +418,9 @@ impl SysFlowWriter {
 
     /// Writes an event or flow, after the entities it refers to.
     pub fn write(&mut self, record: &Record) -> Result<(), SysflowWriteError> {
-        self.rotate_if_due()?;
+        // A failed rotation is counted in the stats; the record then goes to the next file if
+        // it opened, or is counted as lost.
+        let _ = self.rotate_if_due();
         match record {
             Record::Header(_) => return Err(SysflowWriteError::NotWritable("SFHeader")),
             Record::NetworkEvent(_) => return Err(SysflowWriteError::NotWritable("NetworkEvent")),
@@ -411,13 +460,46 @@ impl SysFlowWriter {
     }
 
     fn append(&mut self, record: &Record) -> Result<(), SysflowWriteError> {
-        let file = self
-            .file
-            .as_mut()
-            .expect("a file is open while the writer lives");
-        file.container.append(record).map_err(|e| file.error(e))?;
-        self.stats.records_by_type[record.branch_index()] += 1;
-        Ok(())
+        let Some(file) = self.file.as_mut() else {
+            self.stats.records_lost += 1;
+            return Err(SysflowWriteError::NoOutput(
+                self.stats.output_error.clone().unwrap_or_default(),
+            ));
+        };
+        let result = file.append(record).map_err(|e| file.error(e));
+        self.account();
+        if let Err(e) = &result {
+            self.failing(e);
+        }
+        result
+    }
+
+    /// Moves what the current file wrote or gave up into the stats. After a loss the file no
+    /// longer has the entities of the lost block: they are written again when next needed.
+    fn account(&mut self) {
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
+        let written = file.container.take_written();
+        let lost = file.container.take_lost();
+        for (total, n) in self.stats.records_by_type.iter_mut().zip(written) {
+            *total += n;
+        }
+        if lost.iter().any(|&n| n > 0) {
+            // The header is not lost: it goes out again with the next block.
+            file.header_due |= lost[HEADER_BRANCH] > 0;
+            self.stats.records_lost += lost.iter().sum::<u64>() - lost[HEADER_BRANCH];
+            self.entities.in_file = InFile::default();
+        }
+        if written.iter().any(|&n| n > 0) {
+            self.stats.output_error = None;
+        }
+    }
+
+    /// Notes a failure of the output for `output_error`.
+    fn failing(&mut self, e: &SysflowWriteError) {
+        self.stats.output_failures += 1;
+        self.stats.output_error = Some(e.to_string());
     }
 
     fn ensure_pod(&mut self, id: &str) -> Result<(), SysflowWriteError> {
@@ -529,10 +611,15 @@ impl SysFlowWriter {
     /// Pushes buffered records to the file as a block (call it periodically so a quiet node's
     /// records do not wait for a full block).
     pub fn flush(&mut self) -> Result<(), SysflowWriteError> {
-        if let Some(file) = self.file.as_mut() {
-            file.container.flush().map_err(|e| file.error(e))?;
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        let result = file.container.flush().map_err(|e| file.error(e));
+        self.account();
+        if let Err(e) = &result {
+            self.failing(e);
         }
-        Ok(())
+        result
     }
 
     /// Rotates when the current file is older than `rotate_after` or larger than
@@ -542,6 +629,14 @@ impl SysFlowWriter {
             return Ok(false);
         };
         let Some(file) = self.file.as_ref() else {
+            // The last file could not be created: try again (at most once a second).
+            if self
+                .reopen_at
+                .is_none_or(|at| std::time::Instant::now() >= at)
+            {
+                self.open_next()?;
+                return Ok(true);
+            }
             return Ok(false);
         };
         let age = SystemTime::now()
@@ -556,32 +651,51 @@ impl SysFlowWriter {
         Ok(false)
     }
 
-    /// Completes the current file and starts the next one.
+    /// Completes the current file and starts the next one (also when completing failed: the
+    /// old file then keeps its `.partial` name, for `recover_partials`).
     pub fn rotate(&mut self) -> Result<(), SysflowWriteError> {
-        self.finish_file()?;
-        self.open_next()
+        let finished = self.finish_file();
+        if let Err(e) = &finished {
+            self.failing(e);
+        }
+        let opened = self.open_next();
+        finished.and(opened)
     }
 
     /// Completes the current file (flushes, renames it to its final name).
     pub fn close(mut self) -> Result<Option<PathBuf>, SysflowWriteError> {
+        self.finish()
+    }
+
+    /// Completes the current file (its last block written, renamed to its final name) and
+    /// opens no other; the stats then count every record of the run. Returns the file's path.
+    pub fn finish(&mut self) -> Result<Option<PathBuf>, SysflowWriteError> {
         let path = self.current_path().map(Path::to_owned);
         self.finish_file()?;
         Ok(path)
     }
 
     fn finish_file(&mut self) -> Result<(), SysflowWriteError> {
-        self.flush()?;
+        // A failed last block is counted as lost; the file is completed all the same.
+        let _ = self.flush();
         let Some(file) = self.file.take() else {
             return Ok(());
         };
-        self.stats.bytes_written += file.container.written();
+        let written = file.container.written();
+        self.stats.bytes_written += written;
         // Closes the file before it is renamed.
         drop(file.container);
+        self.entities.in_file = InFile::default();
         if let (Some(partial), Some(final_path)) = (file.partial, file.final_path) {
+            if written == 0 {
+                // Not even the header made it (the output failed from the start): nothing to
+                // keep.
+                fs::remove_file(&partial).map_err(io_err(&partial))?;
+                return Ok(());
+            }
             fs::rename(&partial, &final_path).map_err(io_err(&partial))?;
         }
         self.stats.files_completed += 1;
-        self.entities.in_file = InFile::default();
         Ok(())
     }
 
@@ -602,19 +716,32 @@ impl SysFlowWriter {
         let name = format!("{}-{secs:010}-{seq:03}", sanitize(&self.config.exporter));
         let final_path = dir.join(format!("{name}.sf"));
         let partial = dir.join(format!("{name}{PARTIAL_SUFFIX}"));
-        let out = OpenOptions::new()
+        let opened = OpenOptions::new()
             .create(true)
-            .write(true)
-            .truncate(true)
+            .append(true)
             .open(&partial)
-            .map_err(io_err(&partial))?;
+            .and_then(|f| {
+                // A name reused within the second after a failed attempt: start it empty.
+                f.set_len(0)?;
+                FileOutput::new(f)
+            })
+            .map_err(io_err(&partial));
+        let out = match opened {
+            Ok(out) => out,
+            Err(e) => {
+                self.reopen_at = Some(std::time::Instant::now() + REOPEN_EVERY);
+                self.failing(&e);
+                return Err(e);
+            }
+        };
+        self.reopen_at = None;
         let filename = final_path.to_string_lossy().into_owned();
         self.start_file(Box::new(out), Some(partial), Some(final_path), filename)
     }
 
     fn start_file(
         &mut self,
-        out: Box<dyn Write + Send>,
+        out: Box<dyn BlockOutput>,
         partial: Option<PathBuf>,
         final_path: Option<PathBuf>,
         filename: String,
@@ -627,22 +754,28 @@ impl SysFlowWriter {
             self.config.block_bytes,
             marker,
         );
-        self.file = Some(OpenFile {
-            container,
-            partial,
-            final_path,
-            opened: SystemTime::now(),
-        });
-        self.entities.in_file = InFile::default();
         let header = Record::Header(SfHeader {
             version: SCHEMA_VERSION,
             exporter: self.config.exporter.clone(),
             ip: self.config.node_ip.clone(),
             filename,
         });
-        self.append(&header)?;
-        // A new file is a complete SysFlow file (container header, SFHeader) at once.
-        self.flush()
+        self.entities.in_file = InFile::default();
+        let mut file = OpenFile {
+            container,
+            partial,
+            final_path,
+            opened: SystemTime::now(),
+            header,
+            header_due: false,
+        };
+        // A new file is a complete SysFlow file (container header, SFHeader) at once. If the
+        // output fails now both go out with the next block.
+        let appended = file.container.append(&file.header);
+        let file = self.file.insert(file);
+        let result = appended.map_err(|e| file.error(e));
+        self.account();
+        result.and_then(|()| self.flush())
     }
 }
 
@@ -678,6 +811,11 @@ pub fn recover_partials(dir: &Path) -> Result<Vec<PathBuf>, SysflowWriteError> {
             continue;
         };
         if let Some(stem) = name.strip_suffix(PARTIAL_SUFFIX) {
+            // A file whose header never made it holds nothing to keep.
+            if fs::metadata(&path).map_err(io_err(&path))?.len() == 0 {
+                fs::remove_file(&path).map_err(io_err(&path))?;
+                continue;
+            }
             let target = dir.join(format!("{stem}.sf"));
             fs::rename(&path, &target).map_err(io_err(&path))?;
             recovered.push(target);

@@ -262,3 +262,56 @@ fn missing_entities_are_errors_not_dangling_references() {
         Err(SysflowWriteError::NotWritable("SFHeader"))
     ));
 }
+
+#[test]
+fn a_vanished_output_directory_is_counted_and_writing_resumes_when_it_returns() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("out");
+    std::fs::create_dir(&dir).unwrap();
+    let config = WriterConfig {
+        rotate_after: Duration::from_millis(200),
+        ..WriterConfig::default()
+    };
+    let mut w = SysFlowWriter::to_directory(&dir, config).unwrap();
+    let s = support::sample();
+    support::write_sample(&mut w, &s);
+    w.write(&flow(&s, 1)).unwrap();
+
+    // The directory goes away (an unmount, an operator's rm -r): completing the file and
+    // opening the next fail, and so does every write until it is back.
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::thread::sleep(Duration::from_millis(250));
+    let err = w.write(&flow(&s, 2)).unwrap_err();
+    assert!(err.is_output_failure(), "{err}");
+    assert!(
+        err.to_string().contains("No such file or directory"),
+        "{err}"
+    );
+    let err = w.write(&flow(&s, 3)).unwrap_err();
+    assert!(matches!(err, SysflowWriteError::NoOutput(_)), "{err}");
+    assert!(
+        err.to_string().contains("No such file or directory"),
+        "{err}"
+    );
+    let lost = w.stats().records_lost;
+    assert!(lost >= 2, "{:?}", w.stats());
+    assert!(w.stats().output_error.is_some());
+
+    // Back: within a second the writer opens a new file, entities included.
+    std::fs::create_dir(&dir).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    w.write(&flow(&s, 4)).unwrap();
+    assert_eq!(w.stats().records_lost, lost);
+    let last = w.close().unwrap().unwrap();
+    assert_eq!(files_in(&dir, ""), vec![last.clone()]);
+    assert_self_contained(&last);
+    let (records, _) = read(&last);
+    let flows: Vec<i64> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::FileFlow(f) => Some(f.num_w_send_bytes),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(flows, [4]);
+}
