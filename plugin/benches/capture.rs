@@ -32,6 +32,7 @@ use std::{
 };
 
 use nri_sysflow::{
+    capture::CaptureMode,
     cgroup::{cgroup_id, cgroup2_mount},
     probe::{DETACH_GRACE, HookChoice, HookSet, Probe, ProbeConfig},
 };
@@ -134,7 +135,7 @@ fn drain(probe: &mut Probe, rt: &tokio::runtime::Runtime) -> Arc<AtomicU64> {
     let count = Arc::new(AtomicU64::new(0));
     let counted = count.clone();
     let _guard = rt.enter();
-    let mut rx = probe.records(65536).expect("records");
+    let mut rx = probe.records().expect("records");
     rt.spawn(async move {
         while rx.recv().await.is_some() {
             counted.fetch_add(1, Ordering::Relaxed);
@@ -183,7 +184,7 @@ fn measure_set(
     workloads: &Workloads,
 ) -> SetFigures {
     let config = ProbeConfig {
-        default_mode: capture::OFF,
+        default_mode: CaptureMode::from_bits(capture::OFF),
         hooks: match set {
             HookSet::Dispatcher => HookChoice::Dispatcher,
             HookSet::Tracepoint => HookChoice::Tracepoint,
@@ -193,7 +194,9 @@ fn measure_set(
     let mut probe = Probe::load(&config).expect("probe");
     assert_eq!(probe.hook_set(), set);
     let _delivered = drain(&mut probe, rt);
-    probe.set_cgroup_mode(cgroup.id, capture::OFF).unwrap();
+    probe
+        .set_cgroup_mode(cgroup.id, CaptureMode::from_bits(capture::OFF))
+        .unwrap();
     // The dispatcher detaches while nothing wants syscalls; the tracepoint set stays attached
     // (re-attaching it takes seconds).
     assert_eq!(
@@ -204,15 +207,19 @@ fn measure_set(
     let off = measure_all(cgroup, workloads);
 
     probe
-        .set_cgroup_mode(other.id, capture::PROCESS_SYSCALLS)
+        .set_cgroup_mode(other.id, CaptureMode::from_bits(capture::PROCESS_SYSCALLS))
         .unwrap();
     assert!(probe.syscall_hooks_attached());
     let floor = measure_all(cgroup, workloads);
 
-    probe.set_cgroup_mode(other.id, capture::ALL).unwrap();
+    probe
+        .set_cgroup_mode(other.id, CaptureMode::from_bits(capture::ALL))
+        .unwrap();
     let off_busy = measure_all(cgroup, workloads);
 
-    probe.set_cgroup_mode(cgroup.id, capture::ALL).unwrap();
+    probe
+        .set_cgroup_mode(cgroup.id, CaptureMode::from_bits(capture::ALL))
+        .unwrap();
     let drops_before = probe.kernel_stats().unwrap().ring_full;
     let all = measure_all(cgroup, workloads);
     let drops = probe.kernel_stats().unwrap().ring_full - drops_before;
@@ -341,14 +348,16 @@ fn main() {
     let mut rates = BTreeMap::new();
     for ring_count in [1u32, 2] {
         let mut probe = Probe::load(&ProbeConfig {
-            default_mode: capture::OFF,
+            default_mode: CaptureMode::from_bits(capture::OFF),
             hooks: HookChoice::Dispatcher,
             ring_count,
             ..ProbeConfig::default()
         })
         .expect("probe");
         let delivered = drain(&mut probe, &rt);
-        probe.set_cgroup_mode(cgroup.id, capture::ALL).unwrap();
+        probe
+            .set_cgroup_mode(cgroup.id, CaptureMode::from_bits(capture::ALL))
+            .unwrap();
         for parallel in [1, 2, 4] {
             rates.insert(
                 format!("{ring_count}ring_x{parallel}"),

@@ -1,6 +1,7 @@
 //! nri-sysflow: a container telemetry agent. Kernel capture (probe) attributed per cgroup,
 //! written as SysFlow (the `sysflow` crate).
 pub mod agent;
+pub mod capture;
 pub mod cgroup;
 pub mod engine;
 pub mod log_limit;

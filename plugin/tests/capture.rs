@@ -10,6 +10,7 @@ use std::{
     process::Stdio,
 };
 
+use nri_sysflow::capture::CaptureMode;
 use nri_sysflow::probe::{
     DETACH_GRACE, HookSet, ProbeConfig, Record,
     records::{
@@ -443,7 +444,9 @@ async fn a_cgroup_set_to_off_yields_no_records_at_all() {
     let (server, handle) = tcp_server("127.0.0.1:0", 10, 10);
     let mut s = Session::start("off", capture::OFF);
     // Everything else on the host is captured, to show the probe is live.
-    s.probe.set_default_mode(capture::ALL).unwrap();
+    s.probe
+        .set_default_mode(CaptureMode::from_bits(capture::ALL))
+        .unwrap();
     let (_, status) = s.run(&mut s.cgroup.workload(&["write-file", path.to_str().unwrap()]));
     assert!(status.success());
     let (_, status) = s.run(&mut s.cgroup.workload(&[
@@ -458,7 +461,9 @@ async fn a_cgroup_set_to_off_yields_no_records_at_all() {
     handle.join().unwrap();
     let (_, status) = s.run(s.cgroup.command("/bin/true").arg("off"));
     assert!(status.success());
-    s.probe.set_default_mode(capture::OFF).unwrap();
+    s.probe
+        .set_default_mode(CaptureMode::from_bits(capture::OFF))
+        .unwrap();
     let mine = s.collect().await;
     assert_eq!(mine, vec![], "records from a cgroup set to off");
     assert!(
@@ -476,10 +481,13 @@ async fn a_tiny_ring_counts_drops_instead_of_hanging() {
     let cgroup = support::TestCgroup::new("drops");
     let config = ProbeConfig {
         ring_bytes: 4096,
+        channel_capacity: 1024,
         ..support::probe_config()
     };
     let mut probe = support::load_probe(&config);
-    probe.set_cgroup_mode(cgroup.id, capture::ALL).unwrap();
+    probe
+        .set_cgroup_mode(cgroup.id, CaptureMode::from_bits(capture::ALL))
+        .unwrap();
     // Nobody reads the ring while the workload runs: it fills after a few dozen records.
     let status = cgroup
         .workload(&["loop-open", "/etc/hostname", "5000"])
@@ -501,7 +509,9 @@ async fn a_tiny_ring_counts_drops_instead_of_hanging() {
     let fill = probe.ring_fill();
     assert!(fill > 0.9 && fill <= 1.0, "ring fill {fill}");
     // What the ring holds is still delivered, intact.
-    let mut records = probe.records(1024).unwrap();
+    let mut records = probe.records().unwrap();
+    // The configured queue, in whole batches of the reader.
+    assert_eq!(records.capacity(), 1024);
     let mut received = 0;
     while let Ok(Some(r)) =
         tokio::time::timeout(std::time::Duration::from_millis(300), records.recv()).await
@@ -637,11 +647,17 @@ async fn a_mode_change_reaches_a_running_process() {
     let path = dir.path().join("held.bin");
     let mut s = Session::start("mode-change", capture::OFF);
     // Something else is captured, so the syscall hooks are attached while the cgroup is off.
-    s.probe.set_default_mode(capture::ALL).unwrap();
+    s.probe
+        .set_default_mode(CaptureMode::from_bits(capture::ALL))
+        .unwrap();
     let (mut child, pid, fd) = hold_file(&s, &path);
-    s.probe.set_default_mode(capture::OFF).unwrap();
+    s.probe
+        .set_default_mode(CaptureMode::from_bits(capture::OFF))
+        .unwrap();
     // The process's cached mode (off) is looked up again after the change.
-    s.probe.set_cgroup_mode(s.cgroup.id, capture::ALL).unwrap();
+    s.probe
+        .set_cgroup_mode(s.cgroup.id, CaptureMode::from_bits(capture::ALL))
+        .unwrap();
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
     assert!(child.wait().unwrap().success());
     let records = s.collect().await;
@@ -658,7 +674,9 @@ async fn a_process_moved_into_a_captured_cgroup_is_captured_from_then_on() {
     let (before, after) = (dir.path().join("before"), dir.path().join("after"));
     let mut s = Session::start("moved-to", capture::ALL);
     let off = support::TestCgroup::new("moved-from");
-    s.probe.set_cgroup_mode(off.id, capture::OFF).unwrap();
+    s.probe
+        .set_cgroup_mode(off.id, CaptureMode::from_bits(capture::OFF))
+        .unwrap();
     let status = off
         .workload(&[
             "move-cgroup",
@@ -721,7 +739,9 @@ async fn nothing_captured_nothing_attached() {
     // A cgroup that wants files attaches the syscall hooks before the call returns.
     let files = support::TestCgroup::new("idle-files");
     let started = std::time::Instant::now();
-    s.probe.set_cgroup_mode(files.id, capture::FILE).unwrap();
+    s.probe
+        .set_cgroup_mode(files.id, CaptureMode::from_bits(capture::FILE))
+        .unwrap();
     println!(
         "syscall hooks attached by the mode change in {:.2} ms",
         started.elapsed().as_secs_f64() * 1e3
@@ -729,7 +749,9 @@ async fn nothing_captured_nothing_attached() {
     assert!(s.probe.syscall_hooks_attached());
     assert!(s.probe.attachments() > lifecycle_only);
     // Switched off again: detached after the grace period.
-    s.probe.set_cgroup_mode(files.id, capture::OFF).unwrap();
+    s.probe
+        .set_cgroup_mode(files.id, CaptureMode::from_bits(capture::OFF))
+        .unwrap();
     assert!(
         s.probe.syscall_hooks_attached(),
         "kept for the grace period"

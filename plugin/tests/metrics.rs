@@ -38,7 +38,7 @@ async fn a_containers_series_move_by_exactly_its_workloads_amounts() {
     // The test cgroup stands for a container of pod shop/web-0.
     let mount = cgroup2_mount(Path::new("/proc/self/mountinfo")).unwrap();
     let (workloads, mut updates) = Workloads::new(
-        Policy::uniform(capture::ALL),
+        Policy::uniform(nri_sysflow::capture::CaptureMode::ALL),
         None,
         mount.clone(),
         "node-1".into(),

@@ -4,6 +4,7 @@
 
 mod bench;
 mod fuzz;
+mod layout;
 mod setup;
 mod test;
 
@@ -30,6 +31,8 @@ enum Task {
     },
     /// Set up, check formatting and lints, and run every test (needs root).
     Test,
+    /// Check the source layout: no import cycle between the agent's modules, no overlong file.
+    Layout,
     /// Fuzz the SysFlow reader for a bounded time.
     Fuzz {
         #[arg(long, default_value_t = 60)]
@@ -68,6 +71,7 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             test::run_all()
         }
+        Task::Layout => layout::check(&root),
         Task::Fuzz { seconds } => {
             setup::run()?;
             fuzz::run_for(seconds)

@@ -5,9 +5,9 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 use sysflow::{Compression, WriterConfig};
-use sysflow_common::capture;
 
 use crate::{
+    capture::CaptureMode,
     engine::EngineConfig,
     probe::{HookChoice, ProbeConfig},
 };
@@ -106,9 +106,10 @@ pub struct FlowsConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CaptureConfig {
-    /// off, process, process+file, all, or flows-without-io (no read/write counters); for
-    /// everything, when there is no policy file.
-    pub default_mode: String,
+    /// off, lifecycle, process, process+file, all, or flows-without-io (no read/write
+    /// counters), or kinds joined with + (see `capture::CaptureMode`); for everything, when
+    /// there is no policy file.
+    pub default_mode: CaptureMode,
     /// Per-namespace capture policy (see deploy/policy.yaml); reloaded when it changes.
     pub policy: Option<PathBuf>,
     /// Record process environments (secret-looking values redacted).
@@ -119,7 +120,7 @@ pub struct CaptureConfig {
     /// under its own cgroup), by path under the cgroup2 mount, e.g.
     /// `system.slice/postgresql.service: off`. They must exist when the agent starts; the
     /// default (or the policy's host mode) applies to every other cgroup.
-    pub cgroups: std::collections::BTreeMap<String, String>,
+    pub cgroups: std::collections::BTreeMap<String, CaptureMode>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -128,6 +129,9 @@ pub struct KernelConfig {
     pub ring_bytes: u32,
     pub ring_count: u32,
     pub fd_table_entries: u32,
+    /// Decoded records queued between the ring readers and the pipeline. When it is full the
+    /// readers wait and the rings fill (their drops are counted by the kernel).
+    pub queue_records: usize,
     pub max_processes: usize,
     /// Syscall hook set: auto (the dispatcher where the kernel allows it), dispatcher or
     /// tracepoint.
@@ -161,7 +165,7 @@ impl Default for FlowsConfig {
 impl Default for CaptureConfig {
     fn default() -> Self {
         CaptureConfig {
-            default_mode: "all".into(),
+            default_mode: CaptureMode::ALL,
             policy: None,
             env: false,
             args_max: 1024,
@@ -177,27 +181,11 @@ impl Default for KernelConfig {
             ring_bytes: probe.ring_bytes,
             ring_count: probe.ring_count,
             fd_table_entries: probe.fd_table_entries,
+            queue_records: probe.channel_capacity,
             max_processes: EngineConfig::default().max_processes,
             hooks: probe.hooks,
         }
     }
-}
-
-/// Capture mode names, as policies and the config spell them.
-pub fn parse_mode(name: &str) -> Result<u32, String> {
-    Ok(match name {
-        "off" => capture::OFF,
-        "lifecycle" => capture::PROCESS_LIFECYCLE,
-        "process" => capture::PROCESS,
-        "process+file" => capture::PROCESS | capture::FILE,
-        "all" => capture::ALL,
-        "flows-without-io" => capture::PROCESS | capture::FILE | capture::NETWORK,
-        other => {
-            return Err(format!(
-                "unknown capture mode {other:?}: expected off, lifecycle, process, process+file, all or flows-without-io"
-            ));
-        }
-    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -236,11 +224,18 @@ impl AgentConfig {
                 .location()
                 .map(|l| (l.line(), l.column()))
                 .unwrap_or((0, 0));
+            // The location is ours to print, not again at the end of the message.
+            let message = e.to_string();
+            let message = message
+                .split(" at line ")
+                .next()
+                .unwrap_or(&message)
+                .to_string();
             ConfigError::Syntax {
                 path: path.into(),
                 line,
                 column,
-                message: e.to_string(),
+                message,
             }
         })?;
         config.validate(path)?;
@@ -253,10 +248,6 @@ impl AgentConfig {
             field,
             message,
         };
-        parse_mode(&self.capture.default_mode).map_err(|m| bad("capture.default_mode", m))?;
-        for (path, mode) in &self.capture.cgroups {
-            parse_mode(mode).map_err(|m| bad("capture.cgroups", format!("{path}: {m}")))?;
-        }
         self.output
             .compression
             .parse::<Compression>()
@@ -308,7 +299,8 @@ impl AgentConfig {
             ring_count: self.kernel.ring_count,
             args_max: self.capture.args_max,
             fd_table_entries: self.kernel.fd_table_entries,
-            default_mode: parse_mode(&self.capture.default_mode).unwrap_or(capture::ALL),
+            default_mode: self.capture.default_mode,
+            channel_capacity: self.kernel.queue_records,
             hooks: self.kernel.hooks,
             ..ProbeConfig::default()
         }
@@ -368,16 +360,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("capture.default_mode") && e.contains("\"most\""),
+            e.contains(":2:3: capture: unknown capture mode \"most\": expected off,")
+                && !e.contains("at line"),
             "{e}"
         );
         let e = load("capture:\n  cgroups:\n    system.slice/db.service: sometimes\n")
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains(
-                "capture.cgroups: system.slice/db.service: unknown capture mode \"sometimes\""
-            ),
+            e.contains(":3:5: capture.cgroups: unknown capture mode \"sometimes\""),
             "{e}"
         );
         let e = load("kernel:\n  hooks: trampoline\n")
@@ -416,21 +407,5 @@ mod tests {
         )
         .unwrap();
         assert_eq!(policy.rule_count(), 1);
-    }
-
-    #[test]
-    fn modes_have_the_documented_bits() {
-        assert_eq!(parse_mode("off"), Ok(0));
-        assert_eq!(parse_mode("lifecycle"), Ok(capture::PROCESS_LIFECYCLE));
-        assert_eq!(
-            parse_mode("lifecycle").unwrap() & capture::SYSCALL_KINDS,
-            0,
-            "lifecycle needs no syscall hook"
-        );
-        assert_eq!(parse_mode("all"), Ok(capture::ALL));
-        assert_eq!(
-            parse_mode("flows-without-io").unwrap() & capture::IO_COUNTERS,
-            0
-        );
     }
 }

@@ -23,13 +23,14 @@ use tokio::{
 };
 use tracing::{info, warn};
 
-use self::config::{AgentConfig, parse_mode};
+use self::config::AgentConfig;
 use crate::{
+    capture::CaptureMode,
     cgroup::cgroup2_mount,
     engine::Engine,
     metrics::{Metrics, server, workload::WorkloadSeries},
     nri::stats::NriStats,
-    policy::{Policy, PolicyErrors, watch},
+    policy::{Policy, PolicyErrors},
     probe::{Probe, boot_now_ns},
     workloads::{
         Workloads,
@@ -37,8 +38,6 @@ use crate::{
     },
 };
 
-/// Records the readers buffer ahead of the engine.
-const CHANNEL_CAPACITY: usize = 65_536;
 /// At shutdown, how long records still arriving are taken before the files are completed.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
 
@@ -59,9 +58,18 @@ pub enum StartError {
     /// The kernel side could not start.
     #[error("cannot start kernel capture: {0}")]
     Probe(#[from] crate::probe::ProbeError),
+    /// The capture policy file cannot be read.
+    #[error("cannot read the capture policy {path}: {source}")]
+    PolicyRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The capture policy is invalid.
     #[error("invalid capture policy:\n{0}")]
     Policy(#[from] PolicyErrors),
+    /// SIGINT and SIGTERM cannot be handled (the run could not end cleanly).
+    #[error("cannot install the SIGINT/SIGTERM handlers: {0}")]
+    Signals(std::io::Error),
     /// No cgroup2 hierarchy to attribute records to.
     #[error("{0}")]
     Cgroup(#[from] crate::cgroup::CgroupError),
@@ -152,23 +160,16 @@ pub async fn run(
     // The policy first: a bad one stops the start before anything is loaded.
     let (policy, policy_text) = match &config.capture.policy {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| PolicyErrors {
-                source: path.display().to_string(),
-                problems: vec![crate::policy::Problem {
-                    line: 0,
-                    column: 0,
-                    message: format!("cannot read the policy: {e}"),
-                }],
+            let text = std::fs::read_to_string(path).map_err(|source| StartError::PolicyRead {
+                path: path.clone(),
+                source,
             })?;
             (
                 Policy::parse(&text, &path.display().to_string())?,
                 Some(text),
             )
         }
-        None => (
-            Policy::uniform(parse_mode(&config.capture.default_mode).unwrap_or_default()),
-            None,
-        ),
+        None => (Policy::uniform(config.capture.default_mode), None),
     };
     let cgroup_mount = cgroup2_mount(Path::new("/proc/self/mountinfo"))?;
     let configured_cgroups = configured_cgroups(&config, &cgroup_mount)?;
@@ -201,14 +202,14 @@ pub async fn run(
     );
     for (path, id, mode) in &configured_cgroups {
         probe.set_cgroup_mode(*id, *mode)?;
-        info!(cgroup = %path, id, mode, "capture mode from the configuration");
+        info!(cgroup = %path, id, %mode, "capture mode from the configuration");
     }
     engine.set_workloads(workloads.clone());
     engine.set_workload_series(
         WorkloadSeries::new(metrics.workload.clone()),
         Duration::from_secs(config.metrics.series_grace_secs),
     );
-    let mut records = probe.records(CHANNEL_CAPACITY)?;
+    let mut records = probe.records()?;
     // After attaching, so a process starting now is seen either here or by the probe.
     engine.seed_from_proc();
     let nri_stats = Arc::new(NriStats::default());
@@ -229,7 +230,7 @@ pub async fn run(
     ));
     let mut source_running = true;
     let policy_watch = match (&config.capture.policy, policy_text) {
-        (Some(path), Some(text)) => Some(tokio::spawn(watch::watch(
+        (Some(path), Some(text)) => Some(tokio::spawn(crate::workloads::policy_watch::watch(
             path.clone(),
             text,
             workloads.clone(),
@@ -244,10 +245,7 @@ pub async fn run(
         "capturing"
     );
 
-    let mut stop = stop_signal().map_err(|e| StartError::Output {
-        path: "signal handlers".into(),
-        source: e,
-    })?;
+    let mut stop = stop_signal().map_err(StartError::Signals)?;
     let deadline = tokio::time::sleep(duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
     tokio::pin!(deadline);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -358,7 +356,7 @@ pub async fn run(
 fn configured_cgroups(
     config: &AgentConfig,
     mount: &Path,
-) -> Result<Vec<(String, u64, u32)>, StartError> {
+) -> Result<Vec<(String, u64, CaptureMode)>, StartError> {
     config
         .capture
         .cgroups
@@ -370,8 +368,7 @@ fn configured_cgroups(
                     path: path.clone(),
                     source,
                 })?;
-            // Validated with the config.
-            Ok((path.clone(), id, parse_mode(mode).unwrap_or_default()))
+            Ok((path.clone(), id, *mode))
         })
         .collect()
 }

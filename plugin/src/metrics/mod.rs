@@ -17,7 +17,13 @@ use prometheus_client::{
 };
 
 use self::workload::WorkloadFamilies;
-use crate::nri::stats::LATENCY_BUCKETS;
+
+/// Upper bounds (seconds) of the NRI handler latency buckets: the runtime waits for every
+/// handler, so the interesting range is microseconds to the runtime's 2 s timeout.
+pub const NRI_HANDLER_BUCKETS: [f64; 12] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.1,
+    1.0,
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -195,7 +201,7 @@ impl HealthMetrics {
             export_errors: MirroredCounter::default(),
             nri_events: Family::default(),
             nri_events_last: Default::default(),
-            nri_handler_seconds: Histogram::new(LATENCY_BUCKETS),
+            nri_handler_seconds: Histogram::new(NRI_HANDLER_BUCKETS),
             nri_connected: Gauge::default(),
             nri_malformed: MirroredCounter::default(),
             syscall_hooks_attached: Gauge::default(),

@@ -12,11 +12,6 @@ use std::{
     time::Duration,
 };
 
-/// Upper bounds (seconds) of the handler latency histogram buckets.
-pub const LATENCY_BUCKETS: [f64; 12] = [
-    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.1,
-    1.0,
-];
 /// Recent handler latencies kept for percentiles.
 const RECENT: usize = 4096;
 
@@ -30,10 +25,6 @@ pub struct NriStats {
     pub events: [AtomicU64; 16],
     pub synchronized_pods: AtomicU64,
     pub synchronized_containers: AtomicU64,
-    /// Histogram: per bucket (cumulative on export), plus the sum in nanoseconds.
-    pub latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    pub latency_count: AtomicU64,
-    pub latency_sum_ns: AtomicU64,
     recent: Mutex<VecDeque<u64>>,
     /// The Prometheus histogram the latencies also go to, when metrics are exported.
     pub histogram: std::sync::OnceLock<prometheus_client::metrics::histogram::Histogram>,
@@ -44,18 +35,10 @@ pub const SYNCHRONIZE_SLOT: usize = 15;
 
 impl NriStats {
     pub fn observe_latency(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        let bucket = LATENCY_BUCKETS
-            .iter()
-            .position(|&b| secs <= b)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        self.latency_buckets[bucket].fetch_add(1, Relaxed);
-        self.latency_count.fetch_add(1, Relaxed);
         if let Some(h) = self.histogram.get() {
-            h.observe(secs);
+            h.observe(d.as_secs_f64());
         }
         let ns = d.as_nanos().min(u64::MAX as u128) as u64;
-        self.latency_sum_ns.fetch_add(ns, Relaxed);
         if let Ok(mut recent) = self.recent.lock() {
             if recent.len() == RECENT {
                 recent.pop_front();
@@ -121,13 +104,5 @@ mod tests {
             stats.latency_percentile(99.0),
             Some(Duration::from_micros(99))
         );
-        // 1..=10 us in the first bucket, 11..=25 in the second, ... 51..=100 in the 4th.
-        let counts: Vec<u64> = stats
-            .latency_buckets
-            .iter()
-            .map(|c| c.load(Relaxed))
-            .collect();
-        assert_eq!(&counts[..5], &[10, 15, 25, 50, 0]);
-        assert_eq!(stats.latency_sum_ns.load(Relaxed), 5050 * 1000);
     }
 }

@@ -33,9 +33,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::agent::config::parse_mode;
-
-pub mod watch;
+use crate::capture::CaptureMode;
 
 /// Pod annotation that asks for a capture mode (honoured where the policy allows overrides).
 pub const OVERRIDE_ANNOTATION: &str = "sysflow.io/capture";
@@ -43,8 +41,8 @@ pub const OVERRIDE_ANNOTATION: &str = "sysflow.io/capture";
 /// A compiled, valid policy.
 #[derive(Clone, Debug)]
 pub struct Policy {
-    pub default: u32,
-    pub host: u32,
+    pub default: CaptureMode,
+    pub host: CaptureMode,
     pub allow_pod_override: bool,
     rules: Vec<Rule>,
 }
@@ -53,7 +51,7 @@ pub struct Policy {
 struct Rule {
     namespaces: Option<GlobSet>,
     selector: Option<LabelSelector>,
-    mode: u32,
+    mode: CaptureMode,
     allow_pod_override: Option<bool>,
     paths: Arc<PathFilter>,
 }
@@ -119,7 +117,7 @@ impl LabelSelector {
 /// What the policy decided for one pod.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
-    pub mode: u32,
+    pub mode: CaptureMode,
     pub paths: Arc<PathFilter>,
     /// Why: `rule N`, `default`, or `annotation`.
     pub reason: String,
@@ -127,7 +125,7 @@ pub struct Decision {
 
 impl Policy {
     /// Captures everything in `mode`, with no rules (the policy without a policy file).
-    pub fn uniform(mode: u32) -> Policy {
+    pub fn uniform(mode: CaptureMode) -> Policy {
         Policy {
             default: mode,
             host: mode,
@@ -166,7 +164,7 @@ impl Policy {
             ),
         };
         if allow_override && let Some(asked) = annotations.get(OVERRIDE_ANNOTATION) {
-            match parse_mode(asked.trim()) {
+            match asked.trim().parse::<CaptureMode>() {
                 Ok(mode) => {
                     decision.mode = mode;
                     decision.reason = format!("annotation {OVERRIDE_ANNOTATION}={asked}");
@@ -199,24 +197,34 @@ impl Policy {
         }
     }
 
-    pub fn load(path: &Path) -> Result<Policy, PolicyErrors> {
-        let source = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| PolicyErrors {
-            source: source.clone(),
-            problems: vec![Problem {
-                line: 0,
-                column: 0,
-                message: format!("cannot read the policy: {e}"),
-            }],
+    /// Reads and parses a policy file.
+    pub fn load(path: &Path) -> Result<Policy, PolicyLoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyLoadError::Read {
+            path: path.into(),
+            source,
         })?;
-        Policy::parse(&text, &source)
+        Ok(Policy::parse(&text, &path.display().to_string())?)
     }
+}
+
+/// Why a policy file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyLoadError {
+    /// The file could not be read.
+    #[error("cannot read the policy {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// The file does not validate.
+    #[error(transparent)]
+    Invalid(#[from] PolicyErrors),
 }
 
 /// One problem in a policy file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
-    /// 1-based; 0 when the problem is not at a place in the file (it could not be read).
+    /// 1-based; 0 when the YAML parser could not say where.
     pub line: u64,
     pub column: u64,
     pub message: String,
@@ -331,11 +339,14 @@ fn at<T>(s: &Spanned<T>, message: String) -> Problem {
     }
 }
 
-fn mode_of(s: &Spanned<String>, problems: &mut Vec<Problem>) -> u32 {
-    parse_mode(s.value.trim()).unwrap_or_else(|e| {
-        problems.push(at(s, e));
-        0
-    })
+fn mode_of(s: &Spanned<String>, problems: &mut Vec<Problem>) -> CaptureMode {
+    s.value
+        .trim()
+        .parse()
+        .unwrap_or_else(|e: crate::capture::UnknownCaptureMode| {
+            problems.push(at(s, e.to_string()));
+            CaptureMode::OFF
+        })
 }
 
 fn compile(raw: RawPolicy, problems: &mut Vec<Problem>) -> Policy {
@@ -343,7 +354,7 @@ fn compile(raw: RawPolicy, problems: &mut Vec<Problem>) -> Policy {
         .default
         .as_ref()
         .map(|m| mode_of(m, problems))
-        .unwrap_or(sysflow_common::capture::ALL);
+        .unwrap_or(CaptureMode::ALL);
     let host = raw
         .host
         .as_ref()

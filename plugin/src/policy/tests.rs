@@ -1,6 +1,7 @@
 use sysflow_common::capture;
 
 use super::*;
+use crate::capture::CaptureMode;
 
 const EXAMPLE: &str = "\
 default: process+file
@@ -28,12 +29,12 @@ fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 #[test]
 fn rules_match_by_namespace_glob_and_labels_first_match_wins() {
     let p = Policy::parse(EXAMPLE, "policy.yaml").unwrap();
-    assert_eq!(p.host, capture::PROCESS);
+    assert_eq!(p.host, CaptureMode::PROCESS);
     let none = HashMap::new();
     let d = p.decide("kube-system", &map(&[("tier", "web")]), &none);
-    assert_eq!((d.mode, d.reason.as_str()), (capture::OFF, "rule 1"));
+    assert_eq!((d.mode, d.reason.as_str()), (CaptureMode::OFF, "rule 1"));
     let d = p.decide("team-a", &map(&[("tier", "web")]), &none);
-    assert_eq!((d.mode, d.reason.as_str()), (capture::ALL, "rule 2"));
+    assert_eq!((d.mode, d.reason.as_str()), (CaptureMode::ALL, "rule 2"));
     assert_eq!(d.paths.include, vec!["/app", "/etc"]);
     // The NotIn expression excludes canaries; a missing label fails match_labels.
     let d = p.decide(
@@ -43,7 +44,10 @@ fn rules_match_by_namespace_glob_and_labels_first_match_wins() {
     );
     assert_eq!(
         (d.mode, d.reason.as_str()),
-        (capture::PROCESS | capture::FILE, "default")
+        (
+            CaptureMode::from_bits(capture::PROCESS | capture::FILE),
+            "default"
+        )
     );
     let d = p.decide("team-a", &none, &none);
     assert_eq!(d.reason, "default");
@@ -57,23 +61,23 @@ fn pod_annotation_overrides_only_where_allowed() {
     let off = map(&[(OVERRIDE_ANNOTATION, "off")]);
     // Rule 2 allows overrides.
     let d = p.decide("team-a", &map(&[("tier", "web")]), &off);
-    assert_eq!(d.mode, capture::OFF);
+    assert_eq!(d.mode, CaptureMode::OFF);
     assert_eq!(d.reason, "annotation sysflow.io/capture=off");
     // Rule 1 and the default do not (allow_pod_override is false at the top).
     let all = map(&[(OVERRIDE_ANNOTATION, "all")]);
     assert_eq!(
         p.decide("kube-system", &HashMap::new(), &all).mode,
-        capture::OFF
+        CaptureMode::OFF
     );
     assert_eq!(
         p.decide("other", &HashMap::new(), &all).mode,
-        capture::PROCESS | capture::FILE
+        CaptureMode::from_bits(capture::PROCESS | capture::FILE)
     );
     // An unknown mode in the annotation is ignored.
     let bad = map(&[(OVERRIDE_ANNOTATION, "everything")]);
     assert_eq!(
         p.decide("team-a", &map(&[("tier", "web")]), &bad).mode,
-        capture::ALL
+        CaptureMode::ALL
     );
 }
 
@@ -109,7 +113,7 @@ rules:
     let err = Policy::parse(text, "p.yaml").unwrap_err();
     assert_eq!(
         err.to_string(),
-        "p.yaml:1:10: unknown capture mode \"everything\": expected off, lifecycle, process, process+file, all or flows-without-io\n\
+        "p.yaml:1:10: unknown capture mode \"everything\": expected off, lifecycle, process, process+file, all or flows-without-io, or kinds joined with + (process, lifecycle, process-syscalls, file, network, io)\n\
          p.yaml:3:18: invalid namespace glob \"team-[\": unclosed character class; missing ']'\n\
          p.yaml:7:30: unknown operator \"Maybe\": expected In, NotIn, Exists or DoesNotExist\n\
          p.yaml:8:30: In needs a non-empty values list\n\

@@ -18,6 +18,7 @@ use sysflow_common::{Settings, SyscallRoute, capture, report_reason};
 use tracing::{info, warn};
 
 use super::{ProbeError, hooks::Kernel, map_err, syscalls};
+use crate::capture::CaptureMode;
 
 /// How long the syscall hooks stay attached after the last syscall-level capture ended: a
 /// policy reload that switches a namespace off and on again does not detach and re-attach.
@@ -69,7 +70,8 @@ impl CaptureControl {
         control
     }
 
-    pub fn set_cgroup_mode(&self, cgroup_id: u64, mode: u32) -> Result<(), ProbeError> {
+    pub fn set_cgroup_mode(&self, cgroup_id: u64, mode: CaptureMode) -> Result<(), ProbeError> {
+        let mode = mode.bits();
         let mut m = lock(&self.maps);
         m.cgroup_modes
             .insert(&cgroup_id, &mode, 0)
@@ -90,15 +92,19 @@ impl CaptureControl {
         Ok(())
     }
 
-    pub fn set_default_mode(&self, mode: u32) -> Result<(), ProbeError> {
+    pub fn set_default_mode(&self, mode: CaptureMode) -> Result<(), ProbeError> {
         let mut m = lock(&self.maps);
-        m.settings.default_mode = mode;
+        m.settings.default_mode = mode.bits();
         self.publish(&mut m)
     }
 
     /// The mode of a cgroup in the kernel map, if it has one.
-    pub fn cgroup_mode(&self, cgroup_id: u64) -> Option<u32> {
-        lock(&self.maps).cgroup_modes.get(&cgroup_id, 0).ok()
+    pub fn cgroup_mode(&self, cgroup_id: u64) -> Option<CaptureMode> {
+        lock(&self.maps)
+            .cgroup_modes
+            .get(&cgroup_id, 0)
+            .ok()
+            .map(CaptureMode::from_bits)
     }
 
     /// Whether the syscall hooks are attached now.

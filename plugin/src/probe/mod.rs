@@ -28,11 +28,12 @@ pub use hooks::{HookChoice, HookSet, KernelFeatures};
 pub use reader::{ReaderStats, RecordReceiver};
 pub use records::{IoCounters, Record};
 use sysflow_common::{
-    FdCounters, FdKey, KernelCounter, LoadConfig, MAX_RINGS, Settings, SyscallRoute, capture,
+    FdCounters, FdKey, KernelCounter, LoadConfig, MAX_RINGS, Settings, SyscallRoute,
 };
 use tracing::{debug, info, warn};
 
 use self::{btf::Btf, control::ControlMaps, hooks::Kernel, tracefs::Tracefs};
+use crate::capture::CaptureMode;
 
 /// The compiled programs (ebpf/probes), built by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sysflow-ebpf"));
@@ -52,8 +53,8 @@ pub struct ProbeConfig {
     pub pending_entries: u32,
     /// Capacity of the cgroup -> capture mode table.
     pub cgroup_entries: u32,
-    /// Capture mode (sysflow_common::capture bits) for cgroups not set explicitly.
-    pub default_mode: u32,
+    /// Capture mode for cgroups not set explicitly.
+    pub default_mode: CaptureMode,
     /// Which syscall hook set to use.
     pub hooks: HookChoice,
     /// Decoded records buffered between the ring readers and the consumer. When full, the
@@ -70,7 +71,7 @@ impl Default for ProbeConfig {
             fd_table_entries: 65536,
             pending_entries: 16384,
             cgroup_entries: 16384,
-            default_mode: capture::ALL,
+            default_mode: CaptureMode::ALL,
             hooks: HookChoice::Auto,
             channel_capacity: 65536,
         }
@@ -149,6 +150,7 @@ pub struct Probe {
     boot_to_wall_ns: i128,
     hook_set: HookSet,
     features: KernelFeatures,
+    channel_capacity: usize,
 }
 
 /// Raises RLIMIT_MEMLOCK for kernels older than 5.11 that charge BPF maps against it. Newer
@@ -349,6 +351,7 @@ impl Probe {
             boot_to_wall_ns,
             hook_set,
             features,
+            channel_capacity: config.channel_capacity,
         })
     }
 
@@ -387,7 +390,7 @@ impl Probe {
     }
 
     /// Sets the capture mode of one cgroup (takes effect for the next syscall).
-    pub fn set_cgroup_mode(&self, cgroup_id: u64, mode: u32) -> Result<(), ProbeError> {
+    pub fn set_cgroup_mode(&self, cgroup_id: u64, mode: CaptureMode) -> Result<(), ProbeError> {
         self.control.set_cgroup_mode(cgroup_id, mode)
     }
 
@@ -396,7 +399,7 @@ impl Probe {
         self.control.remove_cgroup(cgroup_id)
     }
 
-    pub fn set_default_mode(&self, mode: u32) -> Result<(), ProbeError> {
+    pub fn set_default_mode(&self, mode: CaptureMode) -> Result<(), ProbeError> {
         self.control.set_default_mode(mode)
     }
 
@@ -433,14 +436,15 @@ impl Probe {
             .fold(0.0, f64::max)
     }
 
-    /// Starts reading the ring buffers on the current tokio runtime. Can be called once; the
-    /// readers stop when the receiver is dropped.
-    pub fn records(&mut self, capacity: usize) -> Result<RecordReceiver, ProbeError> {
+    /// Starts reading the ring buffers on the current tokio runtime, into a queue of
+    /// `ProbeConfig::channel_capacity` records. Can be called once; the readers stop when the
+    /// receiver is dropped.
+    pub fn records(&mut self) -> Result<RecordReceiver, ProbeError> {
         let rings = std::mem::take(&mut self.rings);
         if rings.is_empty() {
             return Err(ProbeError::Config("records() was already called".into()));
         }
-        reader::spawn(rings, capacity)
+        reader::spawn(rings, self.channel_capacity)
             .map_err(|e| ProbeError::Config(format!("cannot poll the ring buffers: {e}")))
     }
 

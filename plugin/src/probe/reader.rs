@@ -39,6 +39,8 @@ pub struct ReaderStats {
 /// The receiving end of the decoded record stream.
 pub struct RecordReceiver {
     rx: mpsc::Receiver<Vec<Record>>,
+    /// Records the queue holds at most.
+    capacity: usize,
     /// The rest of the batch `recv` is handing out one by one.
     current: std::vec::IntoIter<Record>,
     pub stats: Arc<ReaderStats>,
@@ -67,6 +69,11 @@ impl RecordReceiver {
         }
     }
 
+    /// Records the queue holds at most (the configured capacity, in whole batches).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Records decoded and waiting for the consumer.
     pub fn queued(&self) -> u64 {
         self.stats.queued.load(Ordering::Relaxed) + self.current.len() as u64
@@ -77,7 +84,8 @@ pub(super) fn spawn(
     rings: Vec<RingBuf<MapData>>,
     capacity: usize,
 ) -> std::io::Result<RecordReceiver> {
-    let (tx, rx) = mpsc::channel(capacity.div_ceil(BATCH).max(1));
+    let batches = capacity.div_ceil(BATCH).max(1);
+    let (tx, rx) = mpsc::channel(batches);
     let stats = Arc::new(ReaderStats::default());
     for ring in rings {
         // SAFETY: the ring's fd is owned by the RingBuf moved into the AsyncFd; it stays open and
@@ -88,6 +96,7 @@ pub(super) fn spawn(
     }
     Ok(RecordReceiver {
         rx,
+        capacity: batches * BATCH,
         current: Vec::new().into_iter(),
         stats,
     })

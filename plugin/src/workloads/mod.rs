@@ -10,6 +10,7 @@
 
 pub mod containerd_api;
 pub mod nri_source;
+pub mod policy_watch;
 pub mod source;
 
 use std::{
@@ -27,6 +28,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::{
+    capture::CaptureMode,
     cgroup::{cgroup_id, cgroups_path_dir},
     engine::containers::unified_path,
     policy::{Decision, PathFilter, Policy},
@@ -79,7 +81,7 @@ pub struct WorkloadMeta {
     pub cgroup_id: u64,
     pub container: sysflow::Container,
     pub pod: Option<sysflow::Pod>,
-    pub mode: u32,
+    pub mode: CaptureMode,
     pub paths: Arc<PathFilter>,
 }
 
@@ -197,7 +199,7 @@ impl Workloads {
         }
     }
 
-    fn set_kernel_mode(&self, cgroup: u64, mode: u32) {
+    fn set_kernel_mode(&self, cgroup: u64, mode: CaptureMode) {
         if let Some(control) = &self.control
             && let Err(e) = control.set_cgroup_mode(cgroup, mode)
         {
@@ -308,7 +310,7 @@ impl Workloads {
         info!(
             namespace = %info.namespace,
             pod = %info.name,
-            mode = decision.mode,
+            mode = %decision.mode,
             reason = %decision.reason,
             "pod"
         );
@@ -456,7 +458,7 @@ impl Workloads {
             mode: decision.mode,
             paths: decision.paths,
         });
-        debug!(container = %meta.container.name, cgroup = meta.cgroup_id, mode = meta.mode, "container");
+        debug!(container = %meta.container.name, cgroup = meta.cgroup_id, mode = %meta.mode, "container");
         self.publish(st, meta);
     }
 

@@ -3,9 +3,8 @@
 
 use std::os::unix::fs::MetadataExt as _;
 
-use sysflow_common::capture;
-
 use super::*;
+use crate::capture::CaptureMode;
 use crate::cgroup::cgroup2_mount;
 
 const POLICY: &str = "\
@@ -107,7 +106,7 @@ fn a_started_container_is_tagged_with_its_pod_and_policy_mode() {
         .container_started(container("c1", "p1", "nginx"), None);
 
     let meta = f.workloads.lookup(cg).expect("registered");
-    assert_eq!(meta.mode, capture::ALL);
+    assert_eq!(meta.mode, CaptureMode::ALL);
     assert_eq!(meta.paths.exclude, vec!["/proc"]);
     assert_eq!(meta.container.name, "nginx");
     assert_eq!(meta.container.image, "docker.io/library/web:1");
@@ -135,8 +134,8 @@ fn a_started_container_is_tagged_with_its_pod_and_policy_mode() {
     assert_eq!(
         f.drain(),
         vec![
-            format!("upsert POD web-0 mode={}", capture::ALL),
-            format!("upsert nginx web-0 mode={}", capture::ALL),
+            format!("upsert POD web-0 mode={}", CaptureMode::ALL),
+            format!("upsert nginx web-0 mode={}", CaptureMode::ALL),
         ]
     );
     assert_eq!(f.workloads.container_count(), 1);
@@ -153,7 +152,7 @@ fn systemd_driver_paths_and_pids_resolve_too() {
     let mut c = container("c2", "p2", "db");
     c.cgroups_path = "kubepods-besteffort-podp2.slice:cri-containerd:c2".into();
     f.workloads.container_started(c, None);
-    assert_eq!(f.workloads.lookup(cg).unwrap().mode, capture::OFF);
+    assert_eq!(f.workloads.lookup(cg).unwrap().mode, CaptureMode::OFF);
 
     // No cgroups path: the cgroup of the container's process (here: this test process, in
     // the real cgroup2 hierarchy).
@@ -174,7 +173,10 @@ fn systemd_driver_paths_and_pids_resolve_too() {
         cgroup_id(&mount.join(unified_path(&own).unwrap().trim_start_matches('/'))).unwrap();
     let meta = workloads.lookup(own_id).expect("resolved by pid");
     // No pod known: the policy's default.
-    assert_eq!((meta.mode, meta.pod.is_none()), (capture::PROCESS, true));
+    assert_eq!(
+        (meta.mode, meta.pod.is_none()),
+        (CaptureMode::PROCESS, true)
+    );
 }
 
 #[test]
@@ -193,7 +195,7 @@ fn a_policy_change_updates_running_containers() {
     f.workloads.pod_started(pod("p1", "web-0", "quiet"));
     f.workloads
         .container_started(container("c1", "p1", "nginx"), None);
-    assert_eq!(f.workloads.lookup(cg).unwrap().mode, capture::OFF);
+    assert_eq!(f.workloads.lookup(cg).unwrap().mode, CaptureMode::OFF);
     f.drain();
     f.workloads.set_policy(
         Policy::parse(
@@ -202,10 +204,10 @@ fn a_policy_change_updates_running_containers() {
         )
         .unwrap(),
     );
-    assert_eq!(f.workloads.lookup(cg).unwrap().mode, capture::ALL);
+    assert_eq!(f.workloads.lookup(cg).unwrap().mode, CaptureMode::ALL);
     assert_eq!(
         f.drain(),
-        vec![format!("upsert nginx web-0 mode={}", capture::ALL)]
+        vec![format!("upsert nginx web-0 mode={}", CaptureMode::ALL)]
     );
     // The same policy again changes nothing.
     f.workloads.set_policy(f.workloads.policy());
@@ -253,7 +255,7 @@ fn synchronize_adopts_new_and_removes_vanished_workloads() {
         f.drain(),
         vec![
             "removed c1".to_string(),
-            format!("upsert new web-0 mode={}", capture::ALL)
+            format!("upsert new web-0 mode={}", CaptureMode::ALL)
         ]
     );
     assert_eq!(f.workloads.lookup(cg2).unwrap().container.name, "new");

@@ -16,6 +16,7 @@ use std::{
 };
 
 use nri_sysflow::{
+    capture::CaptureMode,
     cgroup::{cgroup_id, cgroup2_mount},
     probe::{HookChoice, HookSet, Probe, ProbeConfig, Record, RecordReceiver},
 };
@@ -36,7 +37,7 @@ pub fn hook_set() -> HookSet {
 /// A probe configuration for tests: everything off by default, the hook set of `hook_set`.
 pub fn probe_config() -> ProbeConfig {
     ProbeConfig {
-        default_mode: capture::OFF,
+        default_mode: CaptureMode::from_bits(capture::OFF),
         hooks: match hook_set() {
             HookSet::Dispatcher => HookChoice::Dispatcher,
             HookSet::Tracepoint => HookChoice::Tracepoint,
@@ -169,11 +170,13 @@ impl Session {
     }
 
     pub fn start_with(name: &str, mode: u32, mut config: ProbeConfig) -> Session {
-        config.default_mode = capture::OFF;
+        config.default_mode = CaptureMode::from_bits(capture::OFF);
         let cgroup = TestCgroup::new(name);
         let mut probe = load_probe(&config);
-        probe.set_cgroup_mode(cgroup.id, mode).expect("set mode");
-        let records = probe.records(config.channel_capacity).expect("records");
+        probe
+            .set_cgroup_mode(cgroup.id, CaptureMode::from_bits(mode))
+            .expect("set mode");
+        let records = probe.records().expect("records");
         Session {
             probe,
             records,

@@ -13,8 +13,8 @@ use inotify::{Inotify, WatchMask};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
-use super::Policy;
-use crate::workloads::Workloads;
+use super::Workloads;
+use crate::policy::Policy;
 
 /// Changes often come as several events (write, close, rename): act once they settle.
 const SETTLE: Duration = Duration::from_millis(100);
