@@ -33,7 +33,7 @@ use std::{
 
 use nri_sysflow::{
     capture::CaptureMode,
-    cgroup::{cgroup_id, cgroup2_mount},
+    host::cgroup::{cgroup_id, cgroup2_mount},
     probe::{DETACH_GRACE, HookChoice, HookSet, Probe, ProbeConfig},
 };
 use serde_json::json;

@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use nri_sysflow::cgroup::{cgroup_id, cgroup2_mount};
+use nri_sysflow::host::cgroup::{cgroup_id, cgroup2_mount};
 use serde_json::json;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_nri-sysflow");

@@ -3,13 +3,15 @@
 
 mod support;
 
-use std::path::Path;
+use std::time::{Duration, Instant};
 
 use nri_sysflow::{
-    cgroup::cgroup2_mount,
-    engine::{Engine, EngineConfig},
+    host::Host,
     metrics::{Metrics, workload::WorkloadSeries},
+    pipeline::Pipeline,
     policy::Policy,
+    sink::{Fanout, sysflow_files::FileSink, workload_metrics::MetricsSink},
+    state::{State, StateConfig},
     workloads::{ContainerInfo, PodInfo, Workloads},
 };
 use support::Session;
@@ -30,17 +32,27 @@ async fn a_containers_series_move_by_exactly_its_workloads_amounts() {
     let metrics = Metrics::new();
     let out = tempfile::tempdir().unwrap();
     let writer = SysFlowWriter::to_directory(out.path(), WriterConfig::default()).unwrap();
-    let mut engine = Engine::new(
-        EngineConfig::default(),
-        writer,
+    let host = Host::system().unwrap();
+    // No grace period: a removed container's series go at the first tick after it is
+    // forgotten.
+    let sinks = Fanout::default()
+        .with(FileSink::new(writer, Duration::from_secs(1)))
+        .with(MetricsSink::new(
+            WorkloadSeries::new(metrics.workload.clone()),
+            Duration::ZERO,
+        ));
+    let state = State::new(
+        StateConfig::default(),
+        host.clone(),
         s.probe.boot_to_wall_offset_ns(),
     );
+    let mut pipeline = Pipeline::new(state, sinks);
     // The test cgroup stands for a container of pod shop/web-0.
-    let mount = cgroup2_mount(Path::new("/proc/self/mountinfo")).unwrap();
-    let (workloads, mut updates) = Workloads::new(
+    let mount = host.cgroup2().to_path_buf();
+    let (workloads, updates) = Workloads::new(
         Policy::uniform(nri_sysflow::capture::CaptureMode::ALL),
         None,
-        mount.clone(),
+        host.clone(),
         "node-1".into(),
         None,
     );
@@ -68,16 +80,7 @@ async fn a_containers_series_move_by_exactly_its_workloads_amounts() {
         },
         None,
     );
-    engine.set_workloads(workloads.clone());
-    // No grace period: a removed container's series go at the first tick after it is
-    // forgotten.
-    engine.set_workload_series(
-        WorkloadSeries::new(metrics.workload.clone()),
-        std::time::Duration::ZERO,
-    );
-    while let Ok(u) = updates.try_recv() {
-        engine.apply_workload(u);
-    }
+    pipeline.workload_updates(updates.drain());
 
     let labels = r#"namespace="shop",pod="web-0",container="app""#;
     let file = out.path().join("data.bin");
@@ -94,9 +97,7 @@ async fn a_containers_series_move_by_exactly_its_workloads_amounts() {
         // 3 writes of 100 bytes each round.
         let (_, status) = s.run(&mut s.cgroup.workload(&["write-file", file.to_str().unwrap()]));
         assert!(status.success());
-        for record in s.collect().await {
-            engine.handle(record);
-        }
+        pipeline.records(s.collect().await);
         let text = metrics.encode_text();
         let round = f64::from(round);
         for (name, per_run) in [
@@ -131,21 +132,19 @@ async fn a_containers_series_move_by_exactly_its_workloads_amounts() {
             assert_eq!(now, doubled, "{loader_dependent:?}");
         }
     }
-    // The runtime removes the container: its series stay until the engine forgets it (one
+    // The runtime removes the container: its series stay until the pipeline forgets it (one
     // flow interval after the next), then go.
     workloads.container_removed(&"a".repeat(64));
-    while let Ok(u) = updates.try_recv() {
-        engine.apply_workload(u);
-    }
+    assert!(workloads.registered(s.cgroup.id).is_none());
+    pipeline.workload_updates(updates.drain());
     let now = nri_sysflow::probe::boot_now_ns();
-    engine.interval(now);
-    engine.tick(now);
+    pipeline.interval();
+    pipeline.tick(now, Instant::now());
     assert!(metrics.encode_text().contains(r#"container="app""#));
-    engine.interval(now);
-    engine.tick(now + 1);
+    pipeline.interval();
+    pipeline.tick(now + 1, Instant::now());
     let text = metrics.encode_text();
     assert!(!text.contains(r#"container="app""#), "{text}");
-    assert!(workloads.lookup(s.cgroup.id).is_none());
 
     // Nothing of the workload was counted as the host's.
     let text = metrics.encode_text();

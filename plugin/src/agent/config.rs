@@ -8,8 +8,8 @@ use sysflow::{Compression, WriterConfig};
 
 use crate::{
     capture::CaptureMode,
-    engine::EngineConfig,
     probe::{HookChoice, ProbeConfig},
+    state::StateConfig,
 };
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -182,7 +182,7 @@ impl Default for KernelConfig {
             ring_count: probe.ring_count,
             fd_table_entries: probe.fd_table_entries,
             queue_records: probe.channel_capacity,
-            max_processes: EngineConfig::default().max_processes,
+            max_processes: StateConfig::default().max_processes,
             hooks: probe.hooks,
         }
     }
@@ -251,7 +251,7 @@ impl AgentConfig {
         self.output
             .compression
             .parse::<Compression>()
-            .map_err(|m| bad("output.compression", m))?;
+            .map_err(|e| bad("output.compression", e.to_string()))?;
         if self.output.rotate_secs == 0 {
             return Err(bad("output.rotate_secs", "must be at least 1".into()));
         }
@@ -269,7 +269,7 @@ impl AgentConfig {
         }
         self.nri_config()
             .validate()
-            .map_err(|m| bad("runtime.plugin_name/plugin_index", m))?;
+            .map_err(|e| bad("runtime.plugin_name/plugin_index", e.to_string()))?;
         Ok(())
     }
 
@@ -314,12 +314,12 @@ impl AgentConfig {
         }
     }
 
-    pub fn engine_config(&self) -> EngineConfig {
-        EngineConfig {
+    pub fn state_config(&self) -> StateConfig {
+        StateConfig {
             capture_env: self.capture.env,
             process_flows: self.flows.process_flows,
             max_processes: self.kernel.max_processes,
-            ..EngineConfig::default()
+            ..StateConfig::default()
         }
     }
 }

@@ -4,21 +4,24 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::{
-    engine::Engine,
     metrics::HealthMetrics,
     nri::stats::NriStats,
     probe::{Probe, ReaderStats},
-    workloads::{Workloads, source::ActiveSource},
+    sink::sysflow_files::FileSinkReport,
+    state::StateStats,
+    workloads::{UpdateQueue, Workloads, source::ActiveSource},
 };
 
 pub struct Sources<'a> {
     pub probe: &'a Probe,
     pub reader: &'a ReaderStats,
-    pub engine: &'a Engine,
+    pub state: &'a StateStats,
+    pub files: &'a FileSinkReport,
     pub queue_length: usize,
     pub kernel_fd_entries: usize,
     pub nri: &'a NriStats,
     pub workloads: &'a Workloads,
+    pub updates: &'a UpdateQueue,
     pub source: ActiveSource,
 }
 
@@ -40,7 +43,8 @@ pub fn update(m: &HealthMetrics, s: &Sources<'_>) {
         .set(i64::from(s.probe.syscall_hooks_attached()));
     m.queue_length.set(s.queue_length as i64);
 
-    let writer = s.engine.writer().stats();
+    let files = s.files.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let writer = &files.writer;
     m.set_records_written(&writer.records_by_type);
     m.files_completed.set_total(writer.files_completed);
     m.bytes_written.set_total(writer.bytes_written);
@@ -48,24 +52,21 @@ pub fn update(m: &HealthMetrics, s: &Sources<'_>) {
     let w = &s.workloads.stats;
     m.set_losses([
         s.reader.decode_errors.load(Relaxed),
-        w.updates_dropped.load(Relaxed),
+        s.updates.dropped(),
         w.cgroup_unresolved.load(Relaxed),
         w.table_full.load(Relaxed),
         w.kernel_map_errors.load(Relaxed),
         writer.records_lost,
-        s.engine.stats.records_refused,
+        files.records_refused,
         writer.missing_ancestors,
     ]);
     m.records_filtered_by_path
-        .set_total(s.engine.stats.filtered_by_path);
+        .set_total(s.state.filtered_by_path);
     m.set_tables(
-        s.engine.process_count(),
-        s.engine.file_count(),
+        s.state.processes,
+        s.state.files,
         s.kernel_fd_entries,
-        [
-            s.engine.stats.processes_evicted,
-            s.engine.stats.files_evicted,
-        ],
+        [s.state.processes_evicted, s.state.files_evicted],
     );
 
     let events: [u64; 16] = std::array::from_fn(|i| s.nri.events[i].load(Relaxed));

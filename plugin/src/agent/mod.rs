@@ -26,12 +26,18 @@ use tracing::{info, warn};
 use self::config::AgentConfig;
 use crate::{
     capture::CaptureMode,
-    cgroup::cgroup2_mount,
-    engine::Engine,
+    host::{CgroupError, Host},
     metrics::{Metrics, server, workload::WorkloadSeries},
     nri::stats::NriStats,
+    pipeline::Pipeline,
     policy::{Policy, PolicyErrors},
     probe::{Probe, boot_now_ns},
+    sink::{
+        Fanout, SinkError,
+        sysflow_files::{FileSink, FileSinkReport},
+        workload_metrics::MetricsSink,
+    },
+    state::State,
     workloads::{
         Workloads,
         source::{self, SourceConfig, SourceState},
@@ -72,13 +78,13 @@ pub enum StartError {
     Signals(std::io::Error),
     /// No cgroup2 hierarchy to attribute records to.
     #[error("{0}")]
-    Cgroup(#[from] crate::cgroup::CgroupError),
+    Cgroup(#[from] CgroupError),
     /// A cgroup named in `capture.cgroups` does not exist.
     #[error("capture.cgroups: {path}: {source}")]
-    ConfiguredCgroup {
-        path: String,
-        source: crate::cgroup::CgroupError,
-    },
+    ConfiguredCgroup { path: String, source: CgroupError },
+    /// The last file could not be completed at the end of the run.
+    #[error("{0}")]
+    Finish(#[from] SinkError),
     /// The metrics address cannot be served.
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics {
@@ -171,8 +177,8 @@ pub async fn run(
         }
         None => (Policy::uniform(config.capture.default_mode), None),
     };
-    let cgroup_mount = cgroup2_mount(Path::new("/proc/self/mountinfo"))?;
-    let configured_cgroups = configured_cgroups(&config, &cgroup_mount)?;
+    let host = Host::system()?;
+    let configured_cgroups = configured_cgroups(&config, &host)?;
     let metrics = Arc::new(Metrics::new());
     if let Some(addr) = config.metrics.addr {
         server::start(addr, metrics.clone())
@@ -187,16 +193,23 @@ pub async fn run(
         );
     }
     let writer = SysFlowWriter::to_directory(&config.output.dir, config.writer_config())?;
+    let files = FileSink::new(writer, Duration::from_secs(config.output.flush_secs.max(1)));
+    let files_report = files.report();
+    let workload_metrics = MetricsSink::new(
+        WorkloadSeries::new(metrics.workload.clone()),
+        Duration::from_secs(config.metrics.series_grace_secs),
+    );
     let mut probe = Probe::load(&config.probe_config())?;
-    let mut engine = Engine::new(
-        config.engine_config(),
-        writer,
+    let state = State::new(
+        config.state_config(),
+        host.clone(),
         probe.boot_to_wall_offset_ns(),
     );
-    let (workloads, mut workload_updates) = Workloads::new(
+    let mut pipeline = Pipeline::new(state, Fanout::default().with(files).with(workload_metrics));
+    let (workloads, updates) = Workloads::new(
         policy,
         Some(probe.control()),
-        cgroup_mount.clone(),
+        host,
         config.node_name(),
         config.output.node_ip.parse().ok(),
     );
@@ -204,14 +217,9 @@ pub async fn run(
         probe.set_cgroup_mode(*id, *mode)?;
         info!(cgroup = %path, id, %mode, "capture mode from the configuration");
     }
-    engine.set_workloads(workloads.clone());
-    engine.set_workload_series(
-        WorkloadSeries::new(metrics.workload.clone()),
-        Duration::from_secs(config.metrics.series_grace_secs),
-    );
     let mut records = probe.records()?;
     // After attaching, so a process starting now is seen either here or by the probe.
-    engine.seed_from_proc();
+    pipeline.seed();
     let nri_stats = Arc::new(NriStats::default());
     let _ = nri_stats
         .histogram
@@ -238,7 +246,7 @@ pub async fn run(
         _ => None,
     };
     info!(
-        processes = engine.process_count(),
+        processes = pipeline.state_stats().processes,
         hooks = %probe.hook_set(),
         attachments = probe.attachments(),
         output = %config.output.dir.display(),
@@ -252,10 +260,7 @@ pub async fn run(
     let flow_interval = Duration::from_secs(config.flows.interval_secs);
     let mut flows =
         tokio::time::interval_at(tokio::time::Instant::now() + flow_interval, flow_interval);
-    let flush_every = Duration::from_secs(config.output.flush_secs.max(1));
-    let mut last_flush = Instant::now();
     let mut status = StatusLine::new(std::io::stderr().is_terminal());
-    let mut output_watch = OutputWatch::default();
     let mut kernel_fd_entries = 0;
     loop {
         tokio::select! {
@@ -269,42 +274,44 @@ pub async fn run(
                     break;
                 }
             }
-            Some(update) = workload_updates.recv() => engine.apply_workload(update),
+            _ = updates.ready() => pipeline.workload_updates(updates.drain()),
             _ = flows.tick() => {
                 // The kernel reports every descriptor's counters into the record stream; each
-                // report writes and restarts its flow as it arrives.
+                // report ends or cuts its flow as it arrives.
                 if let Err(e) = probe.flush(false) {
                     warn!("periodic flush of the kernel's counters failed: {e}");
                 }
-                engine.interval(boot_now_ns());
+                pipeline.interval();
                 // Walking the kernel table costs a syscall per entry: at the flow interval only.
                 kernel_fd_entries = probe.fd_table_len();
             }
             _ = tick.tick() => {
-                engine.tick(boot_now_ns());
-                if last_flush.elapsed() >= flush_every {
-                    let _ = engine.writer_mut().flush();
-                    last_flush = Instant::now();
-                }
+                pipeline.tick(boot_now_ns(), Instant::now());
                 let drops = probe.kernel_stats().map(|s| s.ring_full).unwrap_or(0);
-                status.show(&engine, drops);
-                output_watch.report(engine.writer().stats());
+                let state = pipeline.state_stats();
+                status.show(&files_report, state.processes, drops);
                 health::update(&metrics.health, &health::Sources {
                     probe: &probe,
                     reader: &records.stats,
-                    engine: &engine,
+                    state: &state,
+                    files: &files_report,
                     queue_length: records.queued() as usize,
                     kernel_fd_entries,
                     nri: &nri_stats,
                     workloads: &workloads,
+                    updates: &updates,
                     source: source_state.get(),
                 });
             }
             batch = records.recv_batch() => {
                 let Some(batch) = batch else { break };
-                for record in batch {
-                    engine.handle(record);
+                // A container's metadata is queued before its workload runs: taking the
+                // queue after the batch and before applying it tags its first records.
+                let waiting = updates.drain();
+                if !waiting.is_empty() {
+                    pipeline.workload_updates(waiting);
                 }
+                pipeline.records(batch);
             }
         }
     }
@@ -313,9 +320,7 @@ pub async fn run(
     if let Some(task) = policy_watch {
         task.abort();
     }
-    while let Ok(update) = workload_updates.try_recv() {
-        engine.apply_workload(update);
-    }
+    pipeline.workload_updates(updates.drain());
     // Every descriptor's counters so far into the stream, then take what the kernel produced
     // and end every open flow. Bounded: on a busy node records never stop arriving.
     if let Err(e) = probe.flush(true) {
@@ -328,23 +333,25 @@ pub async fn run(
     )
     .await
     {
-        for record in batch {
-            engine.handle(record);
-        }
+        pipeline.records(batch);
     }
-    let kernel_records = engine.stats.kernel_records;
+    let kernel_records = pipeline.state_stats().kernel_records;
     let ring_drops = probe.kernel_stats().map(|s| s.ring_full).unwrap_or(0);
-    let (last_file, stats) = engine.shutdown(boot_now_ns())?;
+    pipeline.finish(boot_now_ns())?;
+    let files = files_report
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     drop(records);
     // Detaching takes a few seconds (the kernel serializes it); the files are complete already.
     drop(probe);
     Ok(RunSummary {
         kernel_records,
-        records_written: stats.records_by_type.iter().sum(),
-        records_lost: stats.records_lost,
-        files_completed: stats.files_completed + 1,
+        records_written: files.writer.records_by_type.iter().sum(),
+        records_lost: files.writer.records_lost,
+        files_completed: files.writer.files_completed + 1,
         ring_drops,
-        last_file,
+        last_file: files.last_file,
         peak_rss_mib: peak_rss_mib(),
         nri: (nri_stats.connections.load(Relaxed) > 0).then(|| nri_stats.summary()),
         late_registrations: workloads.stats.late_registrations.load(Relaxed),
@@ -355,53 +362,22 @@ pub async fn run(
 /// loaded, so a missing one is a start-up error of its own.
 fn configured_cgroups(
     config: &AgentConfig,
-    mount: &Path,
+    host: &Host,
 ) -> Result<Vec<(String, u64, CaptureMode)>, StartError> {
     config
         .capture
         .cgroups
         .iter()
         .map(|(path, mode)| {
-            let dir = mount.join(path.trim_start_matches('/'));
-            let id =
-                crate::cgroup::cgroup_id(&dir).map_err(|source| StartError::ConfiguredCgroup {
+            let id = host
+                .cgroup_id(path)
+                .map_err(|source| StartError::ConfiguredCgroup {
                     path: path.clone(),
                     source,
                 })?;
             Ok((path.clone(), id, *mode))
         })
         .collect()
-}
-
-/// Says once that the SysFlow output started failing, and once that it recovered, with the
-/// records lost in between (they are counted either way).
-#[derive(Default)]
-struct OutputWatch {
-    failing: bool,
-    /// Records lost as of the last report that found the output working.
-    lost_while_working: u64,
-}
-
-impl OutputWatch {
-    fn report(&mut self, stats: &sysflow::writer::WriterStats) {
-        match (&stats.output_error, self.failing) {
-            (Some(e), false) => {
-                warn!("SysFlow output failing, records are counted as lost until it recovers: {e}");
-                self.failing = true;
-            }
-            (None, true) => {
-                info!(
-                    lost = stats.records_lost - self.lost_while_working,
-                    "SysFlow output recovered"
-                );
-                self.failing = false;
-            }
-            _ => {}
-        }
-        if !self.failing {
-            self.lost_while_working = stats.records_lost;
-        }
-    }
 }
 
 /// A one-line live status on a terminal: records/s, drops, files written.
@@ -420,11 +396,15 @@ impl StatusLine {
         }
     }
 
-    fn show(&mut self, engine: &Engine, drops: u64) {
+    fn show(&mut self, files: &FileSinkReport, processes: usize, drops: u64) {
         if !self.enabled {
             return;
         }
-        let stats = engine.writer().stats();
+        let stats = files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .writer
+            .clone();
         let written: u64 = stats.records_by_type.iter().sum();
         let rate = (written - self.last_records.min(written)) as f64
             / self.last.elapsed().as_secs_f64().max(0.001);
@@ -435,7 +415,7 @@ impl StatusLine {
             err,
             "\r\x1b[2K{rate:>9.0} records/s  {written} written  {drops} kernel drops  {} files  {} processes",
             stats.files_completed + 1,
-            engine.process_count()
+            processes
         );
         let _ = err.flush();
     }

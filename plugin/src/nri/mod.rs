@@ -1,19 +1,21 @@
 //! containerd's Node Resource Interface, plugin side: registration, configuration,
 //! synchronization and lifecycle events over NRI's multiplexed ttrpc socket.
 //!
-//! Like the Go stub of containerd/nri, the framework lives here and the plugin implements only
-//! [`NriHandler`]: events arrive both through their dedicated RPCs (NRI >= 0.12) and through
-//! `StateChange` (older runtimes such as Debian's containerd 1.7 with NRI 0.6.1), and both reach
-//! the same handler. Handlers never fail towards the runtime: an error would fail the pod's
-//! creation, so problems are logged and counted instead.
+//! Like the Go stub of containerd/nri, the framework lives here ([`Stub`]: connection,
+//! registration, reconnect) and a plugin implements only the handlers it needs ([`Plugin`]):
+//! events arrive both through their dedicated RPCs (NRI >= 0.12) and through `StateChange`
+//! (older runtimes such as Debian's containerd 1.7 with NRI 0.6.1), and both reach the same
+//! handler. Handlers never fail towards the runtime: an error would fail the pod's creation,
+//! so problems are logged and counted instead.
 
 pub mod mux;
+mod plugin;
 pub mod proto;
 pub mod stats;
+mod stub;
 
 use std::{
     collections::HashMap,
-    os::fd::{FromRawFd as _, RawFd},
     path::PathBuf,
     sync::{Arc, Mutex, atomic::Ordering::Relaxed},
     time::{Duration, Instant},
@@ -21,7 +23,7 @@ use std::{
 
 use async_trait::async_trait;
 use prost::Message as _;
-use tokio::{net::UnixStream, sync::mpsc};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use ttrpc::{
     Code, Request, Response,
@@ -31,7 +33,12 @@ use ttrpc::{
     },
 };
 
+pub use self::{
+    plugin::{EventMask, Plugin},
+    stub::{Backoff, LaunchError, Stub},
+};
 use self::{
+    plugin::{deliver_container, deliver_pod},
     proto::{
         ConfigureRequest, ConfigureResponse, Container, ContainerRequest, Event, PLUGIN_SERVICE,
         PodRequest, PodSandbox, RUNTIME_SERVICE, RegisterPluginRequest, StateChangeEvent,
@@ -39,32 +46,6 @@ use self::{
     },
     stats::{NriStats, SYNCHRONIZE_SLOT},
 };
-
-/// What the plugin does with what the runtime tells it. Called on the runtime's request path:
-/// implementations must return quickly and never block on I/O.
-pub trait NriHandler: Send + Sync + 'static {
-    /// Every pod and container the runtime knows, once per connection (after reassembly of
-    /// split messages).
-    fn synchronize(&self, pods: Vec<PodSandbox>, containers: Vec<Container>);
-    fn pod_event(&self, event: Event, pod: PodSandbox);
-    fn container_event(&self, event: Event, pod: Option<PodSandbox>, container: Container);
-    /// The connection to the runtime is gone (the runtime will synchronize again on reconnect).
-    fn disconnected(&self) {}
-}
-
-/// Events we subscribe to: pods come and go, containers start (their cgroup exists, their
-/// workload has not run yet) and are removed. Nothing else: the runtime calls every
-/// subscribed plugin in turn on the pod's start path.
-pub const SUBSCRIBED: [Event; 4] = [
-    Event::RunPodSandbox,
-    Event::RemovePodSandbox,
-    Event::StartContainer,
-    Event::RemoveContainer,
-];
-
-pub fn subscription_mask() -> i32 {
-    SUBSCRIBED.iter().map(|e| e.mask()).fold(0, |a, b| a | b)
-}
 
 #[derive(Clone, Debug)]
 pub struct NriConfig {
@@ -85,28 +66,53 @@ impl Default for NriConfig {
     }
 }
 
+/// A plugin name or index the runtime would refuse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InvalidPluginId {
+    #[error("plugin name {0:?} must be non-empty and use only [a-zA-Z0-9_.+-]")]
+    Name(String),
+    #[error("plugin index {0:?} must be exactly two digits (00-99)")]
+    Index(String),
+}
+
 impl NriConfig {
     /// Checks name and index as the runtime would (it rejects them at registration).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidPluginId> {
         let valid_name = !self.plugin_name.is_empty()
             && self
                 .plugin_name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_.+-".contains(&b));
         if !valid_name {
-            return Err(format!(
-                "plugin name {:?} must be non-empty and use only [a-zA-Z0-9_.+-]",
-                self.plugin_name
-            ));
+            return Err(InvalidPluginId::Name(self.plugin_name.clone()));
         }
         if self.plugin_index.len() != 2 || !self.plugin_index.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!(
-                "plugin index {:?} must be exactly two digits (00-99)",
-                self.plugin_index
-            ));
+            return Err(InvalidPluginId::Index(self.plugin_index.clone()));
         }
         Ok(())
     }
+}
+
+/// Why registration failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("cannot serve the Plugin service: {0}")]
+    Serve(ttrpc::Error),
+    #[error("RegisterPlugin failed: {0}")]
+    Request(ttrpc::Error),
+    #[error("the runtime refused: {0}")]
+    Refused(String),
+}
+
+/// A request from the runtime that could not be understood.
+#[derive(Debug, thiserror::Error)]
+pub enum MalformedRequest {
+    #[error("{0}")]
+    Decode(#[from] prost::DecodeError),
+    #[error("pod event without a pod")]
+    NoPod,
+    #[error("container event without a container")]
+    NoContainer,
 }
 
 /// Why a connection ended.
@@ -118,21 +124,24 @@ pub enum SessionEnd {
         source: std::io::Error,
     },
     #[error("registration failed: {0}")]
-    Register(String),
+    Register(#[from] RegisterError),
     #[error("{0}")]
     Trunk(#[from] mux::MuxError),
-    #[error("closing after a malformed message: {0}")]
-    Malformed(String),
+    #[error("closing after a malformed {method} request: {reason}")]
+    Malformed {
+        method: &'static str,
+        reason: MalformedRequest,
+    },
 }
 
 /// State shared by the method handlers of one connection.
 struct Shared {
-    handler: Arc<dyn NriHandler>,
+    plugin: Arc<dyn Plugin>,
     stats: Arc<NriStats>,
     /// Chunks of a split Synchronize, until the last one.
     pending_sync: Mutex<(Vec<PodSandbox>, Vec<Container>)>,
     /// A malformed message closes the connection (the runtime resynchronizes on reconnect).
-    close: mpsc::UnboundedSender<String>,
+    close: mpsc::UnboundedSender<(&'static str, MalformedRequest)>,
 }
 
 #[derive(Clone, Copy)]
@@ -143,7 +152,7 @@ enum Method {
     Pod(Event),
     Container(Event),
     StateChange,
-    /// Methods we do not subscribe to but answer harmlessly if called.
+    /// Pod updates (no NRI event of their own): answered harmlessly.
     Ignored,
 }
 
@@ -153,15 +162,15 @@ struct Handler {
     shared: Arc<Shared>,
 }
 
-fn decode<M: prost::Message + Default>(payload: &[u8]) -> Result<M, String> {
-    M::decode(payload).map_err(|e| e.to_string())
+fn decode<M: prost::Message + Default>(payload: &[u8]) -> Result<M, MalformedRequest> {
+    Ok(M::decode(payload)?)
 }
 
 impl Handler {
     /// The response payload; never an error towards the runtime.
     fn dispatch(&self, payload: &[u8]) -> Vec<u8> {
         let s = &self.shared;
-        let outcome: Result<Vec<u8>, String> = (|| match self.method {
+        let outcome: Result<Vec<u8>, MalformedRequest> = (|| match self.method {
             Method::Configure => {
                 let req: ConfigureRequest = decode(payload)?;
                 info!(
@@ -172,14 +181,14 @@ impl Handler {
                     "NRI: configured"
                 );
                 Ok(ConfigureResponse {
-                    events: subscription_mask(),
+                    events: s.plugin.events().0,
                 }
                 .encode_to_vec())
             }
             Method::Synchronize => {
                 let req: SynchronizeRequest = decode(payload)?;
                 s.stats.count_event(SYNCHRONIZE_SLOT);
-                let mut pending = s.pending_sync.lock().map_err(|e| e.to_string())?;
+                let mut pending = s.pending_sync.lock().unwrap_or_else(|p| p.into_inner());
                 pending.0.extend(req.pods);
                 pending.1.extend(req.containers);
                 if req.more {
@@ -199,39 +208,51 @@ impl Handler {
                     containers = containers.len(),
                     "NRI: synchronized"
                 );
-                s.handler.synchronize(pods, containers);
+                s.plugin.synchronize(pods, containers);
                 Ok(SynchronizeResponse { more: false }.encode_to_vec())
             }
-            Method::Shutdown | Method::Ignored => Ok(Vec::new()),
+            Method::Shutdown => {
+                s.plugin.shutdown();
+                Ok(Vec::new())
+            }
+            Method::Ignored => Ok(Vec::new()),
             Method::Pod(event) => {
                 let req: PodRequest = decode(payload)?;
                 s.stats.count_event(event as usize);
-                let pod = req.pod.ok_or("pod event without a pod")?;
-                s.handler.pod_event(event, pod);
+                let pod = req.pod.ok_or(MalformedRequest::NoPod)?;
+                if s.plugin.events().contains(event) {
+                    deliver_pod(&*s.plugin, event, pod);
+                }
                 Ok(Vec::new())
             }
             Method::Container(event) => {
                 let req: ContainerRequest = decode(payload)?;
                 s.stats.count_event(event as usize);
-                let container = req.container.ok_or("container event without a container")?;
-                s.handler.container_event(event, req.pod, container);
+                let container = req.container.ok_or(MalformedRequest::NoContainer)?;
+                if s.plugin.events().contains(event) {
+                    deliver_container(&*s.plugin, event, req.pod, container);
+                }
                 Ok(Vec::new())
             }
             Method::StateChange => {
                 let req: StateChangeEvent = decode(payload)?;
                 let event = Event::try_from(req.event).unwrap_or(Event::Unknown);
                 s.stats.count_event(event as usize);
-                match (event, req.pod, req.container) {
-                    (
-                        Event::RunPodSandbox | Event::StopPodSandbox | Event::RemovePodSandbox,
-                        Some(pod),
-                        _,
-                    ) => s.handler.pod_event(event, pod),
-                    (Event::StartContainer | Event::RemoveContainer, pod, Some(container)) => {
-                        s.handler.container_event(event, pod, container)
+                let pod_event = matches!(
+                    event,
+                    Event::RunPodSandbox | Event::StopPodSandbox | Event::RemovePodSandbox
+                );
+                match (req.pod, req.container) {
+                    // Events not subscribed to (a runtime may still send them).
+                    _ if !s.plugin.events().contains(event) => {
+                        debug!(event = ?event, "NRI: state change ignored")
                     }
-                    // Events we did not subscribe to (a runtime may still send them).
-                    (other, _, _) => debug!(event = ?other, "NRI: state change ignored"),
+                    (Some(pod), _) if pod_event => deliver_pod(&*s.plugin, event, pod),
+                    (pod, Some(container)) if !pod_event => {
+                        deliver_container(&*s.plugin, event, pod, container)
+                    }
+                    _ if pod_event => return Err(MalformedRequest::NoPod),
+                    _ => return Err(MalformedRequest::NoContainer),
                 }
                 Ok(Vec::new())
             }
@@ -240,9 +261,11 @@ impl Handler {
             Ok(payload) => payload,
             Err(reason) => {
                 s.stats.malformed.fetch_add(1, Relaxed);
-                let reason = format!("{}: {reason}", self.name);
-                warn!("NRI: malformed request, answering empty and reconnecting: {reason}");
-                let _ = s.close.send(reason);
+                warn!(
+                    method = self.name,
+                    "NRI: malformed request, answering empty and reconnecting: {reason}"
+                );
+                let _ = s.close.send((self.name, reason));
                 Vec::new()
             }
         }
@@ -282,13 +305,13 @@ fn plugin_methods() -> Vec<(&'static str, Method)> {
         ("RemovePodSandbox", Method::Pod(Event::RemovePodSandbox)),
         ("UpdatePodSandbox", Method::Ignored),
         ("PostUpdatePodSandbox", Method::Ignored),
-        ("CreateContainer", Method::Ignored),
-        ("PostCreateContainer", Method::Ignored),
+        ("CreateContainer", Method::Container(Event::CreateContainer)),
+        ("PostCreateContainer", Method::Container(Event::PostCreateContainer)),
         ("StartContainer", Method::Container(Event::StartContainer)),
-        ("PostStartContainer", Method::Ignored),
-        ("UpdateContainer", Method::Ignored),
-        ("PostUpdateContainer", Method::Ignored),
-        ("StopContainer", Method::Ignored),
+        ("PostStartContainer", Method::Container(Event::PostStartContainer)),
+        ("UpdateContainer", Method::Container(Event::UpdateContainer)),
+        ("PostUpdateContainer", Method::Container(Event::PostUpdateContainer)),
+        ("StopContainer", Method::Container(Event::StopContainer)),
         ("RemoveContainer", Method::Container(Event::RemoveContainer)),
         ("StateChange", Method::StateChange),
     ]
@@ -338,7 +361,7 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn serve_connection<S>(
     socket: S,
     config: &NriConfig,
-    handler: Arc<dyn NriHandler>,
+    plugin: Arc<dyn Plugin>,
     stats: Arc<NriStats>,
 ) -> SessionEnd
 where
@@ -347,7 +370,7 @@ where
     let trunk = mux::start(socket);
     let (close_tx, mut close_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
-        handler: handler.clone(),
+        plugin: plugin.clone(),
         stats: stats.clone(),
         pending_sync: Mutex::default(),
         close: close_tx,
@@ -358,7 +381,7 @@ where
         .add_listener(listener)
         .register_service(plugin_service(shared));
     if let Err(e) = server.start().await {
-        return SessionEnd::Register(format!("cannot serve the Plugin service: {e}"));
+        return RegisterError::Serve(e).into();
     }
     let client = Client::new(Socket::new(trunk.runtime));
     let mut request = Request::new();
@@ -375,11 +398,10 @@ where
     let end = tokio::select! {
         reply = client.request(request) => match reply {
             Ok(r) if r.status.as_ref().is_none_or(|s| s.code() == Code::OK) => None,
-            Ok(r) => Some(SessionEnd::Register(format!(
-                "runtime refused: {}",
-                r.status.as_ref().map(|s| s.message.clone()).unwrap_or_default()
-            ))),
-            Err(e) => Some(SessionEnd::Register(e.to_string())),
+            Ok(r) => Some(RegisterError::Refused(
+                r.status.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
+            ).into()),
+            Err(e) => Some(RegisterError::Request(e).into()),
         },
         reason = &mut ended => Some(SessionEnd::Trunk(
             reason.unwrap_or(mux::MuxError::Closed),
@@ -397,11 +419,11 @@ where
             stats.connections.fetch_add(1, Relaxed);
             tokio::select! {
                 reason = &mut ended => SessionEnd::Trunk(reason.unwrap_or(mux::MuxError::Closed)),
-                Some(reason) = close_rx.recv() => {
+                Some((method, reason)) = close_rx.recv() => {
                     // Let the (successful) reply to the malformed request reach the runtime
                     // first, so it is not reported there as a failed event.
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    SessionEnd::Malformed(reason)
+                    SessionEnd::Malformed { method, reason }
                 }
             }
         }
@@ -409,69 +431,11 @@ where
     if stats.connected.swap(false, Relaxed) {
         stats.disconnects.fetch_add(1, Relaxed);
     }
-    handler.disconnected();
+    plugin.disconnected();
     drop(trunk.guard);
     drop(client);
     let _ = tokio::time::timeout(Duration::from_secs(1), server.shutdown()).await;
     end
-}
-
-/// The socket containerd passed to a plugin it launched itself (`NRI_PLUGIN_SOCKET`=fd).
-pub fn launched_socket() -> Option<Result<UnixStream, String>> {
-    let fd = std::env::var("NRI_PLUGIN_SOCKET").ok()?;
-    Some((|| {
-        let fd: RawFd = fd
-            .parse()
-            .map_err(|_| format!("NRI_PLUGIN_SOCKET={fd:?} is not a file descriptor number"))?;
-        // SAFETY: the runtime hands this descriptor to us alone; nothing else in the process
-        // owns it.
-        let std = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
-        std.set_nonblocking(true)
-            .map_err(|e| format!("NRI_PLUGIN_SOCKET={fd}: {e}"))?;
-        UnixStream::from_std(std).map_err(|e| format!("NRI_PLUGIN_SOCKET={fd}: {e}"))
-    })())
-}
-
-/// Backoff between connection attempts: 100 ms doubling up to 5 s, reset after a connection
-/// that lasted.
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff { next: Self::FIRST }
-    }
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(5);
-
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        d
-    }
-
-    pub fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-}
-
-/// Connects to the runtime's socket once and serves the connection until it ends.
-pub async fn connect_and_serve(
-    config: &NriConfig,
-    handler: Arc<dyn NriHandler>,
-    stats: Arc<NriStats>,
-) -> SessionEnd {
-    match UnixStream::connect(&config.socket).await {
-        Ok(socket) => serve_connection(socket, config, handler, stats).await,
-        Err(source) => SessionEnd::Connect {
-            path: config.socket.clone(),
-            source,
-        },
-    }
 }
 
 #[cfg(test)]

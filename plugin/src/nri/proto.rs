@@ -28,6 +28,21 @@ pub enum Event {
 }
 
 impl Event {
+    /// Every event a plugin can subscribe to.
+    pub const ALL: [Event; 11] = [
+        Event::RunPodSandbox,
+        Event::StopPodSandbox,
+        Event::RemovePodSandbox,
+        Event::CreateContainer,
+        Event::PostCreateContainer,
+        Event::StartContainer,
+        Event::PostStartContainer,
+        Event::UpdateContainer,
+        Event::PostUpdateContainer,
+        Event::StopContainer,
+        Event::RemoveContainer,
+    ];
+
     /// The bit of this event in `ConfigureResponse.events`.
     pub fn mask(self) -> i32 {
         1 << (self as i32 - 1)

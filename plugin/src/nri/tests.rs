@@ -5,7 +5,7 @@
 
 use std::sync::Mutex as StdMutex;
 
-use tokio::sync::oneshot;
+use tokio::{net::UnixStream, sync::oneshot};
 
 use super::*;
 
@@ -14,22 +14,15 @@ struct Recorder {
     calls: StdMutex<Vec<String>>,
 }
 
-impl NriHandler for Recorder {
-    fn synchronize(&self, pods: Vec<PodSandbox>, containers: Vec<Container>) {
-        let pods: Vec<_> = pods.iter().map(|p| p.name.clone()).collect();
-        let containers: Vec<_> = containers.iter().map(|c| c.name.clone()).collect();
-        self.calls
-            .lock()
-            .unwrap()
-            .push(format!("sync pods={pods:?} containers={containers:?}"));
-    }
-    fn pod_event(&self, event: Event, pod: PodSandbox) {
+impl Recorder {
+    fn pod(&self, event: Event, pod: PodSandbox) {
         self.calls
             .lock()
             .unwrap()
             .push(format!("{} {}/{}", event.name(), pod.namespace, pod.name));
     }
-    fn container_event(&self, event: Event, pod: Option<PodSandbox>, container: Container) {
+
+    fn container(&self, event: Event, pod: Option<PodSandbox>, container: Container) {
         self.calls.lock().unwrap().push(format!(
             "{} {} pod={} cgroups={}",
             event.name(),
@@ -37,6 +30,32 @@ impl NriHandler for Recorder {
             pod.map(|p| p.name).unwrap_or_default(),
             container.linux.map(|l| l.cgroups_path).unwrap_or_default()
         ));
+    }
+}
+
+// The events the agent's plugin handles; every other handler stays the framework's no-op.
+crate::nri_plugin! {
+    impl Plugin for Recorder {
+        fn synchronize(&self, pods: Vec<PodSandbox>, containers: Vec<Container>) {
+            let pods: Vec<_> = pods.iter().map(|p| p.name.clone()).collect();
+            let containers: Vec<_> = containers.iter().map(|c| c.name.clone()).collect();
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("sync pods={pods:?} containers={containers:?}"));
+        }
+        fn run_pod_sandbox(&self, pod: PodSandbox) {
+            self.pod(Event::RunPodSandbox, pod);
+        }
+        fn remove_pod_sandbox(&self, pod: PodSandbox) {
+            self.pod(Event::RemovePodSandbox, pod);
+        }
+        fn start_container(&self, pod: Option<PodSandbox>, container: Container) {
+            self.container(Event::StartContainer, pod, container);
+        }
+        fn remove_container(&self, pod: Option<PodSandbox>, container: Container) {
+            self.container(Event::RemoveContainer, pod, container);
+        }
     }
 }
 
@@ -108,9 +127,9 @@ async fn start() -> (
         plugin_index: "42".into(),
         ..NriConfig::default()
     };
-    let handler: Arc<dyn NriHandler> = recorder.clone();
+    let plugin: Arc<dyn Plugin> = recorder.clone();
     let session = tokio::spawn(async move {
-        serve_connection(ours, &config, handler, Arc::new(NriStats::default())).await
+        serve_connection(ours, &config, plugin, Arc::new(NriStats::default())).await
     });
 
     let trunk = mux::start(theirs);
@@ -239,11 +258,15 @@ async fn handshake_sync_and_events_reach_the_handler() {
         )
         .await;
     assert_eq!(r.status.code(), Code::OK);
-    // A method we do not subscribe to still gets a harmless empty answer.
+    // An event the plugin does not handle still gets a harmless empty answer.
     let r = runtime
         .call(
             "CreateContainer",
-            ContainerRequest::default().encode_to_vec(),
+            ContainerRequest {
+                pod: Some(pod("web", "shop")),
+                container: Some(container("sidecar")),
+            }
+            .encode_to_vec(),
         )
         .await;
     assert_eq!(r.status.code(), Code::OK);
@@ -273,10 +296,13 @@ async fn malformed_message_is_answered_ok_then_the_connection_closes() {
         .await
         .expect("session ends")
         .unwrap();
-    let SessionEnd::Malformed(reason) = end else {
-        panic!("expected a malformed-message end, got {end:?}");
+    let SessionEnd::Malformed {
+        method: "RunPodSandbox",
+        reason: MalformedRequest::Decode(_),
+    } = end
+    else {
+        panic!("expected a malformed RunPodSandbox request, got {end:?}");
     };
-    assert!(reason.starts_with("RunPodSandbox: "), "{reason}");
     assert!(recorder.calls.lock().unwrap().is_empty());
 }
 
@@ -289,16 +315,15 @@ fn plugin_index_and_name_are_checked_like_the_runtime_does() {
         ..NriConfig::default()
     };
     assert_eq!(
-        bad.validate().unwrap_err(),
+        bad.validate().unwrap_err().to_string(),
         "plugin index \"7\" must be exactly two digits (00-99)"
     );
     let bad = NriConfig {
         plugin_name: "sys flow".into(),
         ..NriConfig::default()
     };
-    assert!(
-        bad.validate()
-            .unwrap_err()
-            .starts_with("plugin name \"sys flow\"")
+    assert_eq!(
+        bad.validate(),
+        Err(InvalidPluginId::Name("sys flow".into()))
     );
 }

@@ -368,7 +368,7 @@ fn load_dispatcher(ebpf: &mut Ebpf, btf: &Btf) -> Result<ProgramArray<MapData>, 
         .map_err(verifier(DISPATCHER))?;
     let mut handlers: ProgramArray<MapData> = ProgramArray::try_from(
         ebpf.take_map("SYSCALL_HANDLERS")
-            .ok_or_else(|| ProbeError::MissingProgram("map SYSCALL_HANDLERS".into()))?,
+            .ok_or(ProbeError::MissingMap("SYSCALL_HANDLERS"))?,
     )
     .map_err(|source| ProbeError::Map {
         map: "SYSCALL_HANDLERS",

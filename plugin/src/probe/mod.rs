@@ -98,6 +98,9 @@ pub enum ProbeError {
     /// The object lacks a program this build expects (a build mismatch).
     #[error("the eBPF object has no program {0}")]
     MissingProgram(String),
+    /// The object lacks a map this build expects (a build mismatch).
+    #[error("the eBPF object has no map {0}")]
+    MissingMap(&'static str),
     /// The verifier rejected a program.
     #[error("the verifier rejected program {program}: {reason}")]
     Verifier { program: String, reason: String },
@@ -280,8 +283,7 @@ impl Probe {
         })?;
 
         let take = |ebpf: &mut aya::Ebpf, name: &'static str| {
-            ebpf.take_map(name)
-                .ok_or_else(|| ProbeError::MissingProgram(format!("map {name}")))
+            ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))
         };
         let cgroup_modes = BpfHashMap::try_from(take(&mut ebpf, "CGROUP_MODES")?)
             .map_err(map_err("CGROUP_MODES"))?;

@@ -2,21 +2,21 @@
 //! what the capture policy says about each.
 //!
 //! A container is registered the moment its cgroup exists and before its workload runs (NRI
-//! StartContainer): its cgroup id goes into the kernel's capture-mode map and its metadata into
-//! the table here, both before the runtime is answered. The engine looks a cgroup up here the
-//! first time it sees a record from it, so metadata is there before the first record is
-//! written, whatever order the engine reads its queues in. Later changes (policy reloads,
-//! removals) reach the engine as [`WorkloadUpdate`]s.
+//! StartContainer): its cgroup id goes into the kernel's capture-mode map and its metadata onto
+//! the [`UpdateQueue`], both before the runtime is answered. The agent drains the queue into
+//! the state stage after it takes each batch of kernel records and before it applies it, so a
+//! container's metadata is there before its first record. Nothing here is called back: later
+//! changes (policy reloads, removals) go the same way, as [`WorkloadUpdate`]s.
 
 pub mod containerd_api;
 pub mod nri_source;
 pub mod policy_watch;
+pub mod queue;
 pub mod source;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     net::Ipv4Addr,
-    path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering::Relaxed},
@@ -24,21 +24,21 @@ use std::{
 };
 
 use sysflow::{ContainerType, encoding::ipv4_to_long};
-use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+pub use self::queue::UpdateQueue;
 use crate::{
     capture::CaptureMode,
-    cgroup::{cgroup_id, cgroups_path_dir},
-    engine::containers::unified_path,
+    host::Host,
     policy::{Decision, PathFilter, Policy},
     probe::CaptureControl,
 };
 
 /// Containers (and pod sandboxes) tracked at once; more are counted and not tagged.
 pub const MAX_CONTAINERS: usize = 16_384;
-/// Updates queued for the engine.
-pub const UPDATE_QUEUE: usize = 4096;
+/// Updates queued for the state stage: room for an upsert of every container and pod sandbox
+/// (they coalesce) and as many removals.
+pub const UPDATE_QUEUE: usize = 4 * MAX_CONTAINERS;
 /// Name of the container entity of a pod's sandbox (pause) process, as kubelet names it.
 pub const SANDBOX_CONTAINER_NAME: &str = "POD";
 
@@ -75,7 +75,7 @@ pub struct ContainerInfo {
     pub privileged: bool,
 }
 
-/// What the engine needs to tag one cgroup's records.
+/// What the state stage needs to tag one cgroup's records.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorkloadMeta {
     pub cgroup_id: u64,
@@ -89,8 +89,7 @@ pub struct WorkloadMeta {
 pub enum WorkloadUpdate {
     /// New or changed metadata or policy for a cgroup.
     Upsert(Arc<WorkloadMeta>),
-    /// The runtime removed the container: once its last records are out, forget it (and call
-    /// [`Workloads::forget`]).
+    /// The runtime removed the container: once its last records are out, forget it.
     Removed {
         cgroup_id: u64,
         container_id: String,
@@ -106,8 +105,6 @@ pub struct WorkloadStats {
     pub cgroup_unresolved: AtomicU64,
     /// Containers not tracked because the table was full.
     pub table_full: AtomicU64,
-    /// Updates the engine did not take in time (queue full).
-    pub updates_dropped: AtomicU64,
     /// Kernel map updates that failed.
     pub kernel_map_errors: AtomicU64,
     /// Containers registered after their first process had already run (containerd-API
@@ -128,7 +125,6 @@ struct PodEntry {
 struct ContainerEntry {
     info: ContainerInfo,
     cgroup_id: u64,
-    removed: bool,
 }
 
 struct State {
@@ -138,14 +134,15 @@ struct State {
     by_cgroup: HashMap<u64, Arc<WorkloadMeta>>,
 }
 
-/// The node's workloads; shared by the metadata source (writes) and the engine (reads).
+/// The node's workloads, kept by the metadata source and the policy watcher; the state stage
+/// hears of them only through the update queue.
 pub struct Workloads {
     state: Mutex<State>,
     control: Option<CaptureControl>,
-    cgroup_mount: PathBuf,
+    host: Host,
     node_name: String,
     node_ip: Option<Ipv4Addr>,
-    updates: mpsc::Sender<WorkloadUpdate>,
+    updates: Arc<UpdateQueue>,
     pub stats: WorkloadStats,
 }
 
@@ -161,11 +158,11 @@ impl Workloads {
     pub fn new(
         policy: Policy,
         control: Option<CaptureControl>,
-        cgroup_mount: PathBuf,
+        host: Host,
         node_name: String,
         node_ip: Option<Ipv4Addr>,
-    ) -> (Arc<Workloads>, mpsc::Receiver<WorkloadUpdate>) {
-        let (tx, rx) = mpsc::channel(UPDATE_QUEUE);
+    ) -> (Arc<Workloads>, Arc<UpdateQueue>) {
+        let updates = Arc::new(UpdateQueue::new(UPDATE_QUEUE));
         let w = Workloads {
             state: Mutex::new(State {
                 policy,
@@ -174,14 +171,14 @@ impl Workloads {
                 by_cgroup: HashMap::new(),
             }),
             control,
-            cgroup_mount,
+            host,
             node_name,
             node_ip,
-            updates: tx,
+            updates: updates.clone(),
             stats: WorkloadStats::default(),
         };
         w.apply_host_mode();
-        (Arc::new(w), rx)
+        (Arc::new(w), updates)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -209,22 +206,19 @@ impl Workloads {
     }
 
     fn send(&self, update: WorkloadUpdate) {
-        if self.updates.try_send(update).is_err() {
-            self.stats.updates_dropped.fetch_add(1, Relaxed);
+        if !self.updates.push(update) {
+            warn!("workload update queue full: an update was dropped");
         }
     }
 
-    /// The metadata of a cgroup, if it belongs to a known container.
-    pub fn lookup(&self, cgroup_id: u64) -> Option<Arc<WorkloadMeta>> {
+    /// What this side knows of a cgroup now (for inspection: the state stage learns it from
+    /// the queue).
+    pub fn registered(&self, cgroup_id: u64) -> Option<Arc<WorkloadMeta>> {
         self.state().by_cgroup.get(&cgroup_id).cloned()
     }
 
     pub fn container_count(&self) -> usize {
-        self.state()
-            .containers
-            .values()
-            .filter(|c| !c.removed)
-            .count()
+        self.state().containers.len()
     }
 
     pub fn pod_count(&self) -> usize {
@@ -237,17 +231,7 @@ impl Workloads {
 
     /// The cgroup id of a runtime's cgroups path, or of a process's cgroup.
     fn resolve_cgroup(&self, cgroups_path: &str, pid: u32) -> Option<u64> {
-        if let Some(dir) = cgroups_path_dir(&self.cgroup_mount, cgroups_path)
-            && let Ok(id) = cgroup_id(&dir)
-        {
-            return Some(id);
-        }
-        if pid > 0 {
-            let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-            let path = unified_path(&text)?;
-            return cgroup_id(&self.cgroup_mount.join(path.trim_start_matches('/'))).ok();
-        }
-        None
+        self.host.container_cgroup_id(cgroups_path, pid)
     }
 
     fn pod_sysflow(&self, info: &PodInfo, restart_count: i64) -> sysflow::Pod {
@@ -332,7 +316,7 @@ impl Workloads {
         let members: Vec<String> = st
             .containers
             .iter()
-            .filter(|(_, c)| c.info.pod_id == id && !c.removed)
+            .filter(|(_, c)| c.info.pod_id == id)
             .map(|(k, _)| k.clone())
             .collect();
         for cid in members {
@@ -363,7 +347,7 @@ impl Workloads {
         }
     }
 
-    /// Sets the kernel mode and the lookup entry of a cgroup, and tells the engine.
+    /// Sets the kernel mode and the entry of a cgroup, and queues it for the state stage.
     fn publish(&self, st: &mut State, meta: Arc<WorkloadMeta>) {
         if st.by_cgroup.get(&meta.cgroup_id) == Some(&meta) {
             return;
@@ -403,7 +387,6 @@ impl Workloads {
             ContainerEntry {
                 info,
                 cgroup_id: cgroup,
-                removed: false,
             },
         );
         self.refresh_container(&mut st, &id);
@@ -462,21 +445,18 @@ impl Workloads {
         self.publish(st, meta);
     }
 
-    /// The runtime removed a container. Its lookup entry and kernel mode stay until the engine
-    /// has written its last records and calls [`Workloads::forget`].
+    /// The runtime removed a container (its processes are gone): its entry and kernel mode go
+    /// now; the state stage forgets it once its last records are out.
     pub fn container_removed(&self, id: &str) {
         let mut st = self.state();
-        let Some(c) = st.containers.get_mut(id) else {
+        let Some(c) = st.containers.remove(id) else {
             return;
         };
-        if c.removed {
-            return;
-        }
-        c.removed = true;
-        let cgroup_id = c.cgroup_id;
+        st.by_cgroup.remove(&c.cgroup_id);
         drop(st);
+        self.forget_kernel_mode(c.cgroup_id);
         self.send(WorkloadUpdate::Removed {
-            cgroup_id,
+            cgroup_id: c.cgroup_id,
             container_id: id.to_string(),
         });
     }
@@ -489,7 +469,7 @@ impl Workloads {
         let members: Vec<String> = st
             .containers
             .iter()
-            .filter(|(_, c)| c.info.pod_id == id && !c.removed)
+            .filter(|(_, c)| c.info.pod_id == id)
             .map(|(k, _)| k.clone())
             .collect();
         drop(st);
@@ -497,6 +477,8 @@ impl Workloads {
             self.container_removed(&cid);
         }
         if let Some(cgroup) = pod.sandbox_cgroup {
+            self.state().by_cgroup.remove(&cgroup);
+            self.forget_kernel_mode(cgroup);
             self.send(WorkloadUpdate::Removed {
                 cgroup_id: cgroup,
                 container_id: pod.info.id.clone(),
@@ -507,13 +489,7 @@ impl Workloads {
         });
     }
 
-    /// The engine is done with a removed cgroup: drop its entry and kernel mode.
-    pub fn forget(&self, cgroup_id: u64) {
-        let mut st = self.state();
-        st.by_cgroup.remove(&cgroup_id);
-        st.containers
-            .retain(|_, c| !(c.removed && c.cgroup_id == cgroup_id));
-        drop(st);
+    fn forget_kernel_mode(&self, cgroup_id: u64) {
         if let Some(control) = &self.control
             && let Err(e) = control.remove_cgroup(cgroup_id)
         {
@@ -536,9 +512,9 @@ impl Workloads {
                     .cloned()
                     .collect(),
                 st.containers
-                    .iter()
-                    .filter(|(k, c)| !c.removed && !container_ids.contains(*k))
-                    .map(|(k, _)| k.clone())
+                    .keys()
+                    .filter(|k| !container_ids.contains(*k))
+                    .cloned()
                     .collect(),
             )
         };
@@ -568,7 +544,7 @@ impl Workloads {
         let orphans: Vec<String> = st
             .containers
             .iter()
-            .filter(|(_, c)| !c.removed && !st.pods.contains_key(&c.info.pod_id))
+            .filter(|(_, c)| !st.pods.contains_key(&c.info.pod_id))
             .map(|(k, _)| k.clone())
             .collect();
         for id in orphans {
@@ -576,10 +552,6 @@ impl Workloads {
         }
         drop(st);
         self.apply_host_mode();
-    }
-
-    pub fn cgroup_mount(&self) -> &Path {
-        &self.cgroup_mount
     }
 }
 

@@ -1,12 +1,11 @@
-//! NRI events into the workload table.
+//! NRI events into the workload table. The plugin handles pods coming and going, containers
+//! starting (their cgroup exists, their workload has not run yet) and being removed; nothing
+//! else, because the runtime calls every subscribed plugin in turn on the pod's start path.
 
 use std::sync::Arc;
 
 use super::{ContainerInfo, PodInfo, Workloads};
-use crate::nri::{
-    NriHandler,
-    proto::{Container, Event, PodSandbox},
-};
+use crate::nri::proto::{Container, PodSandbox};
 
 /// `ContainerState::CONTAINER_RUNNING`.
 const RUNNING: i32 = 3;
@@ -53,33 +52,35 @@ pub fn container_info(c: Container) -> ContainerInfo {
     }
 }
 
-impl NriHandler for NriWorkloads {
-    fn synchronize(&self, pods: Vec<PodSandbox>, containers: Vec<Container>) {
-        // Only running containers have a cgroup to adopt.
-        let containers = containers
-            .into_iter()
-            .filter(|c| c.state == RUNNING || c.pid > 0)
-            .map(container_info)
-            .collect();
-        self.0
-            .synchronize(pods.into_iter().map(pod_info).collect(), containers);
-    }
-
-    fn pod_event(&self, event: Event, pod: PodSandbox) {
-        match event {
-            Event::RunPodSandbox => self.0.pod_started(pod_info(pod)),
-            Event::RemovePodSandbox => self.0.pod_removed(&pod.id),
-            _ => {}
+crate::nri_plugin! {
+    impl Plugin for NriWorkloads {
+        fn synchronize(&self, pods: Vec<PodSandbox>, containers: Vec<Container>) {
+            // Only running containers have a cgroup to adopt.
+            let containers = containers
+                .into_iter()
+                .filter(|c| c.state == RUNNING || c.pid > 0)
+                .map(container_info)
+                .collect();
+            self.0
+                .synchronize(pods.into_iter().map(pod_info).collect(), containers);
         }
-    }
 
-    fn container_event(&self, event: Event, pod: Option<PodSandbox>, container: Container) {
-        match event {
-            Event::StartContainer => self
-                .0
-                .container_started(container_info(container), pod.map(pod_info)),
-            Event::RemoveContainer => self.0.container_removed(&container.id),
-            _ => {}
+        fn run_pod_sandbox(&self, pod: PodSandbox) {
+            self.0.pod_started(pod_info(pod));
+        }
+
+        fn remove_pod_sandbox(&self, pod: PodSandbox) {
+            self.0.pod_removed(&pod.id);
+        }
+
+        /// The container's cgroup exists and its workload has not run yet.
+        fn start_container(&self, pod: Option<PodSandbox>, container: Container) {
+            self.0
+                .container_started(container_info(container), pod.map(pod_info));
+        }
+
+        fn remove_container(&self, _pod: Option<PodSandbox>, container: Container) {
+            self.0.container_removed(&container.id);
         }
     }
 }

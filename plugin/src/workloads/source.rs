@@ -17,7 +17,7 @@ use std::{
 use tracing::{info, warn};
 
 use super::{Workloads, containerd_api, nri_source::NriWorkloads};
-use crate::nri::{self, Backoff, NriConfig, NriHandler, stats::NriStats};
+use crate::nri::{Backoff, NriConfig, Plugin, Stub, stats::NriStats};
 
 #[derive(Clone, Debug)]
 pub struct SourceConfig {
@@ -53,8 +53,12 @@ impl SourceState {
     }
 }
 
-/// A connection that lasted this long resets the backoff.
+/// A containerd-API session that lasted this long resets the backoff.
 const STABLE: Duration = Duration::from_secs(10);
+
+fn nri_socket_exists(config: &SourceConfig) -> bool {
+    config.nri.as_ref().is_some_and(|c| c.socket.exists())
+}
 /// How often a containerd-API session checks whether NRI became available.
 const NRI_RECHECK: Duration = Duration::from_secs(2);
 
@@ -66,37 +70,36 @@ pub async fn run(
     nri_stats: Arc<NriStats>,
     state: Arc<SourceState>,
 ) {
-    let handler: Arc<dyn NriHandler> = Arc::new(NriWorkloads(workloads.clone()));
-    if let Some(nri_config) = &config.nri
-        && let Some(socket) = nri::launched_socket()
+    let plugin: Arc<dyn Plugin> = Arc::new(NriWorkloads(workloads.clone()));
+    let mut stub = config
+        .nri
+        .clone()
+        .map(|nri_config| Stub::new(nri_config, plugin, nri_stats));
+    if let Some(stub) = &stub
+        && Stub::launched()
     {
-        // The runtime named us after our file in its plugin folder: register under that name.
-        let mut launched_config = nri_config.clone();
-        if let Ok(name) = std::env::var("NRI_PLUGIN_NAME") {
-            launched_config.plugin_name = name;
-        }
-        if let Ok(index) = std::env::var("NRI_PLUGIN_IDX") {
-            launched_config.plugin_index = index;
-        }
-        match socket {
-            Ok(socket) => {
-                state.set(ActiveSource::Nri);
-                let end = nri::serve_connection(socket, &launched_config, handler, nri_stats).await;
-                state.set(ActiveSource::None);
-                warn!("NRI: the runtime that launched us closed the connection ({end}); stopping");
+        // The runtime named us after our file in its plugin folder.
+        state.set(ActiveSource::Nri);
+        match stub.serve_launched().await {
+            Ok(end) => {
+                warn!("NRI: the runtime that launched us closed the connection ({end}); stopping")
             }
             Err(e) => warn!("NRI: unusable launch socket: {e}"),
         }
+        state.set(ActiveSource::None);
         return;
     }
     let mut backoff = Backoff::default();
     let mut last_note = String::new();
     loop {
         let started = Instant::now();
-        let note = if let Some(nri_config) = config.nri.as_ref().filter(|c| c.socket.exists()) {
+        let note = if let Some(stub) = stub.as_mut().filter(|_| nri_socket_exists(&config)) {
+            // The stub reconnects for as long as the runtime's NRI socket is there.
             state.set(ActiveSource::Nri);
-            let end = nri::connect_and_serve(nri_config, handler.clone(), nri_stats.clone()).await;
-            format!("NRI connection ended: {end}")
+            match stub.run().await {
+                Some(end) => format!("NRI socket gone after: {end}"),
+                None => "NRI socket gone".to_string(),
+            }
         } else if let Some(socket) = config.containerd_socket.as_ref().filter(|s| s.exists()) {
             state.set(ActiveSource::ContainerdApi);
             let nri_socket = config.nri.as_ref().map(|c| c.socket.clone());

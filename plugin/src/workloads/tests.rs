@@ -1,11 +1,11 @@
 //! The workload table against real directories standing in for cgroups (a cgroup id is the
 //! directory's inode) and the real cgroup of this test process.
 
-use std::os::unix::fs::MetadataExt as _;
+use std::{os::unix::fs::MetadataExt as _, path::PathBuf};
 
 use super::*;
 use crate::capture::CaptureMode;
-use crate::cgroup::cgroup2_mount;
+use crate::host::{Host, cgroup::cgroup2_mount};
 
 const POLICY: &str = "\
 default: process
@@ -22,7 +22,7 @@ struct Fixture {
     _root: tempfile::TempDir,
     mount: PathBuf,
     workloads: Arc<Workloads>,
-    updates: mpsc::Receiver<WorkloadUpdate>,
+    updates: Arc<UpdateQueue>,
 }
 
 fn fixture(policy: &str) -> Fixture {
@@ -31,7 +31,7 @@ fn fixture(policy: &str) -> Fixture {
     let (workloads, updates) = Workloads::new(
         Policy::parse(policy, "test").unwrap(),
         None,
-        mount.clone(),
+        Host::new("/proc", "/etc", mount.clone()),
         "node-1".into(),
         Some(Ipv4Addr::new(10, 0, 0, 7)),
     );
@@ -53,7 +53,7 @@ impl Fixture {
 
     fn drain(&mut self) -> Vec<String> {
         let mut out = Vec::new();
-        while let Ok(u) = self.updates.try_recv() {
+        for u in self.updates.drain() {
             out.push(match u {
                 WorkloadUpdate::Upsert(m) => format!(
                     "upsert {} {} mode={}",
@@ -105,7 +105,7 @@ fn a_started_container_is_tagged_with_its_pod_and_policy_mode() {
     f.workloads
         .container_started(container("c1", "p1", "nginx"), None);
 
-    let meta = f.workloads.lookup(cg).expect("registered");
+    let meta = f.workloads.registered(cg).expect("registered");
     assert_eq!(meta.mode, CaptureMode::ALL);
     assert_eq!(meta.paths.exclude, vec!["/proc"]);
     assert_eq!(meta.container.name, "nginx");
@@ -128,7 +128,7 @@ fn a_started_container_is_tagged_with_its_pod_and_policy_mode() {
     assert_eq!(pod.host_ip, vec![ipv4_to_long(Ipv4Addr::new(10, 0, 0, 7))]);
     assert_eq!(pod.labels.get("app").map(String::as_str), Some("web-0"));
     // The sandbox's own cgroup is tagged too, as kubelet's "POD" container.
-    let sandbox = f.workloads.lookup(sandbox_cg).unwrap();
+    let sandbox = f.workloads.registered(sandbox_cg).unwrap();
     assert_eq!(sandbox.container.name, SANDBOX_CONTAINER_NAME);
     assert_eq!(sandbox.container.id, "p1");
     assert_eq!(
@@ -152,15 +152,16 @@ fn systemd_driver_paths_and_pids_resolve_too() {
     let mut c = container("c2", "p2", "db");
     c.cgroups_path = "kubepods-besteffort-podp2.slice:cri-containerd:c2".into();
     f.workloads.container_started(c, None);
-    assert_eq!(f.workloads.lookup(cg).unwrap().mode, CaptureMode::OFF);
+    assert_eq!(f.workloads.registered(cg).unwrap().mode, CaptureMode::OFF);
 
     // No cgroups path: the cgroup of the container's process (here: this test process, in
     // the real cgroup2 hierarchy).
-    let mount = cgroup2_mount(Path::new("/proc/self/mountinfo")).unwrap();
-    let (workloads, _rx) = Workloads::new(
+    let mount = cgroup2_mount(std::path::Path::new("/proc/self/mountinfo")).unwrap();
+    let host = Host::new("/proc", "/etc", mount.clone());
+    let (workloads, _queue) = Workloads::new(
         Policy::parse(POLICY, "test").unwrap(),
         None,
-        mount.clone(),
+        host.clone(),
         "n".into(),
         None,
     );
@@ -168,10 +169,10 @@ fn systemd_driver_paths_and_pids_resolve_too() {
     c.cgroups_path.clear();
     c.pid = std::process::id();
     workloads.container_started(c, None);
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-    let own_id =
-        cgroup_id(&mount.join(unified_path(&own).unwrap().trim_start_matches('/'))).unwrap();
-    let meta = workloads.lookup(own_id).expect("resolved by pid");
+    let own_id = host
+        .cgroup_id(&host.cgroup_path_of(std::process::id()).unwrap())
+        .unwrap();
+    let meta = workloads.registered(own_id).expect("resolved by pid");
     // No pod known: the policy's default.
     assert_eq!(
         (meta.mode, meta.pod.is_none()),
@@ -195,7 +196,7 @@ fn a_policy_change_updates_running_containers() {
     f.workloads.pod_started(pod("p1", "web-0", "quiet"));
     f.workloads
         .container_started(container("c1", "p1", "nginx"), None);
-    assert_eq!(f.workloads.lookup(cg).unwrap().mode, CaptureMode::OFF);
+    assert_eq!(f.workloads.registered(cg).unwrap().mode, CaptureMode::OFF);
     f.drain();
     f.workloads.set_policy(
         Policy::parse(
@@ -204,7 +205,7 @@ fn a_policy_change_updates_running_containers() {
         )
         .unwrap(),
     );
-    assert_eq!(f.workloads.lookup(cg).unwrap().mode, CaptureMode::ALL);
+    assert_eq!(f.workloads.registered(cg).unwrap().mode, CaptureMode::ALL);
     assert_eq!(
         f.drain(),
         vec![format!("upsert nginx web-0 mode={}", CaptureMode::ALL)]
@@ -215,7 +216,7 @@ fn a_policy_change_updates_running_containers() {
 }
 
 #[test]
-fn removal_keeps_the_entry_until_the_engine_forgets_it() {
+fn removal_drops_the_entry_at_once_and_queues_the_removal_once() {
     let mut f = fixture(POLICY);
     let cg = f.cgroup("kubepods/podp1/c1");
     f.workloads.pod_started(pod("p1", "web-0", "shop"));
@@ -225,13 +226,8 @@ fn removal_keeps_the_entry_until_the_engine_forgets_it() {
     f.workloads.container_removed("c1");
     f.workloads.container_removed("c1");
     assert_eq!(f.drain(), vec!["removed c1"]);
-    assert!(
-        f.workloads.lookup(cg).is_some(),
-        "late records still tagged"
-    );
     assert_eq!(f.workloads.container_count(), 0);
-    f.workloads.forget(cg);
-    assert!(f.workloads.lookup(cg).is_none());
+    assert!(f.workloads.registered(cg).is_none());
     f.workloads.pod_removed("p1");
     assert_eq!(f.drain(), vec!["pod removed uid-p1"]);
     assert_eq!(f.workloads.pod_count(), 0);
@@ -258,5 +254,5 @@ fn synchronize_adopts_new_and_removes_vanished_workloads() {
             format!("upsert new web-0 mode={}", CaptureMode::ALL)
         ]
     );
-    assert_eq!(f.workloads.lookup(cg2).unwrap().container.name, "new");
+    assert_eq!(f.workloads.registered(cg2).unwrap().container.name, "new");
 }

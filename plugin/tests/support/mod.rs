@@ -17,7 +17,7 @@ use std::{
 
 use nri_sysflow::{
     capture::CaptureMode,
-    cgroup::{cgroup_id, cgroup2_mount},
+    host::cgroup::{cgroup_id, cgroup2_mount},
     probe::{HookChoice, HookSet, Probe, ProbeConfig, Record, RecordReceiver},
 };
 use sysflow_common::capture;

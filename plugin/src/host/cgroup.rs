@@ -1,10 +1,15 @@
-//! cgroup v2 paths and ids. The cgroup2 mount point differs between hosts (/sys/fs/cgroup on a
-//! pure-v2 host, /sys/fs/cgroup/unified on a hybrid one), so it is always read from mountinfo.
+//! cgroup v2 paths and ids, and the containers cgroup paths name. The cgroup2 mount point
+//! differs between hosts (/sys/fs/cgroup on a pure-v2 host, /sys/fs/cgroup/unified on a hybrid
+//! one), so it is always read from mountinfo. Container ids are recognised in the layouts of
+//! containerd, CRI-O and Docker, with either the cgroupfs or the systemd cgroup driver:
+//! without runtime metadata that is all standalone mode knows about a container.
 
 use std::{
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
+
+use sysflow::ContainerType;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -131,6 +136,64 @@ fn expand_slice(slice: &str) -> Option<PathBuf> {
     Some(dir)
 }
 
+/// A container recognised from its cgroup path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CgroupContainer {
+    /// The full 64-hex container id.
+    pub id: String,
+    pub runtime: ContainerType,
+}
+
+fn is_container_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Recognises the container of a cgroup v2 path (as /proc/<pid>/cgroup shows it):
+/// * `.../kubepods/burstable/pod<uid>/<id>` (cgroupfs driver: containerd or CRI-O via CRI)
+/// * `.../cri-containerd-<id>.scope`, `.../crio-<id>.scope`, `.../docker-<id>.scope` (systemd)
+/// * `/docker/<id>`, `/crio-<id>`, `/<namespace>/<id>` (plain containerd, e.g. `ctr run`)
+pub fn container_of_path(path: &str) -> Option<CgroupContainer> {
+    // A container's processes may sit in a sub-cgroup of its own (systemd inside, nested
+    // cgroups): the innermost component that is a container wins.
+    for component in path.rsplit('/') {
+        let name = component.strip_suffix(".scope").unwrap_or(component);
+        for (prefix, runtime) in [
+            ("cri-containerd-", ContainerType::Containerd),
+            ("crio-", ContainerType::Crio),
+            ("docker-", ContainerType::Docker),
+            ("containerd-", ContainerType::Containerd),
+        ] {
+            if let Some(id) = name.strip_prefix(prefix)
+                && is_container_id(id)
+            {
+                return Some(CgroupContainer {
+                    id: id.into(),
+                    runtime,
+                });
+            }
+        }
+        if is_container_id(name) {
+            let runtime = if path.contains("/docker/") {
+                ContainerType::Docker
+            } else if path.contains("kubepods") {
+                ContainerType::Cri
+            } else {
+                ContainerType::Containerd
+            };
+            return Some(CgroupContainer {
+                id: name.into(),
+                runtime,
+            });
+        }
+    }
+    None
+}
+
+/// The cgroup v2 path in a `/proc/<pid>/cgroup` file (the `0::` line).
+pub fn unified_path(proc_cgroup: &str) -> Option<&str> {
+    proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,5 +263,61 @@ mod tests {
     fn this_machine_has_a_cgroup2_mount_whose_id_is_its_inode() {
         let mount = cgroup2_mount(Path::new("/proc/self/mountinfo")).unwrap();
         assert!(cgroup_id(&mount).unwrap() > 0);
+    }
+
+    const ID: &str = "4f2c1a0b9e8d7c6b5a49382716051f2e3d4c5b6a79880f1e2d3c4b5a69788796";
+
+    #[test]
+    fn recognises_every_layout() {
+        let cases = [
+            (
+                format!("/kubepods/burstable/pod1234-5678/{ID}"),
+                ContainerType::Cri,
+            ),
+            (
+                format!(
+                    "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod12.slice/cri-containerd-{ID}.scope"
+                ),
+                ContainerType::Containerd,
+            ),
+            (
+                format!("/kubepods.slice/kubepods-pod12.slice/crio-{ID}.scope"),
+                ContainerType::Crio,
+            ),
+            (
+                format!("/system.slice/docker-{ID}.scope"),
+                ContainerType::Docker,
+            ),
+            (format!("/docker/{ID}"), ContainerType::Docker),
+            (format!("/default/{ID}"), ContainerType::Containerd),
+            (
+                format!("/kubepods/besteffort/pod9/{ID}/init.scope"),
+                ContainerType::Cri,
+            ),
+        ];
+        for (path, runtime) in cases {
+            assert_eq!(
+                container_of_path(&path),
+                Some(CgroupContainer {
+                    id: ID.into(),
+                    runtime
+                }),
+                "{path}"
+            );
+        }
+        for host in [
+            "/",
+            "/user.slice/user-0.slice/session-1.scope",
+            "/system.slice/containerd.service",
+            "/kubepods/burstable/pod12",
+        ] {
+            assert_eq!(container_of_path(host), None, "{host}");
+        }
+    }
+
+    #[test]
+    fn reads_the_unified_line_of_a_hybrid_host() {
+        let text = "12:cpu,cpuacct:/docker/x\n1:name=systemd:/\n0::/kubepods/burstable/pod1/abc\n";
+        assert_eq!(unified_path(text), Some("/kubepods/burstable/pod1/abc"));
     }
 }

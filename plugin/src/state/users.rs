@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use crate::host::Host;
+
 #[derive(Default)]
 pub struct UserNames {
     users: HashMap<u32, String>,
@@ -21,11 +23,10 @@ fn parse(text: &str) -> HashMap<u32, String> {
 }
 
 impl UserNames {
-    pub fn load() -> Self {
-        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    pub fn load(host: &Host) -> Self {
         UserNames {
-            users: parse(&read("/etc/passwd")),
-            groups: parse(&read("/etc/group")),
+            users: parse(&host.etc_file("passwd")),
+            groups: parse(&host.etc_file("group")),
         }
     }
 

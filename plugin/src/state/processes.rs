@@ -1,0 +1,321 @@
+//! The process table: every process the agent knows, seeded from /proc at start and kept
+//! current from kernel records. A process is identified by (tgid, start time): a kernel record
+//! whose start time does not match the entry for its tgid belongs to a new process that reused
+//! the pid.
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use foldhash::HashMap;
+use sysflow::{Oid, Process, SfObjectState};
+
+use super::{descriptors::FdEntry, users::UserNames};
+use crate::host::proc::TICK_NS;
+
+/// Thread activity of a process, for ProcessFlow.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ThreadCounts {
+    pub first_ts: i64,
+    pub cloned: i64,
+    pub exited: i64,
+    pub clone_errors: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProcEntry {
+    pub tgid: u32,
+    pub oid: Oid,
+    /// CLOCK_BOOTTIME ns of the start, to tell this process from a later one with its pid.
+    pub start_boot_ns: u64,
+    /// Seeded from /proc: the start time is only tick-precise.
+    pub coarse_start: bool,
+    pub poid: Option<Oid>,
+    pub parent_tgid: u32,
+    pub exe: String,
+    pub args: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub tty: bool,
+    pub entry: bool,
+    pub cwd: String,
+    pub env: Vec<String>,
+    pub cgroup_id: u64,
+    /// Shared with every process of the container (cloned per record for the metrics).
+    pub container_id: Option<Arc<str>>,
+    /// Wall-clock ns of creation or last change (Process.ts).
+    pub ts: i64,
+    pub state: SfObjectState,
+    pub fds: HashMap<i32, FdEntry>,
+    pub threads: ThreadCounts,
+    /// When the whole thread group exited: the entry stays for a grace period so late
+    /// references (children's parent OID) still resolve. Set through the table, which keeps
+    /// its eviction order by it.
+    exited_at_ns: Option<i64>,
+}
+
+impl ProcEntry {
+    /// A process that has not exited, with no descriptors yet.
+    pub fn new(
+        tgid: u32,
+        oid: Oid,
+        start_boot_ns: u64,
+        parent_tgid: u32,
+        poid: Option<Oid>,
+    ) -> Self {
+        ProcEntry {
+            tgid,
+            oid,
+            start_boot_ns,
+            coarse_start: false,
+            poid,
+            parent_tgid,
+            exe: String::new(),
+            args: String::new(),
+            uid: 0,
+            gid: 0,
+            tty: false,
+            entry: false,
+            cwd: String::new(),
+            env: Vec::new(),
+            cgroup_id: 0,
+            container_id: None,
+            ts: oid.create_ts,
+            state: SfObjectState::Created,
+            fds: HashMap::default(),
+            threads: ThreadCounts::default(),
+            exited_at_ns: None,
+        }
+    }
+
+    pub fn exited_at_ns(&self) -> Option<i64> {
+        self.exited_at_ns
+    }
+
+    /// The SysFlow Process entity of this entry.
+    pub fn to_sysflow(&self, names: &UserNames) -> Process {
+        Process {
+            state: self.state,
+            oid: self.oid,
+            poid: self.poid,
+            ts: self.ts,
+            exe: self.exe.clone(),
+            exe_args: self.args.clone(),
+            uid: self.uid as i32,
+            user_name: names.user(self.uid),
+            gid: self.gid as i32,
+            group_name: names.group(self.gid),
+            tty: self.tty,
+            container_id: self.container_id.as_deref().map(str::to_owned),
+            entry: self.entry,
+            cwd: self.cwd.clone(),
+            env: self.env.clone(),
+        }
+    }
+
+    /// Whether a kernel record with this start time belongs to this entry.
+    pub fn same_process(&self, start_boot_ns: u64) -> bool {
+        if self.coarse_start {
+            self.start_boot_ns.abs_diff(start_boot_ns) <= TICK_NS
+        } else {
+            self.start_boot_ns == start_boot_ns
+        }
+    }
+
+    /// Where the entry sits in the eviction order: exited ones first, longest exited first;
+    /// then live ones, oldest first.
+    fn eviction_key(&self) -> (bool, i64, u32) {
+        match self.exited_at_ns {
+            Some(at) => (false, at, self.tgid),
+            None => (true, self.oid.create_ts, self.tgid),
+        }
+    }
+}
+
+/// What an insert pushed out of the table.
+#[derive(Debug, Default)]
+pub struct Displaced {
+    /// The earlier process with the same pid.
+    pub replaced: Option<ProcEntry>,
+    /// The process evicted to stay within capacity.
+    pub evicted: Option<ProcEntry>,
+}
+
+/// The table, bounded: beyond `capacity`, exited processes are evicted first, longest exited
+/// first, then the oldest live ones. The eviction order is kept as an index, so an insert
+/// into a full table costs O(log n), not a scan.
+pub struct ProcessTable {
+    entries: HashMap<u32, ProcEntry>,
+    by_eviction: BTreeSet<(bool, i64, u32)>,
+    capacity: usize,
+    pub evictions: u64,
+}
+
+impl ProcessTable {
+    pub fn new(capacity: usize) -> Self {
+        ProcessTable {
+            entries: HashMap::default(),
+            by_eviction: BTreeSet::new(),
+            capacity: capacity.max(1),
+            evictions: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn get(&self, tgid: u32) -> Option<&ProcEntry> {
+        self.entries.get(&tgid)
+    }
+
+    pub fn get_mut(&mut self, tgid: u32) -> Option<&mut ProcEntry> {
+        self.entries.get_mut(&tgid)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &ProcEntry> {
+        self.entries.values()
+    }
+
+    /// Inserts, replacing an earlier process with the same pid and evicting one when full.
+    pub fn insert(&mut self, entry: ProcEntry) -> Displaced {
+        let mut displaced = Displaced {
+            replaced: self.remove(entry.tgid),
+            evicted: None,
+        };
+        if self.entries.len() >= self.capacity
+            && let Some(&(_, _, victim)) = self.by_eviction.first()
+        {
+            displaced.evicted = self.remove(victim);
+            self.evictions += 1;
+        }
+        self.by_eviction.insert(entry.eviction_key());
+        self.entries.insert(entry.tgid, entry);
+        displaced
+    }
+
+    pub fn remove(&mut self, tgid: u32) -> Option<ProcEntry> {
+        let entry = self.entries.remove(&tgid)?;
+        self.by_eviction.remove(&entry.eviction_key());
+        Some(entry)
+    }
+
+    /// The whole thread group of `tgid` exited at `at` (wall-clock ns).
+    pub fn mark_exited(&mut self, tgid: u32, at: i64) {
+        if let Some(entry) = self.entries.get_mut(&tgid) {
+            self.by_eviction.remove(&entry.eviction_key());
+            entry.exited_at_ns = Some(at);
+            self.by_eviction.insert(entry.eviction_key());
+        }
+    }
+
+    /// Exited processes whose grace period is over and that no live process has as parent.
+    pub fn expired(&self, now_ns: i64, grace_ns: i64) -> Vec<u32> {
+        let due: Vec<u32> = self
+            .by_eviction
+            .iter()
+            .take_while(|(live, at, _)| !live && now_ns - at >= grace_ns)
+            .map(|&(_, _, tgid)| tgid)
+            .collect();
+        if due.is_empty() {
+            return due;
+        }
+        let live_parents: std::collections::HashSet<u32> = self
+            .entries
+            .values()
+            .filter(|e| e.exited_at_ns.is_none())
+            .map(|e| e.parent_tgid)
+            .collect();
+        due.into_iter()
+            .filter(|tgid| !live_parents.contains(tgid))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process(tgid: u32, created: i64) -> ProcEntry {
+        ProcEntry::new(
+            tgid,
+            Oid {
+                create_ts: created,
+                hpid: tgid as i64,
+            },
+            0,
+            0,
+            None,
+        )
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_longest_exited_first_then_the_oldest() {
+        let mut t = ProcessTable::new(3);
+        t.insert(process(1, 10));
+        t.insert(process(2, 20));
+        t.insert(process(3, 30));
+        t.mark_exited(3, 100);
+        t.mark_exited(2, 200);
+        let out = t.insert(process(4, 40));
+        assert_eq!(out.evicted.map(|e| e.tgid), Some(3), "exited longest ago");
+        let out = t.insert(process(5, 50));
+        assert_eq!(out.evicted.map(|e| e.tgid), Some(2));
+        let out = t.insert(process(6, 60));
+        assert_eq!(out.evicted.map(|e| e.tgid), Some(1), "then the oldest live");
+        assert_eq!(t.evictions, 3);
+        assert_eq!(t.len(), 3);
+    }
+
+    #[test]
+    fn a_reused_pid_hands_back_the_earlier_process() {
+        let mut t = ProcessTable::new(10);
+        t.insert(process(7, 10));
+        t.mark_exited(7, 15);
+        let out = t.insert(process(7, 20));
+        assert_eq!(out.replaced.map(|e| e.oid.create_ts), Some(10));
+        assert!(out.evicted.is_none());
+        assert_eq!(t.get(7).unwrap().exited_at_ns(), None);
+        // The earlier process's place in the eviction order went with it.
+        assert_eq!(t.expired(1_000, 0), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn expiry_waits_for_the_grace_period_and_for_live_children() {
+        let mut t = ProcessTable::new(10);
+        t.insert(process(1, 10));
+        let mut child = process(2, 20);
+        child.parent_tgid = 1;
+        t.insert(child);
+        t.insert(process(3, 30));
+        t.mark_exited(1, 100);
+        t.mark_exited(3, 100);
+        assert_eq!(
+            t.expired(150, 100),
+            Vec::<u32>::new(),
+            "within the grace period"
+        );
+        assert_eq!(t.expired(200, 100), vec![3], "1 still has a live child");
+        t.mark_exited(2, 300);
+        let mut due = t.expired(400, 100);
+        due.sort_unstable();
+        assert_eq!(due, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_full_table_keeps_the_newest_of_many_inserts() {
+        // 100,000 inserts into a table of 10,000 (the time is printed: with a scan of the
+        // table per eviction, as before the index, this took seconds).
+        let mut t = ProcessTable::new(10_000);
+        let started = std::time::Instant::now();
+        for tgid in 0..100_000 {
+            t.insert(process(tgid, tgid as i64));
+        }
+        assert_eq!(t.len(), 10_000);
+        assert_eq!(t.evictions, 90_000);
+        assert!(t.get(99_999).is_some() && t.get(89_999).is_none());
+        eprintln!("100,000 inserts: {:?}", started.elapsed());
+    }
+}

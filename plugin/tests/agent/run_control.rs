@@ -1,0 +1,221 @@
+//! Starting and stopping the agent, and a bad day: start errors, a full disk, a second
+//! signal, no root.
+
+use super::*;
+
+#[test]
+fn start_errors_are_one_clear_line_with_a_failing_exit_code() {
+    let bad = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bad.path(), "output:\n  rotat_secs: 3\n").unwrap();
+    let err = start_error(&["--config", bad.path().to_str().unwrap()]);
+    assert!(
+        err.contains(&format!("{}:2:3", bad.path().display())) && err.contains("rotat_secs"),
+        "{err}"
+    );
+
+    // The metrics port is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let err = start_error(&[
+        "--no-nri",
+        "--output",
+        dir.path().to_str().unwrap(),
+        "--metrics-addr",
+        &addr,
+    ]);
+    assert!(
+        err.contains(&format!("cannot serve metrics on {addr}")) && err.contains("in use"),
+        "{err}"
+    );
+    let err = start_error(&["--metrics-addr", "localhost"]);
+    assert!(
+        err.contains("--metrics-addr \"localhost\" is not an address"),
+        "{err}"
+    );
+
+    let err = start_error(&["--output", "/proc/nope"]);
+    assert!(
+        err.starts_with("nri-sysflow: output directory /proc/nope is not writable"),
+        "{err}"
+    );
+}
+
+/// A size-limited tmpfs mounted for one test, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "nri-sysflow-test",
+            ])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount tmpfs at {}", at.display());
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Writes zeros into `path` until the filesystem is full.
+fn fill(path: &Path) {
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 16 << 10];
+    while f.write_all(&chunk).is_ok() {}
+    // What still fits in part of a chunk.
+    while f.write_all(&[0u8; 512]).is_ok() {}
+}
+
+#[test]
+fn a_full_disk_is_survived_counted_and_every_file_stays_whole() {
+    let root = tempfile::tempdir().unwrap();
+    let output = root.path().join("out");
+    std::fs::create_dir(&output).unwrap();
+    let _tmpfs = Tmpfs::mount(&output, "512k");
+    let config = root.path().join("agent.yaml");
+    // Blocks go out every second and files rotate every two: both happen while the disk is full.
+    std::fs::write(&config, "output:\n  flush_secs: 1\n  rotate_secs: 2\n").unwrap();
+    let agent = Agent::start_writing_to(Some(&output), &["--config", config.to_str().unwrap()]);
+    let cgroup = TestCgroup::new("agent-full");
+    let work = tempfile::tempdir().unwrap();
+    let write = |name: &str| {
+        let path = work.path().join(name);
+        let status = cgroup
+            .workload(&["write-file", path.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        path
+    };
+
+    let filler = output.join("filler");
+    fill(&filler);
+    for i in 0..20 {
+        write(&format!("while-full-{i}.bin"));
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    std::fs::remove_file(&filler).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let after = write("after-space-returned.bin");
+    std::thread::sleep(Duration::from_secs(2));
+    let stopped = agent.stop();
+
+    // Running all along; the failure said once, the recovery once, with what was lost.
+    assert_eq!(
+        stopped.log.matches("SysFlow output failing").count(),
+        1,
+        "{}",
+        stopped.log
+    );
+    let lost: u64 = stopped
+        .log
+        .lines()
+        .find(|l| l.contains("SysFlow output recovered"))
+        .and_then(|l| {
+            l.split("lost=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("{}", stopped.log));
+    assert!(lost > 0, "{}", stopped.log);
+    // And the exit summary counts the same records (nothing was lost after the recovery).
+    assert!(
+        stopped.log.contains(&format!(
+            " SysFlow records written, {lost} lost to output errors, "
+        )),
+        "{}",
+        stopped.log
+    );
+    // Every file whole: ours reads each to its end, sysprint reads them all, nothing refers
+    // to an entity its file lacks, no .partial is left (Agent::stop checks the names).
+    assert!(!stopped.files.is_empty());
+    assert_files_stand_alone(&stopped.files);
+    let ours = ours_json(&stopped.files);
+    assert_eq!(ours, sysprint_json(&stopped.files));
+    // Written after space returned: there, with its process.
+    let flows: Vec<&Json> = ours
+        .iter()
+        .filter(|r| r["type"] == "FF" && r["file"]["path"] == after.to_str().unwrap())
+        .collect();
+    assert_eq!(flows.len(), 1, "{flows:#?}");
+    assert_eq!(flows[0]["flow"]["wbytes"], 300);
+    assert_eq!(flows[0]["proc"]["exe"], WORKLOAD);
+}
+
+#[test]
+fn a_second_signal_exits_at_once_and_leaves_readable_files() {
+    let mut agent = Agent::start(&[]);
+    // Some activity, so the file has blocks beyond the header.
+    let cgroup = TestCgroup::new("agent-kill");
+    let status = cgroup
+        .workload(&["loop-open", "/etc/hostname", "2000"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pid = agent.child.id() as i32;
+    // Signals do not queue: space them so the second is a delivery of its own. The graceful
+    // stop takes longer than this (it drains, writes flows, then detaches for seconds).
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    std::thread::sleep(Duration::from_millis(50));
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let status = agent.child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status}");
+    let dir = agent.dir.path().to_owned();
+    // Whatever name the file has (.partial if the rename did not happen), it reads cleanly.
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let mut n = 0;
+    for item in SysFlowReader::open(&files[0]).unwrap() {
+        item.unwrap();
+        n += 1;
+    }
+    assert!(n >= 1);
+    // The next start completes the name of a file left as .partial.
+    let recovered = sysflow::writer::recover_partials(&dir).unwrap();
+    let names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|p| p.extension().is_some_and(|e| e == "sf")),
+        "{names:?} {recovered:?}"
+    );
+}
+
+#[test]
+fn not_root_is_refused_with_one_line() {
+    use std::os::unix::process::CommandExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(AGENT)
+        .args(["run", "--output"])
+        .arg(dir.path())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        err,
+        "nri-sysflow: must run as root: loading eBPF programs needs CAP_BPF and CAP_PERFMON\n"
+    );
+}
