@@ -306,11 +306,20 @@ fn plugin_methods() -> Vec<(&'static str, Method)> {
         ("UpdatePodSandbox", Method::Ignored),
         ("PostUpdatePodSandbox", Method::Ignored),
         ("CreateContainer", Method::Container(Event::CreateContainer)),
-        ("PostCreateContainer", Method::Container(Event::PostCreateContainer)),
+        (
+            "PostCreateContainer",
+            Method::Container(Event::PostCreateContainer),
+        ),
         ("StartContainer", Method::Container(Event::StartContainer)),
-        ("PostStartContainer", Method::Container(Event::PostStartContainer)),
+        (
+            "PostStartContainer",
+            Method::Container(Event::PostStartContainer),
+        ),
         ("UpdateContainer", Method::Container(Event::UpdateContainer)),
-        ("PostUpdateContainer", Method::Container(Event::PostUpdateContainer)),
+        (
+            "PostUpdateContainer",
+            Method::Container(Event::PostUpdateContainer),
+        ),
         ("StopContainer", Method::Container(Event::StopContainer)),
         ("RemoveContainer", Method::Container(Event::RemoveContainer)),
         ("StateChange", Method::StateChange),

@@ -89,8 +89,13 @@ impl Stub {
     pub async fn connect_and_serve(&self) -> SessionEnd {
         match UnixStream::connect(&self.config.socket).await {
             Ok(socket) => {
-                serve_connection(socket, &self.config, self.plugin.clone(), self.stats.clone())
-                    .await
+                serve_connection(
+                    socket,
+                    &self.config,
+                    self.plugin.clone(),
+                    self.stats.clone(),
+                )
+                .await
             }
             Err(source) => SessionEnd::Connect {
                 path: self.config.socket.clone(),
