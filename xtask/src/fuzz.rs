@@ -5,7 +5,7 @@ use std::{path::Path, process::Command};
 
 use anyhow::Context as _;
 
-use crate::{run, setup::EBPF_TOOLCHAIN};
+use crate::{run, setup::ebpf_toolchain};
 
 fn ensure_cargo_fuzz() -> anyhow::Result<()> {
     let present = Command::new("cargo")
@@ -34,7 +34,7 @@ pub fn run_for(seconds: u64) -> anyhow::Result<()> {
         }
     }
     run(Command::new("cargo")
-        .arg(format!("+{EBPF_TOOLCHAIN}"))
+        .arg(format!("+{}", ebpf_toolchain()))
         .args(["fuzz", "run", "reader", "--"])
         .arg(format!("-max_total_time={seconds}"))
         // Big inputs make each run slow; 16 KB still spans a header and several blocks.

@@ -6,9 +6,20 @@ use anyhow::{Context as _, bail};
 
 /// User space (aya 0.16 needs rustc >= 1.98).
 pub const USER_TOOLCHAIN: &str = "1.99";
-/// The eBPF crate. Must match plugin/build.rs. bpf-linker links against this nightly's LLVM.
-pub const EBPF_TOOLCHAIN: &str = "nightly-2026-10-01";
-/// LLVM major of EBPF_TOOLCHAIN, and the bpf-linker feature that matches it.
+/// ebpf/probes/rust-toolchain.toml pins the eBPF crate's nightly (plugin/build.rs reads it
+/// too). bpf-linker links against that nightly's LLVM.
+const EBPF_TOOLCHAIN_FILE: &str = include_str!("../../ebpf/probes/rust-toolchain.toml");
+
+/// The eBPF crate's nightly.
+pub fn ebpf_toolchain() -> &'static str {
+    EBPF_TOOLCHAIN_FILE
+        .lines()
+        .find_map(|l| l.strip_prefix("channel = "))
+        .map(|v| v.trim().trim_matches('"'))
+        .expect("ebpf/probes/rust-toolchain.toml names a channel")
+}
+
+/// LLVM major of the eBPF nightly, and the bpf-linker feature that matches it.
 const EBPF_LLVM_FEATURE: &str = "llvm-23";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -49,7 +60,7 @@ fn ensure_toolchain(name: &str, components: &[&str]) -> anyhow::Result<()> {
 /// The nightly's own libLLVM, which bpf-linker must link against (Debian has no LLVM 23).
 fn nightly_libllvm() -> anyhow::Result<PathBuf> {
     let out = Command::new("rustup")
-        .args(["run", EBPF_TOOLCHAIN, "rustc", "--print", "sysroot"])
+        .args(["run", ebpf_toolchain(), "rustc", "--print", "sysroot"])
         .output()
         .context("rustc --print sysroot")?;
     let sysroot = PathBuf::from(String::from_utf8(out.stdout)?.trim());
@@ -157,10 +168,15 @@ fn ensure_debian_packages() -> anyhow::Result<()> {
     )
 }
 
+/// What the fast tier needs: the user-space toolchain with rustfmt and clippy.
+pub fn user_toolchain() -> anyhow::Result<()> {
+    ensure_toolchain(USER_TOOLCHAIN, &["clippy", "rustfmt"])
+}
+
 pub fn run() -> anyhow::Result<()> {
     ensure_debian_packages()?;
-    ensure_toolchain(USER_TOOLCHAIN, &["clippy", "rustfmt"])?;
-    ensure_toolchain(EBPF_TOOLCHAIN, &["rust-src", "clippy"])?;
+    user_toolchain()?;
+    ensure_toolchain(ebpf_toolchain(), &["rust-src", "clippy"])?;
     ensure_bpf_linker()?;
     ensure_python_tools()?;
     Ok(())

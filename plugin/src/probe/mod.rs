@@ -95,6 +95,12 @@ pub enum ProbeError {
         source: Box<aya::EbpfError>,
         hint: &'static str,
     },
+    /// This binary was built without its eBPF programs (`NRI_SYSFLOW_EBPF=stub`, the fast test
+    /// tier).
+    #[error(
+        "this binary was built without its eBPF programs (NRI_SYSFLOW_EBPF=stub): rebuild without it to capture"
+    )]
+    NoPrograms,
     /// The object lacks a program this build expects (a build mismatch).
     #[error("the eBPF object has no program {0}")]
     MissingProgram(String),
@@ -270,6 +276,9 @@ impl Probe {
             .map_max_entries("FD_COUNTERS", config.fd_table_entries)
             .map_max_entries("PENDING_SYSCALLS", config.pending_entries)
             .map_max_entries("CGROUP_MODES", config.cgroup_entries);
+        if EBPF_OBJECT.is_empty() {
+            return Err(ProbeError::NoPrograms);
+        }
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(|source| {
             let hint = if unsafe { libc::geteuid() } != 0 {
                 " (loading eBPF programs needs root, or CAP_BPF with CAP_PERFMON)"

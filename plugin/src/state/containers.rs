@@ -14,6 +14,14 @@ use crate::{host::CgroupContainer, policy::PathFilter};
 /// Bound on cgroups resolved from paths.
 const MAX_RESOLVED: usize = 65_536;
 
+/// A cgroup the runtime registered.
+pub struct Adopted {
+    /// Its container's shared id.
+    pub id: Arc<str>,
+    /// Processes met in the cgroup before were not given this container: retag them.
+    pub retag: bool,
+}
+
 #[derive(Default)]
 pub struct ContainerTable {
     /// Cgroups the runtime registered: container id.
@@ -59,20 +67,25 @@ impl ContainerTable {
         }
     }
 
-    /// Takes in what the runtime says about a cgroup's container; returns its shared id.
-    pub fn adopt(&mut self, cgroup_id: u64, id: &str, paths: &Arc<PathFilter>) -> Arc<str> {
+    /// Takes in what the runtime says about a cgroup's container.
+    pub fn adopt(&mut self, cgroup_id: u64, id: &str, paths: &Arc<PathFilter>) -> Adopted {
         let (id, _) = self.intern(&CgroupContainer {
             id: id.to_owned(),
             runtime: ContainerType::Containerd,
         });
-        self.resolved.remove(&cgroup_id);
+        // Records came from the cgroup before the runtime registered it, and their processes
+        // were given what its path said (or nothing).
+        let retag = self
+            .resolved
+            .remove(&cgroup_id)
+            .is_some_and(|before| before.as_ref() != Some(&id));
         self.adopted.insert(cgroup_id, id.clone());
         if paths.is_everything() {
             self.path_filters.remove(&id);
         } else {
             self.path_filters.insert(id.clone(), paths.clone());
         }
-        id
+        Adopted { id, retag }
     }
 
     /// Whether a file path passes its container's policy.
@@ -110,7 +123,10 @@ mod tests {
     fn an_adopted_cgroup_outlives_the_resolution_cache_until_forgotten() {
         let mut t = ContainerTable::default();
         let everything = Arc::new(PathFilter::default());
-        let id = t.adopt(7, ID, &everything);
+        t.remember(7, None);
+        let Adopted { id, retag } = t.adopt(7, ID, &everything);
+        assert!(retag, "met before, untagged");
+        assert!(!t.adopt(7, ID, &everything).retag);
         for cgroup in 100..100 + MAX_RESOLVED as u64 + 1 {
             t.remember(cgroup, None);
         }

@@ -173,13 +173,35 @@ impl State {
 
     /// Makes a cgroup's metadata current: its container, path policy and entities.
     fn adopt(&mut self, meta: &WorkloadMeta) {
-        self.containers
+        let adopted = self
+            .containers
             .adopt(meta.cgroup_id, &meta.container.id, &meta.paths);
         if let Some(pod) = &meta.pod {
             self.facts.push(Fact::Entity(Entity::Pod(pod.clone())));
         }
         self.facts
             .push(Fact::Entity(Entity::Container(meta.container.clone())));
+        if adopted.retag {
+            self.retag(meta.cgroup_id, &adopted.id);
+        }
+    }
+
+    /// Processes met in a cgroup before the runtime registered it (a sandbox's pause process
+    /// runs before RunPodSandbox, runc's set-up before StartContainer) belong to its container
+    /// from now on.
+    fn retag(&mut self, cgroup_id: u64, id: &Arc<str>) {
+        let members: Vec<u32> = self
+            .procs
+            .values()
+            .filter(|p| p.cgroup_id == cgroup_id && p.container_id.as_ref() != Some(id))
+            .map(|p| p.tgid)
+            .collect();
+        for tgid in members {
+            if let Some(p) = self.procs.get_mut(tgid) {
+                p.container_id = Some(id.clone());
+            }
+            self.publish(tgid);
+        }
     }
 
     /// The container of a record's cgroup (cgroup id 0 when seeding: from the process's

@@ -292,3 +292,38 @@ fn a_process_evicted_from_a_full_table_is_forgotten_downstream() {
     assert_eq!(facts[0], Fact::Forget(Forget::Process(first)), "{facts:#?}");
     assert_eq!(s.stats().processes_discovered, 1);
 }
+
+#[test]
+fn processes_met_in_a_cgroup_before_the_runtime_registered_it_are_retagged() {
+    let root = tempfile::tempdir().unwrap();
+    let mut s = state(root.path(), StateConfig::default());
+    // The cgroup path tells nothing (a sandbox's pause process, before RunPodSandbox).
+    std::fs::remove_file(root.path().join("proc/42/cgroup")).unwrap();
+    s.seed();
+    s.apply(close(2_000, 3, 1));
+    s.drain_facts().for_each(drop);
+    let sandbox = "a".repeat(64);
+    s.apply_workload(WorkloadUpdate::Upsert(Arc::new(WorkloadMeta {
+        cgroup_id: 7,
+        container: sysflow::Container {
+            id: sandbox.clone(),
+            name: "POD".into(),
+            image: String::new(),
+            imageid: String::new(),
+            container_type: sysflow::ContainerType::Containerd,
+            privileged: false,
+            pod_id: None,
+        },
+        pod: None,
+        mode: CaptureMode::ALL,
+        paths: Arc::default(),
+    })));
+    let facts: Vec<Fact> = s.drain_facts().collect();
+    let Some(Fact::Entity(Entity::Process(p))) = facts.last() else {
+        panic!("the process again: {facts:#?}")
+    };
+    assert_eq!(
+        (p.oid.hpid, p.container_id.as_deref()),
+        (42, Some(sandbox.as_str()))
+    );
+}
