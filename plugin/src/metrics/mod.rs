@@ -2,7 +2,7 @@
 //! one registry served on `/metrics` (see `server`).
 //!
 //! Nothing here sits on the capture path's critical section: workload counters are atomics
-//! the engine increments through cached handles; health figures are copied from the stages'
+//! the metrics sink increments through cached handles; health figures are copied from the stages'
 //! own statistics once a second by the agent loop; a scrape only reads atomics.
 
 pub mod server;
@@ -139,7 +139,7 @@ pub const DROP_REASONS: [&str; 6] = [
 pub const LOSSES: [&str; 8] = [
     // Ring items the probe could not decode.
     "undecodable_kernel_records",
-    // Container updates the engine's queue had no room for (their metadata comes late).
+    // Container updates the workload update queue had no room for (their metadata comes late).
     "dropped_workload_updates",
     // Containers whose cgroup could not be found (captured untagged, in the default mode).
     "unresolved_container_cgroups",
@@ -234,7 +234,7 @@ impl HealthMetrics {
         );
         r.register(
             "losses",
-            "What the agent lost or gave up outside the kernel, by what: undecodable_kernel_records, dropped_workload_updates (container updates the engine's queue had no room for), unresolved_container_cgroups, untracked_containers (workload table full), kernel_map_errors, sysflow_records_lost (output failed), sysflow_records_refused (a bug), missing_ancestors (dangling parent OIDs)",
+            "What the agent lost or gave up outside the kernel, by what: undecodable_kernel_records, dropped_workload_updates (container updates the workload update queue had no room for), unresolved_container_cgroups, untracked_containers (workload table full), kernel_map_errors, sysflow_records_lost (output failed), sysflow_records_refused (a bug), missing_ancestors (dangling parent OIDs)",
             self.losses.clone(),
         );
         r.register(
@@ -260,7 +260,7 @@ impl HealthMetrics {
         );
         r.register(
             "record_queue_length",
-            "Kernel records read from the rings and waiting for the engine",
+            "Kernel records read from the rings and waiting for the pipeline",
             self.queue_length.clone(),
         );
         r.register(

@@ -1,6 +1,6 @@
 //! `/metrics` over HTTP: the Prometheus text format (0.0.4) or OpenMetrics, as the scraper's
 //! Accept header asks. Encoding runs on tokio's blocking pool, so a scrape never takes an async
-//! worker from the ring readers or the engine.
+//! worker from the ring readers or the pipeline.
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 

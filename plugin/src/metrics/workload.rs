@@ -1,5 +1,5 @@
 //! Per-workload metrics (labels: namespace, pod, container), counted from the very SysFlow
-//! records the engine writes, so they agree with the `.sf` files. Handles are cached per
+//! records the pipeline writes, so they agree with the `.sf` files. Handles are cached per
 //! container: the record path increments atomics, it does not look label sets up.
 
 use std::collections::HashMap;
@@ -309,7 +309,7 @@ impl WorkloadCounters {
     }
 }
 
-/// Per-container handle cache for the engine (looked up for every record written: no
+/// Per-container handle cache for the metrics sink (looked up for every record written: no
 /// allocation once a container's handles exist).
 #[derive(Default)]
 pub struct WorkloadSeries {
