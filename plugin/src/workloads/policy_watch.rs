@@ -14,26 +14,29 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use super::Workloads;
-use crate::policy::Policy;
+use crate::policy::{Policy, PolicyLoadError};
 
 /// Changes often come as several events (write, close, rename): act once they settle.
 const SETTLE: Duration = Duration::from_millis(100);
 
 /// What a reload did.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Reload {
     Applied,
     Unchanged,
-    Rejected(String),
+    Rejected(PolicyLoadError),
 }
 
 /// Reads the file and applies it if it is valid and different from `last`.
 pub fn reload(path: &Path, last: &mut Option<String>, workloads: &Workloads) -> Reload {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) => {
+        Err(source) => {
             workloads.stats.policy_reloads_failed.fetch_add(1, Relaxed);
-            let reason = format!("{}: cannot read the policy: {e}", path.display());
+            let reason = PolicyLoadError::Read {
+                path: path.into(),
+                source,
+            };
             error!("policy not reloaded, the previous one stays in force: {reason}");
             return Reload::Rejected(reason);
         }
@@ -55,7 +58,7 @@ pub fn reload(path: &Path, last: &mut Option<String>, workloads: &Workloads) -> 
             error!("policy not reloaded, the previous one stays in force:\n{errors}");
             // Remember the bad text so an unrelated event does not log it again.
             *last = Some(text);
-            Reload::Rejected(errors.to_string())
+            Reload::Rejected(errors.into())
         }
     }
 }
