@@ -5,7 +5,10 @@
 //! the container lives. Any other cgroup is resolved once, through a member process's cgroup
 //! path, and cached; the cache starts over past its bound (resolution is cheap).
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use sysflow::ContainerType;
 
@@ -29,7 +32,7 @@ pub struct ContainerTable {
     /// Cgroups resolved from a process's cgroup path (None: the host).
     resolved: HashMap<u64, Option<Arc<str>>>,
     /// Every container reported, by id: its shared id (one allocation per container).
-    ids: HashMap<Arc<str>, ()>,
+    ids: HashSet<Arc<str>>,
     /// File path prefixes each container's policy keeps (containers without one keep all).
     path_filters: HashMap<Arc<str>, Arc<PathFilter>>,
 }
@@ -57,11 +60,11 @@ impl ContainerTable {
     /// The shared id of a container recognised from its cgroup path; `true` when the table
     /// had not met it (its placeholder entity is then due).
     pub fn intern(&mut self, found: &CgroupContainer) -> (Arc<str>, bool) {
-        match self.ids.get_key_value(found.id.as_str()) {
-            Some((id, ())) => (id.clone(), false),
+        match self.ids.get(found.id.as_str()) {
+            Some(id) => (id.clone(), false),
             None => {
                 let id: Arc<str> = Arc::from(found.id.as_str());
-                self.ids.insert(id.clone(), ());
+                self.ids.insert(id.clone());
                 (id, true)
             }
         }

@@ -72,7 +72,7 @@ impl State {
     }
 
     /// An entry made from what /proc says. `coarse`: the start time is /proc's, tick-precise.
-    fn insert_snapshot(&mut self, s: ProcSnapshot, cgroup_id: u64, coarse: bool) -> u32 {
+    fn insert_snapshot(&mut self, mut s: ProcSnapshot, cgroup_id: u64, coarse: bool) -> u32 {
         let tgid = s.tgid;
         let parent = self.procs.get(s.parent_tgid).map(|p| p.oid);
         let ts = self.wall(s.start_boot_ns);
@@ -84,15 +84,10 @@ impl State {
         entry.coarse_start = coarse;
         entry.cgroup_id = cgroup_id;
         entry.container_id = self.container_of(cgroup_id, tgid);
-        entry.exe = s.exe;
-        entry.args = s.args;
-        entry.uid = s.uid;
-        entry.gid = s.gid;
-        entry.tty = s.tty;
         entry.entry = s.entry;
-        entry.cwd = s.cwd;
-        entry.env = s.env;
-        for (fd, target, cloexec) in s.fds {
+        let fds = std::mem::take(&mut s.fds);
+        entry.take_identity(s);
+        for (fd, target, cloexec) in fds {
             if let Some(kind) = self.kind_from_link(&target, entry.container_id.as_deref(), ts) {
                 entry
                     .fds
@@ -201,13 +196,7 @@ impl State {
             }
             None => {
                 if let Some(s) = self.host.process(c.tgid, self.config.capture_env) {
-                    entry.exe = s.exe;
-                    entry.args = s.args;
-                    entry.uid = s.uid;
-                    entry.gid = s.gid;
-                    entry.tty = s.tty;
-                    entry.cwd = s.cwd;
-                    entry.env = s.env;
+                    entry.take_identity(s);
                 }
             }
         }

@@ -9,7 +9,7 @@ use foldhash::HashMap;
 use sysflow::{Oid, Process, SfObjectState};
 
 use super::{descriptors::FdEntry, users::UserNames};
-use crate::host::proc::TICK_NS;
+use crate::host::proc::{ProcSnapshot, TICK_NS};
 
 /// Thread activity of a process, for ProcessFlow.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -84,6 +84,18 @@ impl ProcEntry {
             threads: ThreadCounts::default(),
             exited_at_ns: None,
         }
+    }
+
+    /// Takes who the process is from what /proc shows: exe, args, ids, tty, cwd, environment
+    /// (its descriptors and namespace-init flag are the caller's to take).
+    pub fn take_identity(&mut self, s: ProcSnapshot) {
+        self.exe = s.exe;
+        self.args = s.args;
+        self.uid = s.uid;
+        self.gid = s.gid;
+        self.tty = s.tty;
+        self.cwd = s.cwd;
+        self.env = s.env;
     }
 
     pub fn exited_at_ns(&self) -> Option<i64> {
