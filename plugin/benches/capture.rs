@@ -135,7 +135,7 @@ fn drain(probe: &mut Probe, rt: &tokio::runtime::Runtime) -> Arc<AtomicU64> {
     let count = Arc::new(AtomicU64::new(0));
     let counted = count.clone();
     let _guard = rt.enter();
-    let mut rx = probe.records().expect("records");
+    let mut rx = probe.records(Default::default()).expect("records");
     rt.spawn(async move {
         while rx.recv().await.is_some() {
             counted.fetch_add(1, Ordering::Relaxed);

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod capture;
 pub mod flows;
 pub mod host;
+pub mod internal_events;
 pub mod log_limit;
 pub mod metrics;
 pub mod nri;

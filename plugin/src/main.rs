@@ -228,7 +228,7 @@ async fn real_main() -> anyhow::Result<()> {
 
 async fn trace(duration: Option<u64>, cgroup_id: Option<u64>) -> anyhow::Result<()> {
     let mut probe = Probe::load(&ProbeConfig::default()).context("cannot start the probe")?;
-    let mut records = probe.records()?;
+    let mut records = probe.records(Default::default())?;
     let deadline = tokio::time::sleep(Duration::from_secs(duration.unwrap_or(u64::MAX / 4)));
     tokio::pin!(deadline);
     loop {

@@ -36,7 +36,11 @@ async fn a_containers_series_move_by_exactly_its_workloads_amounts() {
     // No grace period: a removed container's series go at the first tick after it is
     // forgotten.
     let sinks = Fanout::default()
-        .with(FileSink::new(writer, Duration::from_secs(1)))
+        .with(FileSink::new(
+            writer,
+            Duration::from_secs(1),
+            Default::default(),
+        ))
         .with(MetricsSink::new(
             WorkloadSeries::new(metrics.workload.clone()),
             Duration::ZERO,
@@ -55,6 +59,7 @@ async fn a_containers_series_move_by_exactly_its_workloads_amounts() {
         host.clone(),
         "node-1".into(),
         None,
+        Default::default(),
     );
     workloads.pod_started(PodInfo {
         id: "sandbox-1".into(),

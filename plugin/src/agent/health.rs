@@ -4,24 +4,24 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::{
+    internal_events::Losses,
     metrics::HealthMetrics,
     nri::stats::NriStats,
-    probe::{Probe, ReaderStats},
+    probe::Probe,
     sink::sysflow_files::FileSinkReport,
     state::StateStats,
-    workloads::{UpdateQueue, Workloads, source::ActiveSource},
+    workloads::{Workloads, source::ActiveSource},
 };
 
 pub struct Sources<'a> {
     pub probe: &'a Probe,
-    pub reader: &'a ReaderStats,
+    pub losses: &'a Losses,
     pub state: &'a StateStats,
     pub files: &'a FileSinkReport,
     pub queue_length: usize,
     pub kernel_fd_entries: usize,
     pub nri: &'a NriStats,
     pub workloads: &'a Workloads,
-    pub updates: &'a UpdateQueue,
     pub source: ActiveSource,
 }
 
@@ -49,17 +49,7 @@ pub fn update(m: &HealthMetrics, s: &Sources<'_>) {
     m.files_completed.set_total(writer.files_completed);
     m.bytes_written.set_total(writer.bytes_written);
     m.export_errors.set_total(writer.output_failures);
-    let w = &s.workloads.stats;
-    m.set_losses([
-        s.reader.decode_errors.load(Relaxed),
-        s.updates.dropped(),
-        w.cgroup_unresolved.load(Relaxed),
-        w.table_full.load(Relaxed),
-        w.kernel_map_errors.load(Relaxed),
-        writer.records_lost,
-        files.records_refused,
-        writer.missing_ancestors,
-    ]);
+    m.set_losses(s.losses.counts());
     m.records_filtered_by_path
         .set_total(s.state.filtered_by_path);
     m.set_tables(
@@ -82,6 +72,7 @@ pub fn update(m: &HealthMetrics, s: &Sources<'_>) {
 
     m.containers.set(s.workloads.container_count() as i64);
     m.pods.set(s.workloads.pod_count() as i64);
+    let w = &s.workloads.stats;
     m.late_registrations
         .set_total(w.late_registrations.load(Relaxed));
     m.set_policy_reloads(

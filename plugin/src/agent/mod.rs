@@ -27,6 +27,7 @@ use self::config::AgentConfig;
 use crate::{
     capture::CaptureMode,
     host::{CgroupError, Host},
+    internal_events::Losses,
     metrics::{Metrics, server, workload::WorkloadSeries},
     nri::stats::NriStats,
     pipeline::Pipeline,
@@ -192,8 +193,13 @@ pub async fn run(
             "completed the names of files a previous run left"
         );
     }
+    let losses = Arc::new(Losses::default());
     let writer = SysFlowWriter::to_directory(&config.output.dir, config.writer_config())?;
-    let files = FileSink::new(writer, Duration::from_secs(config.output.flush_secs.max(1)));
+    let files = FileSink::new(
+        writer,
+        Duration::from_secs(config.output.flush_secs.max(1)),
+        losses.clone(),
+    );
     let files_report = files.report();
     let workload_metrics = MetricsSink::new(
         WorkloadSeries::new(metrics.workload.clone()),
@@ -212,12 +218,13 @@ pub async fn run(
         host,
         config.node_name(),
         config.output.node_ip.parse().ok(),
+        losses.clone(),
     );
     for (path, id, mode) in &configured_cgroups {
         probe.set_cgroup_mode(*id, *mode)?;
         info!(cgroup = %path, id, %mode, "capture mode from the configuration");
     }
-    let mut records = probe.records()?;
+    let mut records = probe.records(losses.clone())?;
     // After attaching, so a process starting now is seen either here or by the probe.
     pipeline.seed();
     let nri_stats = Arc::new(NriStats::default());
@@ -292,14 +299,13 @@ pub async fn run(
                 status.show(&files_report, state.processes, drops);
                 health::update(&metrics.health, &health::Sources {
                     probe: &probe,
-                    reader: &records.stats,
+                    losses: &losses,
                     state: &state,
                     files: &files_report,
                     queue_length: records.queued() as usize,
                     kernel_fd_entries,
                     nri: &nri_stats,
                     workloads: &workloads,
-                    updates: &updates,
                     source: source_state.get(),
                 });
             }

@@ -5,6 +5,7 @@
 //! the metrics sink increments through cached handles; health figures are copied from the stages'
 //! own statistics once a second by the agent loop; a scrape only reads atomics.
 
+pub mod names;
 pub mod server;
 pub mod workload;
 
@@ -13,10 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
-    registry::{Registry, Unit},
+    registry::Registry,
 };
 
 use self::workload::WorkloadFamilies;
+use crate::internal_events::Loss;
 
 /// Upper bounds (seconds) of the NRI handler latency buckets: the runtime waits for every
 /// handler, so the interesting range is microseconds to the runtime's 2 s timeout.
@@ -89,7 +91,7 @@ pub struct HealthMetrics {
     pub kernel_dropped: Family<ReasonLabel, Counter>,
     dropped_last: [AtomicU64; 6],
     pub losses: Family<WhatLabel, Counter>,
-    losses_last: [AtomicU64; LOSSES.len()],
+    losses_last: [AtomicU64; Loss::ALL.len()],
     pub records_filtered_by_path: MirroredCounter,
     pub strings_truncated: MirroredCounter,
     pub ring_fill: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -133,26 +135,6 @@ pub const DROP_REASONS: [&str; 6] = [
     "read_fault",
     "state_unavailable",
     "orphaned_counters",
-];
-
-/// What else the agent loses or gives up, outside the kernel (`losses_total{what}`).
-pub const LOSSES: [&str; 8] = [
-    // Ring items the probe could not decode.
-    "undecodable_kernel_records",
-    // Container updates the workload update queue had no room for (their metadata comes late).
-    "dropped_workload_updates",
-    // Containers whose cgroup could not be found (captured untagged, in the default mode).
-    "unresolved_container_cgroups",
-    // Containers not tracked because the workload table was full.
-    "untracked_containers",
-    // Capture-mode map updates the kernel refused.
-    "kernel_map_errors",
-    // SysFlow records given up because the output failed (full disk, unwritable directory).
-    "sysflow_records_lost",
-    // SysFlow records the writer refused (an entity it never got: a bug).
-    "sysflow_records_refused",
-    // Processes written with a parent the writer never got (a dangling parent OID).
-    "missing_ancestors",
 ];
 
 /// The NRI events counted, by `Event` number.
@@ -222,133 +204,32 @@ impl HealthMetrics {
     }
 
     fn register(&self, r: &mut Registry) {
-        r.register(
-            "kernel_records",
-            "Records the eBPF programs delivered to the ring buffers",
-            self.kernel_records.counter.clone(),
-        );
-        r.register(
-            "kernel_records_dropped",
-            "Kernel records lost, by reason: ring_full (ring buffer full), fd_table_full and pending_table_full (kernel tables full), read_fault (unreadable user memory), state_unavailable (a process's state could not be allocated), orphaned_counters (counters of a process that ended without reporting them)",
-            self.kernel_dropped.clone(),
-        );
-        r.register(
-            "losses",
-            "What the agent lost or gave up outside the kernel, by what: undecodable_kernel_records, dropped_workload_updates (container updates the workload update queue had no room for), unresolved_container_cgroups, untracked_containers (workload table full), kernel_map_errors, sysflow_records_lost (output failed), sysflow_records_refused (a bug), missing_ancestors (dangling parent OIDs)",
-            self.losses.clone(),
-        );
-        r.register(
-            "records_filtered_by_path",
-            "File records a container's path policy left out",
-            self.records_filtered_by_path.counter.clone(),
-        );
-        r.register(
-            "syscall_hooks_attached",
-            "1 while the syscall hooks are attached: some cgroup wants file, network, I/O or syscall-level process capture (0: no thread on the node pays for them)",
-            self.syscall_hooks_attached.clone(),
-        );
-        r.register(
-            "kernel_strings_truncated",
-            "Paths and arguments cut at their size limit",
-            self.strings_truncated.counter.clone(),
-        );
-        r.register_with_unit(
-            "ring_buffer_fill",
-            "Fullest ring buffer, as a fraction of its size, at the last sample",
-            Unit::Other("ratio".into()),
-            self.ring_fill.clone(),
-        );
-        r.register(
-            "record_queue_length",
-            "Kernel records read from the rings and waiting for the pipeline",
-            self.queue_length.clone(),
-        );
-        r.register(
-            "sysflow_records_written",
-            "SysFlow records written, by type (PE, FF, NF, FE, PF, and entities P, F, C, POD, H)",
-            self.records_written.clone(),
-        );
-        r.register(
-            "sysflow_files_completed",
-            "SysFlow files completed (rotated or closed)",
-            self.files_completed.counter.clone(),
-        );
-        r.register_with_unit(
-            "sysflow_written",
-            "Bytes written to SysFlow files",
-            Unit::Bytes,
-            self.bytes_written.counter.clone(),
-        );
-        r.register(
-            "export_errors",
-            "SysFlow output operations that failed (a block or a file that could not be written)",
-            self.export_errors.counter.clone(),
-        );
-        r.register(
-            "nri_events",
-            "NRI events handled, by event",
-            self.nri_events.clone(),
-        );
-        r.register_with_unit(
-            "nri_handler_duration",
-            "Time NRI handlers took (the runtime waits for them)",
-            Unit::Seconds,
-            self.nri_handler_seconds.clone(),
-        );
-        r.register(
-            "nri_connected",
-            "1 while registered with the runtime over NRI",
-            self.nri_connected.clone(),
-        );
-        r.register(
-            "nri_malformed_messages",
-            "Malformed NRI messages (each closes the connection)",
-            self.nri_malformed.counter.clone(),
-        );
-        r.register(
-            "metadata_source",
-            "1 for the source of pod metadata in use: nri, containerd_api or none",
-            self.metadata_source.clone(),
-        );
-        r.register("containers", "Containers known", self.containers.clone());
-        r.register("pods", "Pods known", self.pods.clone());
-        r.register(
-            "late_registrations",
-            "Containers registered after their first process ran (containerd API fallback)",
-            self.late_registrations.counter.clone(),
-        );
-        r.register(
-            "policy_reloads",
-            "Capture policy reloads, by result (ok, failed)",
-            self.policy_reloads.clone(),
-        );
-        r.register(
-            "table_entries",
-            "Entries in the agent's tables (process, file, kernel_fd)",
-            self.table_entries.clone(),
-        );
-        r.register(
-            "table_evictions",
-            "Entries evicted from full tables (process, file)",
-            self.table_evictions.clone(),
-        );
-        r.register_with_unit(
-            "agent_cpu",
-            "CPU time the agent used (user + system)",
-            Unit::Seconds,
-            self.cpu_seconds.clone(),
-        );
-        r.register_with_unit(
-            "agent_resident_memory",
-            "The agent's resident memory",
-            Unit::Bytes,
-            self.resident_memory.clone(),
-        );
-        r.register(
-            "build_info",
-            "Always 1; the version as a label",
-            self.build_info.clone(),
-        );
+        names::KERNEL_RECORDS.register(r, self.kernel_records.counter.clone());
+        names::KERNEL_RECORDS_DROPPED.register(r, self.kernel_dropped.clone());
+        names::LOSSES.register(r, self.losses.clone());
+        names::RECORDS_FILTERED_BY_PATH.register(r, self.records_filtered_by_path.counter.clone());
+        names::SYSCALL_HOOKS_ATTACHED.register(r, self.syscall_hooks_attached.clone());
+        names::KERNEL_STRINGS_TRUNCATED.register(r, self.strings_truncated.counter.clone());
+        names::RING_BUFFER_FILL.register(r, self.ring_fill.clone());
+        names::RECORD_QUEUE_LENGTH.register(r, self.queue_length.clone());
+        names::SYSFLOW_RECORDS_WRITTEN.register(r, self.records_written.clone());
+        names::SYSFLOW_FILES_COMPLETED.register(r, self.files_completed.counter.clone());
+        names::SYSFLOW_WRITTEN.register(r, self.bytes_written.counter.clone());
+        names::EXPORT_ERRORS.register(r, self.export_errors.counter.clone());
+        names::NRI_EVENTS.register(r, self.nri_events.clone());
+        names::NRI_HANDLER_DURATION.register(r, self.nri_handler_seconds.clone());
+        names::NRI_CONNECTED.register(r, self.nri_connected.clone());
+        names::NRI_MALFORMED_MESSAGES.register(r, self.nri_malformed.counter.clone());
+        names::METADATA_SOURCE.register(r, self.metadata_source.clone());
+        names::CONTAINERS.register(r, self.containers.clone());
+        names::PODS.register(r, self.pods.clone());
+        names::LATE_REGISTRATIONS.register(r, self.late_registrations.counter.clone());
+        names::POLICY_RELOADS.register(r, self.policy_reloads.clone());
+        names::TABLE_ENTRIES.register(r, self.table_entries.clone());
+        names::TABLE_EVICTIONS.register(r, self.table_evictions.clone());
+        names::AGENT_CPU.register(r, self.cpu_seconds.clone());
+        names::AGENT_RESIDENT_MEMORY.register(r, self.resident_memory.clone());
+        names::BUILD_INFO.register(r, self.build_info.clone());
         self.build_info
             .get_or_create(&BuildLabels {
                 version: env!("CARGO_PKG_VERSION"),
@@ -365,11 +246,12 @@ impl HealthMetrics {
         }
     }
 
-    pub fn set_losses(&self, by_what: [u64; LOSSES.len()]) {
+    /// `by_what` in [`Loss::ALL`] order.
+    pub fn set_losses(&self, by_what: [u64; Loss::ALL.len()]) {
         for (i, total) in by_what.into_iter().enumerate() {
-            let c = self
-                .losses
-                .get_or_create_owned(&WhatLabel { what: LOSSES[i] });
+            let c = self.losses.get_or_create_owned(&WhatLabel {
+                what: Loss::ALL[i].label(),
+            });
             add_delta(&c, &self.losses_last[i], total);
         }
     }

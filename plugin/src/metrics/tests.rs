@@ -172,3 +172,78 @@ async fn scrapes_get_the_format_they_ask_for() {
     assert!(om.contains("# TYPE nri_sysflow_kernel_records counter"));
     assert!(om.trim_end().ends_with("# EOF"));
 }
+
+#[test]
+fn every_family_is_named_in_names_rs_and_every_agent_metric_is_on_the_health_dashboard() {
+    // A series in every family (families without one are not exported), named as OpenMetrics
+    // does: without the `_total` of counters.
+    let m = Metrics::new();
+    m.health.set_drops([1; 6]);
+    m.health.set_losses([1; Loss::ALL.len()]);
+    m.health.set_records_written(&[1; 12]);
+    m.health.set_nri_events(&[1; 16]);
+    m.health.set_source("nri");
+    m.health.set_policy_reloads(1, 0);
+    m.health.set_tables(1, 1, 1, [1, 1]);
+    WorkloadSeries::new(m.workload.clone()).of(Some("id1"), || labels("app"));
+    let text = m.encode_openmetrics();
+    let mut exported: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split_whitespace().next())
+        .collect();
+    exported.sort_unstable();
+    let mut named: Vec<String> = names::HEALTH
+        .iter()
+        .chain(names::WORKLOAD.iter())
+        .map(|n| n.exported())
+        .collect();
+    named.sort_unstable();
+    assert_eq!(exported, named);
+
+    let dashboard = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards/agent-health.json"),
+    )
+    .unwrap();
+    let missing: Vec<String> = names::HEALTH
+        .iter()
+        .map(|n| n.exported())
+        .filter(|name| !dashboard.contains(name.as_str()))
+        .collect();
+    assert_eq!(missing, Vec::<String>::new(), "not on agent-health.json");
+}
+
+#[test]
+fn the_losses_help_names_every_loss_and_each_is_exported_under_its_label() {
+    for loss in Loss::ALL {
+        assert!(names::LOSSES.help.contains(loss.label()), "{loss:?}");
+    }
+    let m = Metrics::new();
+    let mut counts = [0; Loss::ALL.len()];
+    counts[Loss::SysflowRecordLost as usize] = 7;
+    m.health.set_losses(counts);
+    counts[Loss::SysflowRecordLost as usize] = 9;
+    counts[Loss::UntrackedContainer as usize] = 1;
+    m.health.set_losses(counts);
+    let text = m.encode_text();
+    assert_eq!(
+        line(
+            &text,
+            r#"nri_sysflow_losses_total{what="sysflow_records_lost"}"#
+        ),
+        Some(r#"nri_sysflow_losses_total{what="sysflow_records_lost"} 9"#)
+    );
+    assert_eq!(
+        line(
+            &text,
+            r#"nri_sysflow_losses_total{what="untracked_containers"}"#
+        ),
+        Some(r#"nri_sysflow_losses_total{what="untracked_containers"} 1"#)
+    );
+    assert_eq!(
+        line(
+            &text,
+            r#"nri_sysflow_losses_total{what="missing_ancestors"}"#
+        ),
+        Some(r#"nri_sysflow_losses_total{what="missing_ancestors"} 0"#)
+    );
+}

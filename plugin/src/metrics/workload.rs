@@ -11,6 +11,8 @@ use prometheus_client::{
 };
 use sysflow::{Record, encoding::op};
 
+use super::names;
+
 /// Who a series is about. Host processes have all three empty.
 #[derive(Clone, Debug, Default, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct WorkloadLabels {
@@ -60,79 +62,22 @@ pub struct WorkloadFamilies {
 }
 
 impl WorkloadFamilies {
-    pub fn register(&self, registry: &mut Registry) {
-        let r = registry.sub_registry_with_prefix("workload");
-        r.register(
-            "processes_started",
-            "Programs started (successful exec)",
-            self.processes_started.clone(),
-        );
-        r.register(
-            "exec_failures",
-            "Failed exec calls",
-            self.exec_failures.clone(),
-        );
-        r.register(
-            "process_exits",
-            "Process exits, by class: success (exit 0), failure (non-zero exit), signal",
-            self.exits.clone(),
-        );
-        r.register(
-            "active_processes",
-            "Processes alive now",
-            self.active_processes.clone(),
-        );
-        r.register("file_opens", "Files opened", self.file_opens.clone());
-        r.register(
-            "file_open_failures",
-            "Failed open calls",
-            self.file_open_failures.clone(),
-        );
-        r.register_with_unit(
-            "file_read",
-            "Bytes read from files (counted when their FileFlow is written)",
-            prometheus_client::registry::Unit::Bytes,
-            self.file_read_bytes.clone(),
-        );
-        r.register_with_unit(
-            "file_written",
-            "Bytes written to files (counted when their FileFlow is written)",
-            prometheus_client::registry::Unit::Bytes,
-            self.file_written_bytes.clone(),
-        );
-        r.register(
-            "file_read_ops",
-            "File read calls",
-            self.file_read_ops.clone(),
-        );
-        r.register(
-            "file_write_ops",
-            "File write calls",
-            self.file_write_ops.clone(),
-        );
-        r.register("file_renames", "Files renamed", self.file_renames.clone());
-        r.register(
-            "file_unlinks",
-            "Files and directories removed",
-            self.file_unlinks.clone(),
-        );
-        r.register(
-            "network_connections",
-            "Connections opened, by direction and protocol",
-            self.connections.clone(),
-        );
-        r.register_with_unit(
-            "network_sent",
-            "Bytes sent on sockets (counted when their NetworkFlow is written)",
-            prometheus_client::registry::Unit::Bytes,
-            self.network_sent_bytes.clone(),
-        );
-        r.register_with_unit(
-            "network_received",
-            "Bytes received on sockets (counted when their NetworkFlow is written)",
-            prometheus_client::registry::Unit::Bytes,
-            self.network_received_bytes.clone(),
-        );
+    pub fn register(&self, r: &mut Registry) {
+        names::WORKLOAD_PROCESSES_STARTED.register(r, self.processes_started.clone());
+        names::WORKLOAD_EXEC_FAILURES.register(r, self.exec_failures.clone());
+        names::WORKLOAD_PROCESS_EXITS.register(r, self.exits.clone());
+        names::WORKLOAD_ACTIVE_PROCESSES.register(r, self.active_processes.clone());
+        names::WORKLOAD_FILE_OPENS.register(r, self.file_opens.clone());
+        names::WORKLOAD_FILE_OPEN_FAILURES.register(r, self.file_open_failures.clone());
+        names::WORKLOAD_FILE_READ.register(r, self.file_read_bytes.clone());
+        names::WORKLOAD_FILE_WRITTEN.register(r, self.file_written_bytes.clone());
+        names::WORKLOAD_FILE_READ_OPS.register(r, self.file_read_ops.clone());
+        names::WORKLOAD_FILE_WRITE_OPS.register(r, self.file_write_ops.clone());
+        names::WORKLOAD_FILE_RENAMES.register(r, self.file_renames.clone());
+        names::WORKLOAD_FILE_UNLINKS.register(r, self.file_unlinks.clone());
+        names::WORKLOAD_NETWORK_CONNECTIONS.register(r, self.connections.clone());
+        names::WORKLOAD_NETWORK_SENT.register(r, self.network_sent_bytes.clone());
+        names::WORKLOAD_NETWORK_RECEIVED.register(r, self.network_received_bytes.clone());
     }
 
     /// Drops every series of a workload (after it was removed and its grace period passed).

@@ -304,13 +304,17 @@ impl Kernel {
         let link = flush
             .take_link(id)
             .map_err(attach_err(FLUSH, "iter/task"))?;
-        let mut file = link
-            .into_file()
-            .map_err(|e| ProbeError::Config(format!("cannot create the flush iterator: {e}")))?;
+        let mut file = link.into_file().map_err(|e| ProbeError::FlushIterator {
+            step: "create",
+            source: e.into(),
+        })?;
         // The program writes into the rings, not the iterator: reading only runs it.
         let mut sink = Vec::new();
         file.read_to_end(&mut sink)
-            .map_err(|e| ProbeError::Config(format!("running the flush iterator: {e}")))?;
+            .map_err(|e| ProbeError::FlushIterator {
+                step: "run",
+                source: e.into(),
+            })?;
         Ok(())
     }
 

@@ -33,7 +33,7 @@ use sysflow_common::{
 use tracing::{debug, info, warn};
 
 use self::{btf::Btf, control::ControlMaps, hooks::Kernel, tracefs::Tracefs};
-use crate::capture::CaptureMode;
+use crate::{capture::CaptureMode, internal_events::Losses};
 
 /// The compiled programs (ebpf/probes), built by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sysflow-ebpf"));
@@ -86,9 +86,27 @@ pub enum ProbeError {
     /// tracefs is needed to attach tracepoints and read their layouts.
     #[error(transparent)]
     Tracefs(#[from] tracefs::TracefsError),
-    /// The configuration cannot be used.
-    #[error("invalid probe configuration: {0}")]
-    Config(String),
+    /// `ProbeConfig::ring_count` is out of range.
+    #[error("ring_count must be 1 to {MAX_RINGS}, got {0}")]
+    RingCount(u32),
+    /// `ProbeConfig::ring_bytes` is not a power of two of at least a page.
+    #[error("ring_bytes must be a power of two of at least 4096, got {0}")]
+    RingBytes(u32),
+    /// The kernel's BTF (/sys/kernel/btf/vmlinux) is needed to load the typed hooks.
+    #[error("cannot read the kernel's BTF for typed hooks: {0}")]
+    KernelBtf(#[source] aya::BtfError),
+    /// The record stream was already taken (`Probe::records` is called once).
+    #[error("the record stream was already taken")]
+    RecordsTaken,
+    /// The ring buffers could not be registered with the runtime's poller.
+    #[error("cannot poll the ring buffers: {0}")]
+    RingPoll(#[source] std::io::Error),
+    /// The counter-flush iterator could not be created or run.
+    #[error("the counter-flush iterator failed to {step}: {source}")]
+    FlushIterator {
+        step: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The kernel refused to create maps or load the object (permissions, memory).
     #[error("loading the eBPF object failed: {source}{hint}")]
     Load {
@@ -225,16 +243,10 @@ impl Probe {
     /// Loads the programs into the kernel and attaches the configured families.
     pub fn load(config: &ProbeConfig) -> Result<Probe, ProbeError> {
         if !(1..=MAX_RINGS).contains(&config.ring_count) {
-            return Err(ProbeError::Config(format!(
-                "ring_count must be 1 to {MAX_RINGS}, got {}",
-                config.ring_count
-            )));
+            return Err(ProbeError::RingCount(config.ring_count));
         }
         if !config.ring_bytes.is_power_of_two() || config.ring_bytes < 4096 {
-            return Err(ProbeError::Config(format!(
-                "ring_bytes must be a power of two of at least 4096, got {}",
-                config.ring_bytes
-            )));
+            return Err(ProbeError::RingBytes(config.ring_bytes));
         }
         raise_memlock_limit();
         // Parsed for the offsets and dropped at once: aya parses the same BTF again below, and
@@ -313,9 +325,7 @@ impl Probe {
             rings.push(RingBuf::try_from(take(&mut ebpf, name)?).map_err(map_err("RING"))?);
         }
 
-        let aya_btf = aya::Btf::from_sys_fs().map_err(|e| {
-            ProbeError::Config(format!("cannot read the kernel's BTF for typed hooks: {e}"))
-        })?;
+        let aya_btf = aya::Btf::from_sys_fs().map_err(ProbeError::KernelBtf)?;
         let mut kernel = Kernel::load(ebpf, config.hooks, &aya_btf, &tracefs)?;
         let features = kernel.check_features(&aya_btf);
         info!(hooks = %kernel.set, "kernel accepts: tp_btf yes, task storage yes, {features}");
@@ -450,13 +460,13 @@ impl Probe {
     /// Starts reading the ring buffers on the current tokio runtime, into a queue of
     /// `ProbeConfig::channel_capacity` records. Can be called once; the readers stop when the
     /// receiver is dropped.
-    pub fn records(&mut self) -> Result<RecordReceiver, ProbeError> {
+    /// Items that do not decode are counted in `losses`.
+    pub fn records(&mut self, losses: Arc<Losses>) -> Result<RecordReceiver, ProbeError> {
         let rings = std::mem::take(&mut self.rings);
         if rings.is_empty() {
-            return Err(ProbeError::Config("records() was already called".into()));
+            return Err(ProbeError::RecordsTaken);
         }
-        reader::spawn(rings, self.channel_capacity)
-            .map_err(|e| ProbeError::Config(format!("cannot poll the ring buffers: {e}")))
+        reader::spawn(rings, self.channel_capacity, losses).map_err(ProbeError::RingPoll)
     }
 
     /// Asks the kernel to report every descriptor's counters since its last report (FLUSH

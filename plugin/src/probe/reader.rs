@@ -20,6 +20,7 @@ use tokio::{io::unix::AsyncFd, sync::mpsc};
 use tracing::warn;
 
 use super::{Record, records};
+use crate::internal_events::{Loss, Losses};
 
 /// How long a record may wait in a ring before the reader looks (at most).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
@@ -30,8 +31,6 @@ const BATCH: usize = 256;
 #[derive(Default, Debug)]
 pub struct ReaderStats {
     pub records: AtomicU64,
-    /// Items that did not decode (logged once, then only counted).
-    pub decode_errors: AtomicU64,
     /// Records in the channel.
     queued: AtomicU64,
 }
@@ -83,6 +82,7 @@ impl RecordReceiver {
 pub(super) fn spawn(
     rings: Vec<RingBuf<MapData>>,
     capacity: usize,
+    losses: Arc<Losses>,
 ) -> std::io::Result<RecordReceiver> {
     let batches = capacity.div_ceil(BATCH).max(1);
     let (tx, rx) = mpsc::channel(batches);
@@ -92,7 +92,7 @@ pub(super) fn spawn(
         // the same until the AsyncFd is dropped.
         let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| e.into_parts().1)?;
-        tokio::spawn(read_ring(fd, tx.clone(), stats.clone()));
+        tokio::spawn(read_ring(fd, tx.clone(), stats.clone(), losses.clone()));
     }
     Ok(RecordReceiver {
         rx,
@@ -106,6 +106,7 @@ async fn read_ring(
     mut ring: AsyncFd<RingBuf<MapData>>,
     tx: mpsc::Sender<Vec<Record>>,
     stats: Arc<ReaderStats>,
+    losses: Arc<Losses>,
 ) {
     loop {
         tokio::select! {
@@ -131,11 +132,11 @@ async fn read_ring(
                         }
                         batch.push(record);
                     }
-                    Err(e) => {
-                        if stats.decode_errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                            warn!("undecodable kernel record (further ones only counted): {e}");
-                        }
-                    }
+                    Err(e) => losses.emit(
+                        Loss::UndecodableKernelRecord,
+                        1,
+                        format_args!("undecodable kernel record: {e}"),
+                    ),
                 }
             }
             if batch.is_empty() {

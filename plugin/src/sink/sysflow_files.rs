@@ -1,6 +1,8 @@
 //! The SysFlow file sink: entities and records into the writer, which writes rotated `.sf`
 //! files; flushed every `output.flush_secs`. A failing output is logged once when it starts
-//! and once when it recovers (with what was lost); the writer counts every lost record.
+//! and once when it recovers (with what was lost). What the writer counts as lost or
+//! dangling becomes internal events (`Loss::SysflowRecordLost`, `Loss::MissingAncestor`), as
+//! do the records it refuses.
 
 use std::{
     path::PathBuf,
@@ -14,7 +16,7 @@ use tracing::{info, warn};
 use super::{Sink, SinkError};
 use crate::{
     flows::Item,
-    log_limit::LogLimiter,
+    internal_events::{Loss, Losses},
     state::{Entity, Forget},
 };
 
@@ -22,9 +24,6 @@ use crate::{
 #[derive(Clone, Debug, Default)]
 pub struct FileSinkStats {
     pub writer: WriterStats,
-    /// Records the writer refused (a record referring to an entity it was never given: a bug
-    /// if ever non-zero). Records lost to a failing output are in `writer.records_lost`.
-    pub records_refused: u64,
     /// The last file completed, once the sink finished.
     pub last_file: Option<PathBuf>,
     /// Entities the writer holds: processes, files, containers, pods.
@@ -38,20 +37,21 @@ pub struct FileSink {
     writer: SysFlowWriter,
     flush_every: Duration,
     last_flush: Option<Instant>,
-    records_refused: u64,
-    refusals_logged: LogLimiter,
+    losses: Arc<Losses>,
+    /// The writer's loss counts as of the last look, to emit what they grew by.
+    reported: ReportedLosses,
     watch: OutputWatch,
     report: FileSinkReport,
 }
 
 impl FileSink {
-    pub fn new(writer: SysFlowWriter, flush_every: Duration) -> Self {
+    pub fn new(writer: SysFlowWriter, flush_every: Duration, losses: Arc<Losses>) -> Self {
         FileSink {
             writer,
             flush_every,
             last_flush: None,
-            records_refused: 0,
-            refusals_logged: LogLimiter::new(Duration::from_secs(10)),
+            losses,
+            reported: ReportedLosses::default(),
             watch: OutputWatch::default(),
             report: FileSinkReport::default(),
         }
@@ -62,10 +62,33 @@ impl FileSink {
         self.report.clone()
     }
 
+    /// Emits what the writer lost since the last look.
+    fn emit_losses(&mut self) {
+        let stats = self.writer.stats();
+        let lost = stats.records_lost - self.reported.records_lost;
+        let missing = stats.missing_ancestors - self.reported.missing_ancestors;
+        self.reported = ReportedLosses {
+            records_lost: stats.records_lost,
+            missing_ancestors: stats.missing_ancestors,
+        };
+        if lost > 0 {
+            let why = stats.output_error.as_deref().unwrap_or("the output failed");
+            self.losses.emit(
+                Loss::SysflowRecordLost,
+                lost,
+                format_args!("SysFlow records lost: {why}"),
+            );
+        }
+        self.losses.emit(
+            Loss::MissingAncestor,
+            missing,
+            "process written with a parent the writer never got (dangling parent OID)",
+        );
+    }
+
     fn publish(&self, last_file: Option<PathBuf>) {
         let mut r = self.report.lock().unwrap_or_else(|p| p.into_inner());
         r.writer = self.writer.stats().clone();
-        r.records_refused = self.records_refused;
         r.entities = self.writer.entity_counts();
         if last_file.is_some() {
             r.last_file = last_file;
@@ -86,18 +109,21 @@ impl Sink for FileSink {
                 Item::Forget(Forget::Container(id)) => self.writer.forget_container(id),
                 Item::Forget(Forget::Pod(id)) => self.writer.forget_pod(id),
                 Item::Record { record, .. } => {
+                    // Output failures are the writer's to count (emitted below).
                     if let Err(e) = self.writer.write(record)
                         && !e.is_output_failure()
                     {
-                        self.records_refused += 1;
-                        if let Some(suppressed) = self.refusals_logged.allow() {
-                            warn!(suppressed, "SysFlow record refused: {e}");
-                        }
+                        self.losses.emit(
+                            Loss::SysflowRecordRefused,
+                            1,
+                            format_args!("SysFlow record refused: {e}"),
+                        );
                     }
                 }
                 Item::OpenFailed { .. } | Item::LiveProcesses(_) => {}
             }
         }
+        self.emit_losses();
     }
 
     fn tick(&mut self, now: Instant) {
@@ -109,16 +135,24 @@ impl Sink for FileSink {
             self.last_flush = Some(now);
         }
         self.watch.report(self.writer.stats());
+        self.emit_losses();
         self.publish(None);
     }
 
     fn finish(&mut self) -> Result<(), SinkError> {
         let last = self.writer.finish();
         self.watch.report(self.writer.stats());
+        self.emit_losses();
         let last = last?;
         self.publish(last);
         Ok(())
     }
+}
+
+#[derive(Default)]
+struct ReportedLosses {
+    records_lost: u64,
+    missing_ancestors: u64,
 }
 
 /// Says once that the output started failing, and once that it recovered, with the records
@@ -192,7 +226,7 @@ mod tests {
     fn records_reach_the_disk_at_the_configured_flush_cadence_not_every_tick() {
         let dir = tempfile::tempdir().unwrap();
         let writer = SysFlowWriter::to_directory(dir.path(), WriterConfig::default()).unwrap();
-        let mut sink = FileSink::new(writer, Duration::from_secs(5));
+        let mut sink = FileSink::new(writer, Duration::from_secs(5), Arc::default());
         let start = Instant::now();
         sink.tick(start);
         let event = Record::ProcessEvent(ProcessEvent {

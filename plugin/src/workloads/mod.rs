@@ -24,12 +24,13 @@ use std::{
 };
 
 use sysflow::{ContainerType, encoding::ipv4_to_long};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 pub use self::queue::UpdateQueue;
 use crate::{
     capture::CaptureMode,
     host::Host,
+    internal_events::{Loss, Losses},
     policy::{Decision, PathFilter, Policy},
     probe::CaptureControl,
 };
@@ -101,12 +102,6 @@ pub enum WorkloadUpdate {
 #[derive(Default)]
 pub struct WorkloadStats {
     pub containers_registered: AtomicU64,
-    /// Containers whose cgroup could not be found (not tagged, captured in the default mode).
-    pub cgroup_unresolved: AtomicU64,
-    /// Containers not tracked because the table was full.
-    pub table_full: AtomicU64,
-    /// Kernel map updates that failed.
-    pub kernel_map_errors: AtomicU64,
     /// Containers registered after their first process had already run (containerd-API
     /// fallback: task events arrive after the fact).
     pub late_registrations: AtomicU64,
@@ -143,6 +138,7 @@ pub struct Workloads {
     node_name: String,
     node_ip: Option<Ipv4Addr>,
     updates: Arc<UpdateQueue>,
+    losses: Arc<Losses>,
     pub stats: WorkloadStats,
 }
 
@@ -161,8 +157,9 @@ impl Workloads {
         host: Host,
         node_name: String,
         node_ip: Option<Ipv4Addr>,
+        losses: Arc<Losses>,
     ) -> (Arc<Workloads>, Arc<UpdateQueue>) {
-        let updates = Arc::new(UpdateQueue::new(UPDATE_QUEUE));
+        let updates = Arc::new(UpdateQueue::new(UPDATE_QUEUE, losses.clone()));
         let w = Workloads {
             state: Mutex::new(State {
                 policy,
@@ -175,6 +172,7 @@ impl Workloads {
             node_name,
             node_ip,
             updates: updates.clone(),
+            losses,
             stats: WorkloadStats::default(),
         };
         w.apply_host_mode();
@@ -191,8 +189,11 @@ impl Workloads {
         if let Some(control) = &self.control
             && let Err(e) = control.set_default_mode(host)
         {
-            self.stats.kernel_map_errors.fetch_add(1, Relaxed);
-            warn!("cannot set the default capture mode: {e}");
+            self.losses.emit(
+                Loss::KernelMapError,
+                1,
+                format_args!("cannot set the default capture mode: {e}"),
+            );
         }
     }
 
@@ -200,15 +201,17 @@ impl Workloads {
         if let Some(control) = &self.control
             && let Err(e) = control.set_cgroup_mode(cgroup, mode)
         {
-            self.stats.kernel_map_errors.fetch_add(1, Relaxed);
-            warn!(cgroup, "cannot set the capture mode: {e}");
+            self.losses.emit(
+                Loss::KernelMapError,
+                1,
+                format_args!("cannot set the capture mode of cgroup {cgroup}: {e}"),
+            );
         }
     }
 
     fn send(&self, update: WorkloadUpdate) {
-        if !self.updates.push(update) {
-            warn!("workload update queue full: an update was dropped");
-        }
+        // A full queue counts and logs the drop itself.
+        let _ = self.updates.push(update);
     }
 
     /// What this side knows of a cgroup now (for inspection: the state stage learns it from
@@ -366,17 +369,25 @@ impl Workloads {
             self.upsert_pod(&mut st, pod);
         }
         if !st.containers.contains_key(&info.id) && st.containers.len() >= MAX_CONTAINERS {
-            self.stats.table_full.fetch_add(1, Relaxed);
-            warn!(container = %info.id, "container table full: not tagged");
+            self.losses.emit(
+                Loss::UntrackedContainer,
+                1,
+                format_args!(
+                    "container table full ({MAX_CONTAINERS}): container {} not tagged",
+                    info.id
+                ),
+            );
             return;
         }
         let Some(cgroup) = self.resolve_cgroup(&info.cgroups_path, info.pid) else {
-            self.stats.cgroup_unresolved.fetch_add(1, Relaxed);
-            warn!(
-                container = %info.id,
-                cgroups_path = %info.cgroups_path,
-                pid = info.pid,
-                "container cgroup not found: captured in the default mode, untagged"
+            self.losses.emit(
+                Loss::UnresolvedContainerCgroup,
+                1,
+                format_args!(
+                    "cgroup of container {} not found (cgroups path {:?}, pid {}): captured \
+                     in the default mode, untagged",
+                    info.id, info.cgroups_path, info.pid
+                ),
             );
             return;
         };
@@ -493,8 +504,11 @@ impl Workloads {
         if let Some(control) = &self.control
             && let Err(e) = control.remove_cgroup(cgroup_id)
         {
-            self.stats.kernel_map_errors.fetch_add(1, Relaxed);
-            warn!(cgroup_id, "cannot remove the capture mode: {e}");
+            self.losses.emit(
+                Loss::KernelMapError,
+                1,
+                format_args!("cannot remove the capture mode of cgroup {cgroup_id}: {e}"),
+            );
         }
     }
 

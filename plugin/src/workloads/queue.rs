@@ -5,21 +5,19 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        Mutex,
-        atomic::{AtomicU64, Ordering::Relaxed},
-    },
+    sync::{Arc, Mutex},
 };
 
 use tokio::sync::Notify;
 
 use super::WorkloadUpdate;
+use crate::internal_events::{Loss, Losses};
 
 pub struct UpdateQueue {
     pending: Mutex<Pending>,
     ready: Notify,
     capacity: usize,
-    dropped: AtomicU64,
+    losses: Arc<Losses>,
 }
 
 #[derive(Default)]
@@ -30,12 +28,12 @@ struct Pending {
 }
 
 impl UpdateQueue {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, losses: Arc<Losses>) -> Self {
         UpdateQueue {
             pending: Mutex::new(Pending::default()),
             ready: Notify::new(),
             capacity,
-            dropped: AtomicU64::new(0),
+            losses,
         }
     }
 
@@ -54,7 +52,14 @@ impl UpdateQueue {
         }
         if p.updates.len() >= self.capacity {
             drop(p);
-            self.dropped.fetch_add(1, Relaxed);
+            self.losses.emit(
+                Loss::DroppedWorkloadUpdate,
+                1,
+                format_args!(
+                    "workload update queue full ({} updates): an update was dropped",
+                    self.capacity
+                ),
+            );
             return false;
         }
         if let WorkloadUpdate::Upsert(meta) = &update {
@@ -85,11 +90,6 @@ impl UpdateQueue {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Updates dropped because the queue was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Relaxed)
     }
 }
 
@@ -134,7 +134,8 @@ mod tests {
 
     #[test]
     fn a_later_upsert_replaces_the_waiting_one_in_place_and_order_is_kept() {
-        let q = UpdateQueue::new(3);
+        let losses = Arc::new(Losses::default());
+        let q = UpdateQueue::new(3, losses.clone());
         assert!(q.push(upsert(1, "a")));
         assert!(q.push(upsert(2, "b")));
         assert!(q.push(WorkloadUpdate::Removed {
@@ -144,7 +145,7 @@ mod tests {
         // Full, but cgroup 2 has an upsert waiting: it is replaced, nothing is dropped.
         assert!(q.push(upsert(2, "b2")));
         assert!(!q.push(upsert(3, "c")));
-        assert_eq!(q.dropped(), 1);
+        assert_eq!(losses.count(Loss::DroppedWorkloadUpdate), 1);
         assert_eq!(names(&q.drain()), ["1=a", "2=b2", "-1"]);
         assert!(q.is_empty());
         // After a drain, an upsert for a cgroup seen before queues anew.

@@ -23,23 +23,27 @@ struct Fixture {
     mount: PathBuf,
     workloads: Arc<Workloads>,
     updates: Arc<UpdateQueue>,
+    losses: Arc<Losses>,
 }
 
 fn fixture(policy: &str) -> Fixture {
     let root = tempfile::tempdir().unwrap();
     let mount = root.path().to_path_buf();
+    let losses = Arc::new(Losses::default());
     let (workloads, updates) = Workloads::new(
         Policy::parse(policy, "test").unwrap(),
         None,
         Host::new("/proc", "/etc", mount.clone()),
         "node-1".into(),
         Some(Ipv4Addr::new(10, 0, 0, 7)),
+        losses.clone(),
     );
     Fixture {
         _root: root,
         mount,
         workloads,
         updates,
+        losses,
     }
 }
 
@@ -164,6 +168,7 @@ fn systemd_driver_paths_and_pids_resolve_too() {
         host.clone(),
         "n".into(),
         None,
+        Arc::default(),
     );
     let mut c = container("c3", "none", "x");
     c.cgroups_path.clear();
@@ -185,7 +190,7 @@ fn an_unresolvable_cgroup_is_counted_not_tagged() {
     let f = fixture(POLICY);
     f.workloads
         .container_started(container("c9", "p9", "ghost"), None);
-    assert_eq!(f.workloads.stats.cgroup_unresolved.load(Relaxed), 1);
+    assert_eq!(f.losses.count(Loss::UnresolvedContainerCgroup), 1);
     assert_eq!(f.workloads.container_count(), 0);
 }
 

@@ -31,6 +31,8 @@ struct Agent {
     output: PathBuf,
     log: std::sync::Arc<std::sync::Mutex<String>>,
     reader: Option<std::thread::JoinHandle<()>>,
+    /// Where it serves /metrics.
+    metrics: String,
 }
 
 /// What the agent printed when it stopped.
@@ -72,12 +74,20 @@ impl Agent {
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let started = Instant::now();
         let mut line = String::new();
+        let mut metrics = None;
         loop {
             line.clear();
             assert!(
                 stderr.read_line(&mut line).unwrap() > 0,
                 "agent exited early"
             );
+            if line.contains("serving /metrics") {
+                metrics = line
+                    .split("addr=")
+                    .nth(1)
+                    .and_then(|a| a.split_whitespace().next())
+                    .map(str::to_string);
+            }
             if line.contains("capturing") {
                 break;
             }
@@ -101,7 +111,23 @@ impl Agent {
             output,
             log,
             reader: Some(reader),
+            metrics: metrics.expect("the agent says where it serves /metrics"),
         }
+    }
+
+    /// The value of one series in the agent's /metrics, by its whole name and labels.
+    fn metric(&self, series: &str) -> Option<f64> {
+        let mut stream = std::net::TcpStream::connect(&self.metrics).unwrap();
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.metrics
+        )
+        .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
     /// SIGINT, then wait for a clean exit; returns the completed files in write order.

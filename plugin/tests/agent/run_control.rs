@@ -109,6 +109,7 @@ fn a_full_disk_is_survived_counted_and_every_file_stays_whole() {
     std::thread::sleep(Duration::from_secs(2));
     let after = write("after-space-returned.bin");
     std::thread::sleep(Duration::from_secs(2));
+    let lost_metric = agent.metric(r#"nri_sysflow_losses_total{what="sysflow_records_lost"}"#);
     let stopped = agent.stop();
 
     // Running all along; the failure said once, the recovery once, with what was lost.
@@ -132,6 +133,15 @@ fn a_full_disk_is_survived_counted_and_every_file_stays_whole() {
         })
         .unwrap_or_else(|| panic!("{}", stopped.log));
     assert!(lost > 0, "{}", stopped.log);
+    // The same count in the metric, and the loss logged as an internal event: at once, then
+    // at most once per ten seconds (the disk was full for about six).
+    assert_eq!(lost_metric, Some(lost as f64));
+    let event_lines = stopped
+        .log
+        .lines()
+        .filter(|l| l.contains("what=\"sysflow_records_lost\""))
+        .count();
+    assert!((1..=2).contains(&event_lines), "{}", stopped.log);
     // And the exit summary counts the same records (nothing was lost after the recovery).
     assert!(
         stopped.log.contains(&format!(

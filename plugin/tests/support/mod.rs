@@ -176,7 +176,7 @@ impl Session {
         probe
             .set_cgroup_mode(cgroup.id, CaptureMode::from_bits(mode))
             .expect("set mode");
-        let records = probe.records().expect("records");
+        let records = probe.records(Default::default()).expect("records");
         Session {
             probe,
             records,
