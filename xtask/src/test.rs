@@ -6,7 +6,7 @@ use std::{path::Path, process::Command};
 use crate::{cargo, run, setup::ebpf_toolchain};
 
 /// User-space crates (the eBPF crate builds only for the BPF target).
-const USER_SPACE_CLIPPY: [&str; 15] = [
+const USER_SPACE_CLIPPY: [&str; 17] = [
     "clippy",
     "-p",
     "nri-sysflow",
@@ -14,6 +14,8 @@ const USER_SPACE_CLIPPY: [&str; 15] = [
     "sysflow-common",
     "-p",
     "sysflow",
+    "-p",
+    "sysflow-rules",
     "-p",
     "xtask",
     "-p",
@@ -43,7 +45,11 @@ pub fn run_quick(root: &Path) -> anyhow::Result<()> {
         "sysflow",
         "-p",
         "nri-sysflow",
+        "-p",
+        "sysflow-rules",
         "--lib",
+        "--test",
+        "compile",
         "--test",
         "print",
         "--test",
@@ -91,6 +97,8 @@ pub fn run_all(root: &Path) -> anyhow::Result<()> {
         "sysflow-common",
         "-p",
         "sysflow",
+        "-p",
+        "sysflow-rules",
         "-p",
         "nri-sysflow",
     ])?;

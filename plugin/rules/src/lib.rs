@@ -1,0 +1,13 @@
+//! sf-processor's policy language (its "Falco dialect") over SysFlow records, as its own code
+//! behaves: the token grammar ([`lexer`], [`parser`]), the compiler with its definition
+//! visibility and lints ([`compiler`]), the attribute table ([`attrs`]) and compiled
+//! conditions ([`expr`]). See `shared/policy-kit/LANGUAGE.md` in the conformance kit for the
+//! semantics, with citations into sf-processor.
+
+pub mod attrs;
+pub mod compiler;
+pub mod expr;
+pub mod lexer;
+pub mod parser;
+
+pub use compiler::{CompileError, Lint, Policy, Priority, Rule, compile_paths};

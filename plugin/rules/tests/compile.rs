@@ -1,0 +1,114 @@
+//! The conformance kit's compile dumps: every policy set sf-processor compiles gives the same
+//! rule and filter listing here (names, descriptions, priorities, prefilters, tags, enabled,
+//! order), and every file it refuses is refused here with a position.
+
+use std::path::{Path, PathBuf};
+
+use sysflow_rules::{CompileError, compile_paths};
+
+/// `shared/policy-kit` beside the repository (or `SYSFLOW_POLICY_KIT`).
+fn kit() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SYSFLOW_POLICY_KIT") {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|a| a.join("shared/policy-kit"))
+        .find(|d| d.join("LANGUAGE.md").exists())
+        .expect("shared/policy-kit not found beside the repository (or set SYSFLOW_POLICY_KIT)")
+}
+
+/// The policy path of a kit set id (`tests_unit_test_eq` is `policies/tests/unit_test_eq.yaml`).
+fn set_path(set: &str) -> PathBuf {
+    let policies = kit().join("policies");
+    match set {
+        "distribution_filter" => policies.join("distribution/filter.yaml"),
+        "runtimeintegrity" => policies.join("runtimeintegrity"),
+        "tests" => policies.join("tests"),
+        "plugins-actions-example_policy" => policies.join("plugins-actions-example/policy.yaml"),
+        "kit-probes_probes" => policies.join("kit-probes/probes.yaml"),
+        _ => {
+            for (prefix, dir) in [
+                ("kit-probes_negative_", "kit-probes/negative"),
+                ("runtimeintegrity_", "runtimeintegrity"),
+                ("tests_", "tests"),
+            ] {
+                if let Some(name) = set.strip_prefix(prefix) {
+                    return policies.join(dir).join(format!("{name}.yaml"));
+                }
+            }
+            panic!("unknown set {set}")
+        }
+    }
+}
+
+fn expected_sets() -> Vec<(String, String)> {
+    let dir = kit().join("expected/compile");
+    let mut sets: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let set = path.file_stem().unwrap().to_string_lossy().into_owned();
+            (set, std::fs::read_to_string(&path).unwrap())
+        })
+        .collect();
+    sets.sort();
+    assert_eq!(sets.len(), 31, "compile dumps in {}", dir.display());
+    sets
+}
+
+#[test]
+fn every_set_sf_processor_compiles_lists_the_same_rules_and_filters() {
+    let mut compared = 0;
+    for (set, expected) in expected_sets() {
+        if set.starts_with("kit-probes_negative_") {
+            continue;
+        }
+        let policy = compile_paths(&[set_path(&set)]).unwrap_or_else(|e| panic!("{set}: {e}"));
+        let listing = policy.listing();
+        if listing != expected {
+            let diff: Vec<String> = expected
+                .lines()
+                .zip(listing.lines())
+                .filter(|(a, b)| a != b)
+                .take(3)
+                .map(|(a, b)| format!("expected {a}\n     got {b}"))
+                .collect();
+            panic!(
+                "{set}: {} lines expected, {} got\n{}",
+                expected.lines().count(),
+                listing.lines().count(),
+                diff.join("\n")
+            );
+        }
+        compared += 1;
+    }
+    assert_eq!(compared, 26);
+}
+
+#[test]
+fn every_file_sf_processor_refuses_is_refused_with_its_position() {
+    // The first error sf-processor's parser reports for each, as line:column (its columns
+    // count from 0, ours from 1).
+    let expected = [
+        ("bracket_rhs", "5:29", "'['"),
+        ("keyword_in_rule_text", "4:34", "'priority'"),
+        ("negative_number", "4:23", "'-'"),
+        ("prefix_exists", "4:14", "'exists'"),
+        ("severity_word_as_value", "5:29", "'debug'"),
+    ];
+    for (name, pos, found) in expected {
+        let path = set_path(&format!("kit-probes_negative_{name}"));
+        match compile_paths(std::slice::from_ref(&path)) {
+            Err(CompileError::Syntax { path: p, source }) => {
+                assert_eq!(p, path);
+                assert_eq!(
+                    (source.pos.to_string().as_str(), source.found.as_str()),
+                    (pos, found),
+                    "{name}: {source}"
+                );
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
