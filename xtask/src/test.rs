@@ -51,6 +51,8 @@ pub fn run_quick(root: &Path) -> anyhow::Result<()> {
         "--test",
         "compile",
         "--test",
+        "alerts",
+        "--test",
         "print",
         "--test",
         "corrupt",

@@ -227,6 +227,8 @@ pub enum Value<'a> {
     /// A parent's uid or gid from the process cache (not 64-bit: numeric comparisons see 0).
     Int32(i32),
     Bool(bool),
+    /// A pod's address or service list (the `+` attributes): no text, exists with a pod.
+    Opaque(bool),
 }
 
 impl<'a> Value<'a> {
@@ -248,6 +250,7 @@ impl<'a> Value<'a> {
             Value::Int(v) => Cow::Owned(v.to_string()),
             Value::Int32(v) => Cow::Owned(v.to_string()),
             Value::Bool(b) => Cow::Borrowed(if b { "true" } else { "false" }),
+            Value::Opaque(_) => Cow::Borrowed(""),
         }
     }
 }
@@ -284,9 +287,11 @@ impl Operand {
             path.pop();
             return Operand::Path(a, path);
         }
+        // sf-processor cuts a literal at its first `[` before comparing it as text.
+        let before_bracket = text.split('[').next().unwrap_or(text);
         Operand::Literal(Literal {
             raw: text.to_string(),
-            text: trim_bounding_quotes(text).to_string(),
+            text: trim_bounding_quotes(before_bracket).to_string(),
             int: text.parse().unwrap_or(0),
         })
     }

@@ -170,7 +170,7 @@ fn exists(o: &Operand, r: &impl Fields) -> bool {
             Value::Str(s) => !s.is_empty(),
             Value::Int(v) => v != 0,
             Value::Int32(v) => v != 0,
-            Value::Bool(b) => b,
+            Value::Bool(b) | Value::Opaque(b) => b,
         },
     }
 }

@@ -6,8 +6,13 @@
 
 pub mod attrs;
 pub mod compiler;
+pub mod engine;
 pub mod expr;
+pub mod flat;
+pub mod golang;
+pub mod json;
 pub mod lexer;
 pub mod parser;
+pub mod runner;
 
 pub use compiler::{CompileError, Lint, Policy, Priority, Rule, compile_paths};

@@ -2,45 +2,10 @@
 //! rule and filter listing here (names, descriptions, priorities, prefilters, tags, enabled,
 //! order), and every file it refuses is refused here with a position.
 
-use std::path::{Path, PathBuf};
+mod support;
 
+use support::{kit, set_path};
 use sysflow_rules::{CompileError, compile_paths};
-
-/// `shared/policy-kit` beside the repository (or `SYSFLOW_POLICY_KIT`).
-fn kit() -> PathBuf {
-    if let Some(dir) = std::env::var_os("SYSFLOW_POLICY_KIT") {
-        return PathBuf::from(dir);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|a| a.join("shared/policy-kit"))
-        .find(|d| d.join("LANGUAGE.md").exists())
-        .expect("shared/policy-kit not found beside the repository (or set SYSFLOW_POLICY_KIT)")
-}
-
-/// The policy path of a kit set id (`tests_unit_test_eq` is `policies/tests/unit_test_eq.yaml`).
-fn set_path(set: &str) -> PathBuf {
-    let policies = kit().join("policies");
-    match set {
-        "distribution_filter" => policies.join("distribution/filter.yaml"),
-        "runtimeintegrity" => policies.join("runtimeintegrity"),
-        "tests" => policies.join("tests"),
-        "plugins-actions-example_policy" => policies.join("plugins-actions-example/policy.yaml"),
-        "kit-probes_probes" => policies.join("kit-probes/probes.yaml"),
-        _ => {
-            for (prefix, dir) in [
-                ("kit-probes_negative_", "kit-probes/negative"),
-                ("runtimeintegrity_", "runtimeintegrity"),
-                ("tests_", "tests"),
-            ] {
-                if let Some(name) = set.strip_prefix(prefix) {
-                    return policies.join(dir).join(format!("{name}.yaml"));
-                }
-            }
-            panic!("unknown set {set}")
-        }
-    }
-}
 
 fn expected_sets() -> Vec<(String, String)> {
     let dir = kit().join("expected/compile");

@@ -114,6 +114,27 @@ impl<R: Read> SysFlowReader<R> {
     pub fn branch_names(&self) -> &[String] {
         &self.branches
     }
+
+    /// Whether the writer schema's record type `name` (e.g. `SFHeader`) has a field `field`:
+    /// older schema versions lack some, and consumers may treat a missing field differently
+    /// from an empty one.
+    pub fn has_field(&self, name: &str, field: &str) -> bool {
+        let Schema::Record(top) = self.avro.writer_schema() else {
+            return false;
+        };
+        let Some(Schema::Union(union)) = top
+            .fields
+            .iter()
+            .find(|f| f.name == "rec")
+            .map(|f| &f.schema)
+        else {
+            return false;
+        };
+        union.variants().iter().any(|v| match v {
+            Schema::Record(r) => r.name.name() == name && r.fields.iter().any(|f| f.name == field),
+            _ => false,
+        })
+    }
 }
 
 fn union_branches(schema: &Schema) -> Result<Vec<String>, String> {

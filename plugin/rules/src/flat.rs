@@ -1,0 +1,639 @@
+//! Records as sf-processor's reader and flattener present them to its policy engine: entity
+//! records (header, containers, pods, processes, files) fill caches; events and flows (PE,
+//! NF, FF, FE) and Kubernetes events (KE) become flat records joined with their process,
+//! container, pod and files. Network events and process flows never reach the engine.
+//!
+//! sf-processor's flat record is a fixed array of slots that several record types share, and
+//! its attributes read those slots whatever the type. [`Flat`] keeps the same integer slots
+//! so every attribute reads what sf-processor's reads: on a network flow `sf.file.openflags`
+//! is the source address, on a file event `sf.file.fd` the new file's state, and the flow
+//! counters of file and network flows share one slot each, which sf-processor's attributes
+//! add to itself (so `sf.flow.wbytes` is twice the bytes written). The process tree is taken
+//! on a process's first lookup and kept until the next header, as sf-processor's cache does.
+//!
+//! One deliberate difference: `sf.opflags` names READ/WRITE or RECV/SEND by the record's own
+//! type. sf-processor caches the names by bit mask for the whole run, so whichever record type
+//! comes first decides for all (its `GetOpFlags`); see the README.
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    sync::{Arc, OnceLock},
+};
+
+use sysflow::{Container, File, Foid, Oid, Pod, Process, Record, SfObjectState};
+
+use crate::{
+    attrs::{Attr, Value},
+    expr::Fields,
+    golang,
+};
+
+/// The record types the engine sees, with sf-processor's type numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    ProcessEvent = 4,
+    NetworkFlow = 5,
+    FileFlow = 6,
+    FileEvent = 7,
+    K8sEvent = 11,
+}
+
+impl Kind {
+    pub fn code(self) -> &'static str {
+        match self {
+            Kind::ProcessEvent => "PE",
+            Kind::NetworkFlow => "NF",
+            Kind::FileFlow => "FF",
+            Kind::FileEvent => "FE",
+            Kind::K8sEvent => "KE",
+        }
+    }
+}
+
+/// The trace header a record was read under.
+#[derive(Clone, Debug, Default)]
+pub struct Header {
+    pub version: i64,
+    pub exporter: String,
+    /// `NA` when the file's header schema has no `ip` field.
+    pub ip: String,
+    pub filename: String,
+}
+
+/// A pod as cached, with the text forms sf-processor derives once per record.
+#[derive(Debug)]
+pub struct PodEntry {
+    pub pod: Pod,
+    /// `["a.b.c.d""e.f.g.h"]` (sic: no commas).
+    pub host_ip: String,
+    pub internal_ip: String,
+    /// Go `encoding/json` of the services.
+    pub services: String,
+}
+
+/// sf-processor's reader state: the entity caches, reset by every header.
+#[derive(Default)]
+pub struct Context {
+    header: Option<Arc<Header>>,
+    /// Whether the current file's header schema lacks `ip` (older versions).
+    header_without_ip: bool,
+    containers: HashMap<String, Arc<Container>>,
+    pods: HashMap<String, Arc<PodEntry>>,
+    /// By OID, one slot per state (CREATED, MODIFIED, REUP).
+    processes: HashMap<Oid, [Option<Arc<Process>>; 3]>,
+    files: HashMap<Foid, Arc<File>>,
+    /// Process trees as first looked up since the last header.
+    trees: HashMap<Oid, Arc<[Arc<Process>]>>,
+}
+
+// Integer slots of sf-processor's flat record (sf-apis flat_constants.go), shared by types.
+const REC_TYPE: usize = 0;
+const HE_VERSION: usize = 1;
+const CONT_TYPE: usize = 2;
+const CONT_PRIVILEGED: usize = 3;
+const POD_TS: usize = 4;
+const POD_RESTARTS: usize = 5;
+const KE_KIND: usize = 6;
+const KE_ACTION: usize = 7;
+const PROC_STATE: usize = 9;
+const PROC_CREATETS: usize = 10;
+const PROC_HPID: usize = 11;
+const POID_CREATETS: usize = 12;
+const POID_HPID: usize = 13;
+const PROC_TS: usize = 14;
+const PROC_UID: usize = 15;
+const PROC_GID: usize = 16;
+const PROC_TTY: usize = 17;
+const PROC_ENTRY: usize = 18;
+const FILE_STATE: usize = 19;
+const FILE_TS: usize = 20;
+const FILE_RESTYPE: usize = 21;
+const TS: usize = 22;
+const TID: usize = 23;
+const OPFLAGS: usize = 24;
+/// `ret` of events, `endTs` of flows.
+const RET_ENDTS: usize = 25;
+/// A flow's fd; a file event's new-file state.
+const FD: usize = 26;
+/// Read ops of flows; a file event's new-file timestamp.
+const ROPS: usize = 27;
+/// Write ops of flows; a file event's new-file type.
+const WOPS: usize = 28;
+const RBYTES: usize = 29;
+const WBYTES: usize = 30;
+/// A file flow's open flags; a network flow's source address.
+const OPENFLAGS_SIP: usize = 31;
+const SPORT: usize = 32;
+const DIP: usize = 33;
+const DPORT: usize = 34;
+const PROTO: usize = 35;
+const SLOTS: usize = 36;
+
+impl Context {
+    /// A new file starts: whether its header schema has the `ip` field.
+    pub fn start_file(&mut self, header_has_ip: bool) {
+        self.header_without_ip = !header_has_ip;
+    }
+
+    /// Takes one record in file order; events and flows come back flattened.
+    pub fn push(&mut self, record: Record) -> Option<Flat> {
+        match record {
+            Record::Header(h) => {
+                self.header = Some(Arc::new(Header {
+                    version: h.version,
+                    exporter: h.exporter,
+                    ip: if self.header_without_ip {
+                        "NA".into()
+                    } else {
+                        h.ip
+                    },
+                    filename: h.filename,
+                }));
+                self.containers.clear();
+                self.pods.clear();
+                self.processes.clear();
+                self.files.clear();
+                self.trees.clear();
+                None
+            }
+            Record::Container(mut c) => {
+                c.name = c.name.trim().to_string();
+                c.image = c.image.trim().to_string();
+                self.containers.insert(c.id.clone(), Arc::new(c));
+                None
+            }
+            Record::Pod(mut p) => {
+                p.name = p.name.trim().to_string();
+                p.node_name = p.node_name.trim().to_string();
+                p.namespace = p.namespace.trim().to_string();
+                let entry = PodEntry {
+                    host_ip: ip_list(&p.host_ip),
+                    internal_ip: ip_list(&p.internal_ip),
+                    services: golang::services_json(&p.services),
+                    pod: p,
+                };
+                self.pods.insert(entry.pod.id.clone(), Arc::new(entry));
+                None
+            }
+            Record::Process(mut p) => {
+                p.exe = p.exe.trim().to_string();
+                p.exe_args = p.exe_args.trim().to_string();
+                let slot = state_slot(p.state);
+                let oid = p.oid;
+                self.processes.entry(oid).or_default()[slot] = Some(Arc::new(p));
+                None
+            }
+            Record::File(mut f) => {
+                f.path = f.path.trim().to_string();
+                self.files.insert(f.oid, Arc::new(f));
+                None
+            }
+            Record::ProcessEvent(e) => {
+                let mut flat = self.flat(Kind::ProcessEvent, e.proc_oid);
+                flat.ints[TS] = e.ts;
+                flat.ints[TID] = e.tid;
+                flat.ints[OPFLAGS] = e.op_flags.into();
+                flat.ints[RET_ENDTS] = e.ret.into();
+                Some(flat)
+            }
+            Record::NetworkFlow(f) => {
+                let mut flat = self.flat(Kind::NetworkFlow, f.proc_oid);
+                let i = &mut flat.ints;
+                i[TS] = f.ts;
+                i[TID] = f.tid;
+                i[OPFLAGS] = f.op_flags.into();
+                i[RET_ENDTS] = f.end_ts;
+                i[FD] = f.fd.into();
+                i[ROPS] = f.num_r_recv_ops;
+                i[WOPS] = f.num_w_send_ops;
+                i[RBYTES] = f.num_r_recv_bytes;
+                i[WBYTES] = f.num_w_send_bytes;
+                i[OPENFLAGS_SIP] = f.sip.into();
+                i[SPORT] = f.sport.into();
+                i[DIP] = f.dip.into();
+                i[DPORT] = f.dport.into();
+                i[PROTO] = f.proto.into();
+                Some(flat)
+            }
+            Record::FileFlow(f) => {
+                let mut flat = self.flat(Kind::FileFlow, f.proc_oid);
+                flat.set_file(self.files.get(&f.file_oid).cloned());
+                let i = &mut flat.ints;
+                i[TS] = f.ts;
+                i[TID] = f.tid;
+                i[OPFLAGS] = f.op_flags.into();
+                i[RET_ENDTS] = f.end_ts;
+                i[FD] = f.fd.into();
+                i[ROPS] = f.num_r_recv_ops;
+                i[WOPS] = f.num_w_send_ops;
+                i[RBYTES] = f.num_r_recv_bytes;
+                i[WBYTES] = f.num_w_send_bytes;
+                i[OPENFLAGS_SIP] = f.open_flags.into();
+                Some(flat)
+            }
+            Record::FileEvent(e) => {
+                let mut flat = self.flat(Kind::FileEvent, e.proc_oid);
+                flat.set_file(self.files.get(&e.file_oid).cloned());
+                let new_file = e.new_file_oid.and_then(|oid| self.files.get(&oid).cloned());
+                let i = &mut flat.ints;
+                i[TS] = e.ts;
+                i[TID] = e.tid;
+                i[OPFLAGS] = e.op_flags.into();
+                i[RET_ENDTS] = e.ret.into();
+                if let Some(n) = &new_file {
+                    i[FD] = state_slot(n.state) as i64;
+                    i[ROPS] = n.ts;
+                    i[WOPS] = n.restype.into();
+                }
+                flat.new_file = new_file;
+                Some(flat)
+            }
+            Record::K8sEvent(k) => {
+                let mut flat = Flat::new(Kind::K8sEvent, self.header.clone());
+                flat.ints[KE_KIND] = k.kind as i64;
+                flat.ints[KE_ACTION] = k.action as i64;
+                flat.ints[TS] = k.ts;
+                flat.ke_message = k.message.trim_end_matches(['\n', '\0']).to_string();
+                Some(flat)
+            }
+            Record::NetworkEvent(_) | Record::ProcessFlow(_) => None,
+        }
+    }
+
+    /// MODIFIED first, then CREATED, then REUP.
+    fn process(&self, oid: Oid) -> Option<&Arc<Process>> {
+        let states = self.processes.get(&oid)?;
+        states[1]
+            .as_ref()
+            .or(states[0].as_ref())
+            .or(states[2].as_ref())
+    }
+
+    /// The process and its ancestors, as they were at the process's first lookup.
+    fn tree(&mut self, oid: Oid) -> Arc<[Arc<Process>]> {
+        if let Some(tree) = self.trees.get(&oid) {
+            return tree.clone();
+        }
+        let mut tree = Vec::new();
+        let mut next = Some(oid);
+        while let Some(id) = next {
+            // sf-processor recurses without a guard; a cycle in a file must not hang us.
+            let Some(p) = self.process(id).filter(|_| tree.len() < 4096) else {
+                break;
+            };
+            next = p.poid;
+            tree.push(p.clone());
+        }
+        let tree: Arc<[Arc<Process>]> = tree.into();
+        self.trees.insert(oid, tree.clone());
+        tree
+    }
+
+    /// A flat record for an event or flow of process `oid`, joined with its process tree,
+    /// container and pod (all empty when the process is unknown).
+    fn flat(&mut self, kind: Kind, oid: Oid) -> Flat {
+        let mut flat = Flat::new(kind, self.header.clone());
+        let Some(p) = self.process(oid).cloned() else {
+            return flat;
+        };
+        flat.tree = Some(self.tree(oid));
+        let i = &mut flat.ints;
+        i[PROC_STATE] = state_slot(p.state) as i64;
+        i[PROC_CREATETS] = p.oid.create_ts;
+        i[PROC_HPID] = p.oid.hpid;
+        if let Some(poid) = p.poid {
+            i[POID_CREATETS] = poid.create_ts;
+            i[POID_HPID] = poid.hpid;
+        }
+        i[PROC_TS] = p.ts;
+        i[PROC_UID] = p.uid.into();
+        i[PROC_GID] = p.gid.into();
+        i[PROC_TTY] = p.tty.into();
+        i[PROC_ENTRY] = p.entry.into();
+        let container = p
+            .container_id
+            .as_ref()
+            .and_then(|id| self.containers.get(id).cloned());
+        if let Some(c) = &container {
+            i[CONT_TYPE] = c.container_type as i64;
+            i[CONT_PRIVILEGED] = c.privileged.into();
+            let pod = c.pod_id.as_ref().and_then(|id| self.pods.get(id).cloned());
+            if let Some(pod) = &pod {
+                i[POD_TS] = pod.pod.ts;
+                i[POD_RESTARTS] = pod.pod.restart_count;
+            }
+            flat.pod = pod;
+        }
+        flat.container = container;
+        flat.process = Some(p);
+        flat
+    }
+}
+
+fn state_slot(state: SfObjectState) -> usize {
+    match state {
+        SfObjectState::Created => 0,
+        SfObjectState::Modified => 1,
+        SfObjectState::Reup => 2,
+    }
+}
+
+/// sf-processor's text form of a pod's address list.
+fn ip_list(ips: &[i64]) -> String {
+    let mut out = String::from("[");
+    for &ip in ips {
+        let _ = write!(out, "\"{}\"", ipv4(ip));
+    }
+    out.push(']');
+    out
+}
+
+/// sf-apis `GetIPStr`: the low byte first.
+pub fn ipv4(ip: i64) -> String {
+    let v = ip as i32 as u32;
+    format!(
+        "{}.{}.{}.{}",
+        v & 0xff,
+        (v >> 8) & 0xff,
+        (v >> 16) & 0xff,
+        (v >> 24) & 0xff
+    )
+}
+
+/// One record as the engine sees it.
+#[derive(Debug)]
+pub struct Flat {
+    pub kind: Kind,
+    ints: [i64; SLOTS],
+    header: Option<Arc<Header>>,
+    pub process: Option<Arc<Process>>,
+    /// The process and its ancestors, as first looked up (None: the process is unknown).
+    pub tree: Option<Arc<[Arc<Process>]>>,
+    pub container: Option<Arc<Container>>,
+    pub pod: Option<Arc<PodEntry>>,
+    file: Option<Arc<File>>,
+    new_file: Option<Arc<File>>,
+    ke_message: String,
+    opflags: OnceLock<String>,
+    openflags: OnceLock<String>,
+}
+
+impl Flat {
+    fn new(kind: Kind, header: Option<Arc<Header>>) -> Flat {
+        let mut ints = [0; SLOTS];
+        ints[REC_TYPE] = kind as i64;
+        ints[HE_VERSION] = header.as_ref().map_or(0, |h| h.version);
+        Flat {
+            kind,
+            ints,
+            header,
+            process: None,
+            tree: None,
+            container: None,
+            pod: None,
+            file: None,
+            new_file: None,
+            ke_message: String::new(),
+            opflags: OnceLock::new(),
+            openflags: OnceLock::new(),
+        }
+    }
+
+    fn set_file(&mut self, file: Option<Arc<File>>) {
+        if let Some(f) = &file {
+            self.ints[FILE_STATE] = state_slot(f.state) as i64;
+            self.ints[FILE_TS] = f.ts;
+            self.ints[FILE_RESTYPE] = f.restype.into();
+        }
+        self.file = file;
+    }
+
+    pub fn ts(&self) -> i64 {
+        self.ints[TS]
+    }
+
+    pub fn pid(&self) -> i64 {
+        self.ints[PROC_HPID]
+    }
+
+    pub fn int(&self, attr: Attr) -> i64 {
+        match self.value(attr) {
+            Value::Int(v) => v,
+            Value::Int32(v) => v.into(),
+            Value::Bool(b) => b.into(),
+            _ => 0,
+        }
+    }
+
+    fn exe(&self) -> &str {
+        self.process.as_deref().map_or("", |p| &p.exe)
+    }
+
+    fn parent(&self) -> Option<&Process> {
+        self.tree.as_deref().and_then(|t| t.get(1)).map(|p| &**p)
+    }
+
+    fn file_path(&self, new: bool) -> &str {
+        let file = if new { &self.new_file } else { &self.file };
+        file.as_deref().map_or("", |f| &f.path)
+    }
+
+    fn file_oid(&self, new: bool) -> String {
+        let file = if new { &self.new_file } else { &self.file };
+        file.as_deref().map_or_else(String::new, |f| hex(&f.oid.0))
+    }
+
+    /// sf-processor's opflags names, READ/WRITE or RECV/SEND by this record's type.
+    pub fn opflags(&self) -> Vec<&'static str> {
+        if self.kind == Kind::K8sEvent {
+            return Vec::new();
+        }
+        golang::op_flag_names(self.ints[OPFLAGS] as i32, self.kind == Kind::NetworkFlow)
+    }
+
+    /// The open flags slot's names (on a network flow: of the source address).
+    pub fn openflags(&self) -> Vec<&'static str> {
+        golang::open_flag_names(self.ints[OPENFLAGS_SIP])
+    }
+
+    pub fn raw_slot(&self, slot: usize) -> i64 {
+        self.ints[slot]
+    }
+
+    pub fn header(&self) -> Option<&Header> {
+        self.header.as_deref()
+    }
+
+    pub fn ke_message(&self) -> &str {
+        &self.ke_message
+    }
+
+    /// The raw (unparsed) path of the new file, which the JSON output writes as is.
+    pub fn raw_new_path(&self) -> &str {
+        self.file_path(true)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// sf-processor's OID attribute: xxHash64 of the pid and creation time in decimal, in hex.
+pub fn oid_hash(hpid: i64, create_ts: i64) -> String {
+    let text = format!("{hpid}{create_ts}");
+    format!("{:016x}", xxhash_rust::xxh64::xxh64(text.as_bytes(), 0))
+}
+
+fn s<'a>(text: impl Into<std::borrow::Cow<'a, str>>) -> Value<'a> {
+    Value::Str(text.into())
+}
+
+fn join<'a>(items: impl Iterator<Item = std::borrow::Cow<'a, str>>) -> String {
+    let mut out = String::new();
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&item);
+    }
+    out
+}
+
+impl Fields for Flat {
+    fn value(&self, attr: Attr) -> Value<'_> {
+        use Attr::*;
+        let i = &self.ints;
+        let proc_str = |f: fn(&Process) -> &str| s(self.process.as_deref().map_or("", f));
+        let tree = || self.tree.as_deref().unwrap_or(&[]).iter();
+        let parent_str = |f: fn(&Process) -> &str| s(self.parent().map_or("", f));
+        let container_str = |f: fn(&Container) -> &str| s(self.container.as_deref().map_or("", f));
+        let pod_str = |f: fn(&PodEntry) -> &str| s(self.pod.as_deref().map_or("", f));
+        match attr {
+            Type => s(self.kind.code()),
+            OpFlags => s(self
+                .opflags
+                .get_or_init(|| self.opflags().join(","))
+                .as_str()),
+            Ret => Value::Int(
+                if matches!(self.kind, Kind::ProcessEvent | Kind::FileEvent) {
+                    i[RET_ENDTS]
+                } else {
+                    0
+                },
+            ),
+            Ts => Value::Int(i[TS]),
+            EndTs => Value::Int(match self.kind {
+                Kind::FileFlow | Kind::NetworkFlow => i[RET_ENDTS],
+                Kind::K8sEvent => i[TS],
+                _ => 0,
+            }),
+            ProcOid => s(oid_hash(i[PROC_HPID], i[PROC_CREATETS])),
+            ProcPid => Value::Int(i[PROC_HPID]),
+            ProcName => s(golang::base(self.exe())),
+            ProcExe => proc_str(|p| &p.exe),
+            ProcArgs => proc_str(|p| &p.exe_args),
+            ProcUid => Value::Int(i[PROC_UID]),
+            ProcUser => proc_str(|p| &p.user_name),
+            ProcTid => Value::Int(i[TID]),
+            ProcGid => Value::Int(i[PROC_GID]),
+            ProcGroup => proc_str(|p| &p.group_name),
+            ProcCreateTs => Value::Int(i[PROC_CREATETS]),
+            ProcTty => Value::Int(i[PROC_TTY]),
+            ProcEntry => Value::Int(i[PROC_ENTRY]),
+            ProcCmdline => s(format!(
+                "{} {}",
+                self.exe(),
+                self.process.as_deref().map_or("", |p| &p.exe_args)
+            )),
+            ProcAName => s(join(tree().map(|p| golang::base(&p.exe)))),
+            ProcAExe => s(join(tree().map(|p| p.exe.as_str().into()))),
+            ProcACmdline => s(join(tree().map(|p| cmdline(p).into()))),
+            ProcAPid => s(join(tree().map(|p| p.oid.hpid.to_string().into()))),
+            PProcOid => s(oid_hash(i[POID_HPID], i[POID_CREATETS])),
+            PProcPid => Value::Int(i[POID_HPID]),
+            PProcCreateTs => Value::Int(i[POID_CREATETS]),
+            PProcName => s(self.parent().map_or("".into(), |p| golang::base(&p.exe))),
+            PProcExe => parent_str(|p| &p.exe),
+            PProcArgs => parent_str(|p| &p.exe_args),
+            PProcUser => parent_str(|p| &p.user_name),
+            PProcGroup => parent_str(|p| &p.group_name),
+            PProcCmdline => s(self.parent().map_or(String::new(), cmdline)),
+            PProcUid => self.parent().map_or(Value::Int(0), |p| Value::Int32(p.uid)),
+            PProcGid => self.parent().map_or(Value::Int(0), |p| Value::Int32(p.gid)),
+            PProcTty => self.parent().map_or(Value::Int(0), |p| Value::Bool(p.tty)),
+            PProcEntry => self
+                .parent()
+                .map_or(Value::Int(0), |p| Value::Bool(p.entry)),
+            FileName => s(golang::base(self.file_path(false))),
+            FilePath => s(golang::sym_path(self.file_path(false)).0),
+            FileSymlink => s(golang::sym_path(self.file_path(false)).1),
+            FileOid => s(self.file_oid(false)),
+            FileDirectory => s(golang::dir(&golang::sym_path(self.file_path(false)).0)),
+            FileNewName => s(golang::base(self.file_path(true))),
+            FileNewPath => s(golang::sym_path(self.file_path(true)).0),
+            FileNewSymlink => s(golang::sym_path(self.file_path(true)).1),
+            FileNewOid => s(self.file_oid(true)),
+            FileNewDirectory => s(golang::dir(&golang::sym_path(self.file_path(true)).0)),
+            FileType => s(golang::rune_string(i[FILE_RESTYPE])),
+            FileIsOpenWrite => Value::Bool(golang::is_open_write(i[OPENFLAGS_SIP])),
+            FileIsOpenRead => Value::Bool(golang::is_open_read(i[OPENFLAGS_SIP])),
+            FileFd => Value::Int(i[FD]),
+            FileOpenFlags => s(self
+                .openflags
+                .get_or_init(|| self.openflags().join(","))
+                .as_str()),
+            NetProto => Value::Int(i[PROTO]),
+            NetSport => Value::Int(i[SPORT]),
+            NetDport => Value::Int(i[DPORT]),
+            NetPort => s(format!("{},{}", i[SPORT], i[DPORT])),
+            NetSip => s(ipv4(i[OPENFLAGS_SIP])),
+            NetDip => s(ipv4(i[DIP])),
+            NetIp => s(format!("{},{}", ipv4(i[OPENFLAGS_SIP]), ipv4(i[DIP]))),
+            // The file and network counters share a slot, which sf-processor adds to itself.
+            FlowRBytes => Value::Int(2 * i[RBYTES]),
+            FlowROps => Value::Int(2 * i[ROPS]),
+            FlowWBytes => Value::Int(2 * i[WBYTES]),
+            FlowWOps => Value::Int(2 * i[WOPS]),
+            ContainerId => container_str(|c| &c.id),
+            ContainerName => container_str(|c| &c.name),
+            ContainerImageId => container_str(|c| &c.imageid),
+            ContainerImage => container_str(|c| &c.image),
+            ContainerType => s(golang::container_type(i[CONT_TYPE])),
+            ContainerPrivileged => Value::Int(i[CONT_PRIVILEGED]),
+            PodTs => Value::Int(i[POD_TS]),
+            PodId => pod_str(|p| &p.pod.id),
+            PodName => pod_str(|p| &p.pod.name),
+            PodNodeName => pod_str(|p| &p.pod.node_name),
+            PodNamespace => pod_str(|p| &p.pod.namespace),
+            PodRestartCount => Value::Int(i[POD_RESTARTS]),
+            PodHostIpJson => pod_str(|p| &p.host_ip),
+            PodInternalIpJson => pod_str(|p| &p.internal_ip),
+            PodServicesJson => pod_str(|p| &p.services),
+            PodHostIp | PodInternalIp | PodServices => Value::Opaque(self.pod.is_some()),
+            KeAction => s(golang::k8s_action(i[KE_ACTION])),
+            KeKind => s(golang::k8s_kind(i[KE_KIND])),
+            KeMessage => s(self.ke_message.as_str()),
+            NodeId => s(self.header.as_deref().map_or("", |h| &h.exporter)),
+            NodeIp => s(self.header.as_deref().map_or("", |h| &h.ip)),
+            MetaSchema => Value::Int(i[HE_VERSION]),
+            MetaTraceName => s(golang::base(
+                self.header.as_deref().map_or("", |h| &h.filename),
+            )),
+            EvtDir => s(">,<"),
+        }
+    }
+}
+
+/// `exe`, or `exe args` when there are arguments (sf-processor's ancestor command lines).
+fn cmdline(p: &Process) -> String {
+    if p.exe_args.is_empty() {
+        p.exe.clone()
+    } else {
+        format!("{} {}", p.exe, p.exe_args)
+    }
+}
