@@ -4,6 +4,7 @@
 //! containerd API, capture policies) feeds the state stage through one queue.
 pub mod agent;
 pub mod capture;
+pub mod detection;
 pub mod flows;
 pub mod host;
 pub mod internal_events;

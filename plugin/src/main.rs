@@ -28,6 +28,34 @@ enum PolicyCommand {
 }
 
 #[derive(Subcommand)]
+enum RulesCommand {
+    /// Compile detection rules (files, or folders of .yaml/.yml compiled together in lexical
+    /// order) and report what they hold and what is probably a mistake, with file:line:column.
+    Check {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Exit 2 when there are warnings.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Evaluate detection rules over SysFlow files, in file order, to stdout.
+    Run {
+        /// Rules file or folder.
+        #[arg(long = "policy", required = true)]
+        policy: Vec<PathBuf>,
+        /// alert: only records a rule matched; enrich: every record no filter dropped.
+        #[arg(long, default_value = "alert")]
+        mode: sysflow_rules::engine::Mode,
+        /// json (sf-processor's encoding) or tsv.
+        #[arg(long, default_value = "json")]
+        format: sysflow_rules::runner::Format,
+        /// SysFlow files, or folders of them.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Capture and write SysFlow files (standalone: everything on the host, containers
     /// recognised from cgroup paths).
@@ -70,6 +98,11 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// Detection rules (sf-processor's policy language).
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
     },
     /// Print SysFlow files the way sysprint does: one line per event or flow, joined with its
     /// process, container, pod and files.
@@ -214,6 +247,24 @@ async fn real_main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         },
+        Command::Rules {
+            command: RulesCommand::Check { paths, strict },
+        } => {
+            let policy = nri_sysflow::detection::cli::check(&paths)?;
+            if strict && !policy.lints.is_empty() {
+                std::process::exit(2);
+            }
+            Ok(())
+        }
+        Command::Rules {
+            command:
+                RulesCommand::Run {
+                    policy,
+                    mode,
+                    format,
+                    files,
+                },
+        } => nri_sysflow::detection::cli::run(&policy, mode, format, &files),
         Command::Print {
             format,
             types,

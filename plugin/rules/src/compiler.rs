@@ -103,13 +103,13 @@ impl fmt::Display for Lint {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{}:{source}", path.display())]
-    Syntax { path: PathBuf, source: SyntaxError },
+    #[error("{}:{error}", path.display())]
+    Syntax { path: PathBuf, error: SyntaxError },
     #[error("{}:{pos}: macro {name} refers to itself (through {chain})", path.display())]
     RecursiveMacro {
         path: PathBuf,
@@ -126,9 +126,9 @@ pub enum CompileError {
 pub fn policy_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CompileError> {
     let mut files = Vec::new();
     for path in paths {
-        let meta = std::fs::metadata(path).map_err(|source| CompileError::Read {
+        let meta = std::fs::metadata(path).map_err(|error| CompileError::Read {
             path: path.clone(),
-            source,
+            error,
         })?;
         if meta.is_dir() {
             let before = files.len();
@@ -144,9 +144,9 @@ pub fn policy_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CompileError> {
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CompileError> {
-    let read = |source| CompileError::Read {
+    let read = |error| CompileError::Read {
         path: dir.to_path_buf(),
-        source,
+        error,
     };
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(read)?
@@ -168,9 +168,9 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CompileError> {
 pub fn compile_paths(paths: &[PathBuf]) -> Result<Policy, CompileError> {
     let mut compiler = Compiler::default();
     for file in policy_files(paths)? {
-        let source = std::fs::read_to_string(&file).map_err(|source| CompileError::Read {
+        let source = std::fs::read_to_string(&file).map_err(|error| CompileError::Read {
             path: file.clone(),
-            source,
+            error,
         })?;
         compiler.add_file(&file, &source)?;
     }
@@ -198,9 +198,9 @@ pub struct Compiler {
 impl Compiler {
     /// Compiles one more file; on an error nothing of this file is kept.
     pub fn add_file(&mut self, path: &Path, source: &str) -> Result<(), CompileError> {
-        let items = parser::parse(source).map_err(|source| CompileError::Syntax {
+        let items = parser::parse(source).map_err(|error| CompileError::Syntax {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         // The first pass: every list and macro of the file, the last definition winning.
         for item in &items {
@@ -322,7 +322,7 @@ impl Compiler {
         match self.first_lists.get(&l.name) {
             Some(first) if first.body != l.items => {
                 let message = format!(
-                    "list {} defined again with other items (first at {}:{}): rules compiled before this see the earlier items",
+                    "list {} defined again with other items (first at {}:{}): which items a rule sees depends on where the rule is",
                     l.name,
                     first.file.display(),
                     first.pos
@@ -347,7 +347,7 @@ impl Compiler {
         match self.first_macros.get(&m.name) {
             Some(first) if !same_condition(&first.body, &m.condition) => {
                 let message = format!(
-                    "macro {} defined again with another condition (first at {}:{}): rules compiled before this see the earlier one",
+                    "macro {} defined again with another condition (first at {}:{}): which one a rule sees depends on where the rule is",
                     m.name,
                     first.file.display(),
                     first.pos

@@ -40,10 +40,10 @@ pub const TSV_HEADER: &str = "trace\tordinal\tsf.type\tsf.ts\tsf.proc.pid\tsf.pr
 pub enum RunError {
     #[error(transparent)]
     Read(#[from] sysflow::reader::ReadError),
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     List {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("writing the output: {0}")]
     Write(#[from] std::io::Error),
@@ -63,9 +63,9 @@ pub fn trace_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, RunError> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
-            let list = |source| RunError::List {
+            let list = |error| RunError::List {
                 path: path.clone(),
-                source,
+                error,
             };
             let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
                 .map_err(list)?

@@ -65,7 +65,10 @@ fn every_file_sf_processor_refuses_is_refused_with_its_position() {
     for (name, pos, found) in expected {
         let path = set_path(&format!("kit-probes_negative_{name}"));
         match compile_paths(std::slice::from_ref(&path)) {
-            Err(CompileError::Syntax { path: p, source }) => {
+            Err(CompileError::Syntax {
+                path: p,
+                error: source,
+            }) => {
                 assert_eq!(p, path);
                 assert_eq!(
                     (source.pos.to_string().as_str(), source.found.as_str()),
@@ -76,4 +79,49 @@ fn every_file_sf_processor_refuses_is_refused_with_its_position() {
             other => panic!("{name}: {other:?}"),
         }
     }
+}
+
+#[test]
+fn what_sf_processor_accepts_silently_is_linted_with_its_position() {
+    let lints = |set: &str| -> Vec<String> {
+        compile_paths(&[set_path(set)])
+            .unwrap()
+            .lints
+            .iter()
+            .map(|l| {
+                let file = l.file.file_name().unwrap().to_string_lossy().into_owned();
+                format!("{file}:{}: {}", l.pos, l.message)
+            })
+            .collect()
+    };
+    assert_eq!(
+        lints("kit-probes_probes"),
+        [
+            "probes.yaml:3:1: list empty_list is empty: `in (empty_list)` matches only an empty value",
+            "probes.yaml:11:1: list dup_list defined again with other items (first at PATH:9:1): which items a rule sees depends on where the rule is",
+            "probes.yaml:26:31: a [...] group inside in/pmatch (...) is ignored: list its items bare or name a list",
+            "probes.yaml:31:14: sf.proc.username is not an attribute: compared as the literal text",
+            "probes.yaml:46:14: sf.pproc.uid is not a number here: < compares 0",
+            "probes.yaml:67:13: priority alert is taken as low",
+            "probes.yaml:72:13: priority alert is taken as low",
+            "probes.yaml:110:14: some_undefined_macro is not a defined macro: always false",
+            "probes.yaml:115:35: some_undefined_macro is not a defined macro: always false",
+        ]
+        .map(|l| l.replace("PATH", &set_path("kit-probes_probes").display().to_string()))
+    );
+    let ri = lints("runtimeintegrity");
+    assert_eq!(ri.len(), 26, "{ri:#?}");
+    for expected in [
+        "runtimeintegrity.yaml:461:37: sf.proc.username is not an attribute: compared as the literal text",
+        "runtimeintegrity.yaml:502:66: no list named pkg_mgmt_binaries: taken as the literal text \"pkg_mgmt_binaries\"",
+        "ttps.yaml:949:36: sf.poc.name is not an attribute: compared as the literal text",
+    ] {
+        assert!(ri.iter().any(|l| l == expected), "{expected}\n{ri:#?}");
+    }
+    assert!(
+        ri.iter().any(|l| l.starts_with(
+            "ttps.yaml:328:1: macro open_write defined again with another condition (first at "
+        )),
+        "{ri:#?}"
+    );
 }
