@@ -16,6 +16,8 @@ pub struct AgentOptions {
     pub nri_socket: Option<PathBuf>,
     pub containerd_socket: Option<PathBuf>,
     pub policy: Option<PathBuf>,
+    /// Detection rules (`--rules`).
+    pub rules: Vec<PathBuf>,
     pub flow_interval_secs: Option<u64>,
     /// Wait for NRI's Synchronize before returning from start.
     pub wait_for_nri: bool,
@@ -82,6 +84,9 @@ impl Agent {
         }
         if let Some(p) = &opts.policy {
             cmd.arg("--policy").arg(p);
+        }
+        for rules in &opts.rules {
+            cmd.arg("--rules").arg(rules);
         }
         if let Some(s) = opts.flow_interval_secs {
             cmd.arg("--flow-interval").arg(s.to_string());

@@ -61,12 +61,14 @@ fn busybox_layer(busybox: &Path) -> anyhow::Result<Vec<u8>> {
         h.set_mtime(0);
         tar.append_link(&mut h, format!("bin/{applet}"), "busybox")?;
     }
-    for (path, text) in [
-        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
-        ("etc/group", "root:x:0:\n"),
+    for (path, text, mode) in [
+        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644),
+        ("etc/group", "root:x:0:\n", 0o644),
+        // A credentials file, for the detection rules' scenarios.
+        ("etc/shadow", "root:*:19000:0:99999:7:::\n", 0o640),
     ] {
         let mut h = tar::Header::new_ustar();
-        h.set_mode(0o644);
+        h.set_mode(mode);
         h.set_size(text.len() as u64);
         h.set_mtime(0);
         tar.append_data(&mut h, path, text.as_bytes())?;

@@ -45,10 +45,14 @@ pub enum Loss {
     SysflowRecordRefused,
     /// sink: a process written with a parent the writer never got (a dangling parent OID).
     MissingAncestor,
+    /// detection: a record the detection rules' queue had no room for (not evaluated).
+    RulesRecordDropped,
+    /// detection: an alert the alert file could not take (full disk, unwritable directory).
+    AlertLost,
 }
 
 impl Loss {
-    pub const ALL: [Loss; 8] = [
+    pub const ALL: [Loss; 10] = [
         Loss::UndecodableKernelRecord,
         Loss::DroppedWorkloadUpdate,
         Loss::UnresolvedContainerCgroup,
@@ -57,6 +61,8 @@ impl Loss {
         Loss::SysflowRecordLost,
         Loss::SysflowRecordRefused,
         Loss::MissingAncestor,
+        Loss::RulesRecordDropped,
+        Loss::AlertLost,
     ];
 
     /// The `what` label of `nri_sysflow_losses_total` and of the log line.
@@ -70,6 +76,8 @@ impl Loss {
             Loss::SysflowRecordLost => "sysflow_records_lost",
             Loss::SysflowRecordRefused => "sysflow_records_refused",
             Loss::MissingAncestor => "missing_ancestors",
+            Loss::RulesRecordDropped => "rules_records_dropped",
+            Loss::AlertLost => "alerts_lost",
         }
     }
 
@@ -134,6 +142,6 @@ mod tests {
         losses.emit(Loss::SysflowRecordLost, 2, "disk full");
         losses.emit(Loss::KernelMapError, 1, "EPERM");
         losses.emit(Loss::MissingAncestor, 0, "nothing");
-        assert_eq!(losses.counts(), [0, 0, 0, 0, 1, 5, 0, 0]);
+        assert_eq!(losses.counts(), [0, 0, 0, 0, 1, 5, 0, 0, 0, 0]);
     }
 }

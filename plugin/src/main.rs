@@ -93,6 +93,13 @@ enum Command {
         /// Syscall hooks: auto, dispatcher or tracepoint (overrides kernel.hooks).
         #[arg(long, env = "NRI_SYSFLOW_KERNEL_HOOKS")]
         hooks: Option<nri_sysflow::probe::HookChoice>,
+        /// Detection rules (sf-processor's policy language): a file, or a folder of them;
+        /// repeatable. Alerts go to alerts-*.jsonl in the output folder.
+        #[arg(long)]
+        rules: Vec<PathBuf>,
+        /// `-`: also write each alert to stdout.
+        #[arg(long, value_parser = parse_alerts_target)]
+        alerts: Option<AlertsTarget>,
     },
     /// Capture policies.
     Policy {
@@ -127,6 +134,21 @@ enum Command {
         #[arg(long)]
         cgroup_id: Option<u64>,
     },
+}
+
+/// Where `--alerts` sends alerts besides the alert files.
+#[derive(Clone, Copy, Debug)]
+enum AlertsTarget {
+    Stdout,
+}
+
+fn parse_alerts_target(s: &str) -> Result<AlertsTarget, String> {
+    match s {
+        "-" => Ok(AlertsTarget::Stdout),
+        other => Err(format!(
+            "{other:?}: only `-` (stdout) is accepted; alert files always go to the output folder"
+        )),
+    }
 }
 
 fn main() {
@@ -167,6 +189,8 @@ async fn real_main() -> anyhow::Result<()> {
             containerd_socket,
             metrics_addr,
             hooks,
+            rules,
+            alerts,
         } => {
             let mut cfg = match &config {
                 Some(path) => AgentConfig::load(path)?,
@@ -201,6 +225,12 @@ async fn real_main() -> anyhow::Result<()> {
             }
             if let Some(hooks) = hooks {
                 cfg.kernel.hooks = hooks;
+            }
+            if !rules.is_empty() {
+                cfg.detection.rules = rules;
+            }
+            if let Some(AlertsTarget::Stdout) = alerts {
+                cfg.detection.alerts_stdout = true;
             }
             if no_nri {
                 cfg.runtime.nri = false;

@@ -69,6 +69,8 @@ impl Env {
             &AgentOptions {
                 nri_socket: Some(self.containerd.nri_socket.clone()),
                 policy: policy.map(Path::to_path_buf),
+                // As the DaemonSet runs it: with the shipped detection rules.
+                rules: vec![nri_sysflow_e2e::workspace_root().join("deploy/rules")],
                 wait_for_nri: true,
                 ..AgentOptions::default()
             },

@@ -51,6 +51,7 @@ async fn prometheus_scrapes_metrics_that_agree_with_the_sysflow_files() {
     let pod = env.pod("metrics-0", "metrics-e2e");
     let script = format!(
         "dd if=/dev/zero of=/data/blob bs=100 count=10 2>/dev/null; cat /data/blob > /dev/null; \
+         cat /etc/shadow > /dev/null; \
          /bin/nope 2>/dev/null; echo -n ping | nc 127.0.0.1 {port}; exit 0"
     );
     let (sandbox, ctr) = env.run_script(&pod, "worker", &script).await;
@@ -92,6 +93,51 @@ async fn prometheus_scrapes_metrics_that_agree_with_the_sysflow_files() {
         Some(1.0)
     );
     assert_eq!(scalar("nri_sysflow_nri_connected"), Some(1.0));
+
+    // The shipped detection rules saw the read of /etc/shadow: one alert, in the metric with
+    // the pod's labels and in the node's alert file with the record.
+    let alerts =
+        format!(r#"nri_sysflow_alerts_total{{rule="Sensitive file read",priority="high",{sel}}}"#);
+    wait_until(Duration::from_secs(10), || scalar(&alerts) == Some(1.0))
+        .unwrap_or_else(|| panic!("{alerts} is {:?}", scalar(&alerts)));
+    let lines: Vec<serde_json::Value> = std::fs::read_dir(&agent.out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("alerts-")
+        })
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .filter(|a: &serde_json::Value| {
+            a["policies"][0]["id"] == "Sensitive file read" && a["pod"]["name"] == "metrics-0"
+        })
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let a = &lines[0];
+    assert_eq!(
+        (
+            &a["pod"]["namespace"],
+            &a["container"]["name"],
+            &a["file"]["path"],
+            &a["proc"]["exe"],
+            &a["policies"][0]["priority"]
+        ),
+        (
+            &serde_json::json!("metrics-e2e"),
+            &serde_json::json!("worker"),
+            &serde_json::json!("/etc/shadow"),
+            &serde_json::json!("/bin/cat"),
+            &serde_json::json!(3)
+        )
+    );
 
     // Every panel's queries and every template variable.
     for name in ["node-overview.json", "workload.json", "agent-health.json"] {

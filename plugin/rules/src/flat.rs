@@ -261,6 +261,35 @@ impl Context {
         }
     }
 
+    /// A live source's entities go when the agent forgets them (a trace has its header reset
+    /// them instead): caches stay bounded by the agent's own tables.
+    pub fn forget_process(&mut self, oid: Oid) {
+        self.processes.remove(&oid);
+        self.trees.remove(&oid);
+    }
+
+    pub fn forget_file(&mut self, oid: Foid) {
+        self.files.remove(&oid);
+    }
+
+    pub fn forget_container(&mut self, id: &str) {
+        self.containers.remove(id);
+    }
+
+    pub fn forget_pod(&mut self, id: &str) {
+        self.pods.remove(id);
+    }
+
+    /// Entries held: processes, files, containers, pods.
+    pub fn sizes(&self) -> (usize, usize, usize, usize) {
+        (
+            self.processes.len(),
+            self.files.len(),
+            self.containers.len(),
+            self.pods.len(),
+        )
+    }
+
     /// MODIFIED first, then CREATED, then REUP.
     fn process(&self, oid: Oid) -> Option<&Arc<Process>> {
         let states = self.processes.get(&oid)?;

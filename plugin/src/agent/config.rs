@@ -21,6 +21,30 @@ pub struct AgentConfig {
     pub kernel: KernelConfig,
     pub runtime: RuntimeConfig,
     pub metrics: MetricsConfig,
+    pub detection: DetectionConfig,
+}
+
+/// Detection rules (sf-processor's policy language) evaluated on the records written.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectionConfig {
+    /// Rules files, or folders of them compiled together in lexical order (empty: no rules).
+    pub rules: Vec<PathBuf>,
+    /// Also write each alert to stdout, one JSON line each.
+    pub alerts_stdout: bool,
+    /// Batches of records waiting for the rules' worker, at most; past it they are dropped
+    /// and counted (losses_total{what="rules_records_dropped"}).
+    pub queue_batches: usize,
+}
+
+impl Default for DetectionConfig {
+    fn default() -> Self {
+        DetectionConfig {
+            rules: Vec::new(),
+            alerts_stdout: false,
+            queue_batches: 1024,
+        }
+    }
 }
 
 /// Prometheus metrics.
@@ -266,6 +290,9 @@ impl AgentConfig {
         }
         if !(1..=4).contains(&self.kernel.ring_count) {
             return Err(bad("kernel.ring_count", "must be 1 to 4".into()));
+        }
+        if self.detection.queue_batches == 0 {
+            return Err(bad("detection.queue_batches", "must be at least 1".into()));
         }
         self.nri_config()
             .validate()

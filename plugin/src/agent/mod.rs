@@ -26,6 +26,10 @@ use tracing::{info, warn};
 use self::config::AgentConfig;
 use crate::{
     capture::CaptureMode,
+    detection::{
+        LoadedRules, alert_files,
+        sink::{RulesConfig, RulesSink},
+    },
     host::{CgroupError, Host},
     internal_events::Losses,
     metrics::{Metrics, server, workload::WorkloadSeries},
@@ -74,6 +78,12 @@ pub enum StartError {
     /// The capture policy is invalid.
     #[error("invalid capture policy:\n{0}")]
     Policy(#[from] PolicyErrors),
+    /// The detection rules do not compile (the error names file, line and column).
+    #[error("detection rules: {0}")]
+    Rules(#[from] sysflow_rules::CompileError),
+    /// The detection rules' worker could not start.
+    #[error("cannot start the detection rules' worker: {0}")]
+    RulesWorker(std::io::Error),
     /// SIGINT and SIGTERM cannot be handled (the run could not end cleanly).
     #[error("cannot install the SIGINT/SIGTERM handlers: {0}")]
     Signals(std::io::Error),
@@ -211,7 +221,47 @@ pub async fn run(
         host.clone(),
         probe.boot_to_wall_offset_ns(),
     );
-    let mut pipeline = Pipeline::new(state, Fanout::default().with(files).with(workload_metrics));
+    let mut sinks = Fanout::default().with(files).with(workload_metrics);
+    let mut rules_watch = None;
+    if !config.detection.rules.is_empty() {
+        let (rules, fingerprint) = LoadedRules::load(config.detection.rules.clone())?;
+        for lint in &rules.current().1.lints {
+            warn!("detection rules: {lint}");
+        }
+        let recovered = alert_files::recover_partials(&config.output.dir).map_err(|source| {
+            StartError::Output {
+                path: config.output.dir.clone(),
+                source,
+            }
+        })?;
+        if !recovered.is_empty() {
+            info!(
+                count = recovered.len(),
+                "completed the names of alert files a previous run left"
+            );
+        }
+        let sink = RulesSink::start(
+            rules.clone(),
+            RulesConfig {
+                dir: config.output.dir.clone(),
+                rotate_every: Duration::from_secs(config.output.rotate_secs),
+                stdout: config.detection.alerts_stdout,
+                queue_batches: config.detection.queue_batches,
+                node: config.node_name(),
+                node_ip: config.output.node_ip.clone(),
+            },
+            metrics.detection.clone(),
+            losses.clone(),
+        )
+        .map_err(StartError::RulesWorker)?;
+        sinks = sinks.with(sink);
+        rules_watch = Some(tokio::spawn(crate::detection::watch::watch(
+            rules,
+            fingerprint,
+            metrics.detection.clone(),
+        )));
+    }
+    let mut pipeline = Pipeline::new(state, sinks);
     let (workloads, updates) = Workloads::new(
         policy,
         Some(probe.control()),
@@ -324,6 +374,9 @@ pub async fn run(
     status.clear();
     source_task.abort();
     if let Some(task) = policy_watch {
+        task.abort();
+    }
+    if let Some(task) = rules_watch {
         task.abort();
     }
     pipeline.workload_updates(updates.drain());

@@ -1,4 +1,76 @@
 //! Detection rules (sf-processor's policy language, the `sysflow-rules` crate) in the agent:
-//! the command-line tools, and the sink that evaluates the records the agent writes.
+//! the rules in force and their reloading (`watch`), the sink that evaluates every record the
+//! agent writes on a worker thread of its own (`sink`), the alert files (`alert_files`), and
+//! the command-line tools (`cli`).
 
+pub mod alert_files;
 pub mod cli;
+pub mod sink;
+pub mod watch;
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+};
+
+use sysflow_rules::{CompileError, Policy, compiler::policy_files};
+
+/// The rules in force, swapped whole on a reload; the worker picks a new version up at its
+/// next batch.
+pub struct LoadedRules {
+    pub paths: Vec<PathBuf>,
+    policy: Mutex<Arc<Policy>>,
+    version: AtomicU64,
+}
+
+/// The text of every rules file, to tell a change from an event that changed nothing.
+pub type Fingerprint = Vec<(PathBuf, String)>;
+
+/// Reads the text of every rules file under `paths`.
+pub fn fingerprint(paths: &[PathBuf]) -> Result<Fingerprint, CompileError> {
+    policy_files(paths)?
+        .into_iter()
+        .map(|path| match std::fs::read_to_string(&path) {
+            Ok(text) => Ok((path, text)),
+            Err(error) => Err(CompileError::Read { path, error }),
+        })
+        .collect()
+}
+
+impl LoadedRules {
+    /// Compiles the rules under `paths`; at start-up an error stops the agent.
+    pub fn load(paths: Vec<PathBuf>) -> Result<(Arc<LoadedRules>, Fingerprint), CompileError> {
+        let print = fingerprint(&paths)?;
+        let policy = sysflow_rules::compile_paths(&paths)?;
+        Ok((
+            Arc::new(LoadedRules {
+                paths,
+                policy: Mutex::new(Arc::new(policy)),
+                version: AtomicU64::new(1),
+            }),
+            print,
+        ))
+    }
+
+    /// The rules in force and their version.
+    pub fn current(&self) -> (u64, Arc<Policy>) {
+        let policy = self
+            .policy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        (self.version.load(Relaxed), policy)
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version.load(Relaxed)
+    }
+
+    pub fn replace(&self, policy: Policy) {
+        *self.policy.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+        self.version.fetch_add(1, Relaxed);
+    }
+}

@@ -5,6 +5,7 @@
 //! the metrics sink increments through cached handles; health figures are copied from the stages'
 //! own statistics once a second by the agent loop; a scrape only reads atomics.
 
+pub mod detection;
 pub mod names;
 pub mod server;
 pub mod workload;
@@ -348,6 +349,7 @@ pub struct Metrics {
     pub registry: Registry,
     pub health: std::sync::Arc<HealthMetrics>,
     pub workload: WorkloadFamilies,
+    pub detection: detection::DetectionMetrics,
 }
 
 impl Default for Metrics {
@@ -363,10 +365,13 @@ impl Metrics {
         health.register(&mut registry);
         let workload = WorkloadFamilies::default();
         workload.register(&mut registry);
+        let detection = detection::DetectionMetrics::default();
+        detection.register(&mut registry);
         Metrics {
             registry,
             health,
             workload,
+            detection,
         }
     }
 

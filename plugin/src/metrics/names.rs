@@ -90,7 +90,7 @@ pub const KERNEL_RECORDS_DROPPED: MetricName = MetricName::new(
 
 pub const LOSSES: MetricName = MetricName::new(
     "losses",
-    "What the agent lost or gave up outside the kernel, by what: undecodable_kernel_records, dropped_workload_updates (container updates the workload update queue had no room for), unresolved_container_cgroups, untracked_containers (workload table full), kernel_map_errors, sysflow_records_lost (output failed), sysflow_records_refused (a bug), missing_ancestors (dangling parent OIDs)",
+    "What the agent lost or gave up outside the kernel, by what: undecodable_kernel_records, dropped_workload_updates (container updates the workload update queue had no room for), unresolved_container_cgroups, untracked_containers (workload table full), kernel_map_errors, sysflow_records_lost (output failed), sysflow_records_refused (a bug), missing_ancestors (dangling parent OIDs), rules_records_dropped (the detection rules' queue was full), alerts_lost (the alert file could not be written)",
 );
 
 pub const RECORDS_FILTERED_BY_PATH: MetricName = MetricName::new(
@@ -230,6 +230,41 @@ pub const HEALTH: [&MetricName; 26] = [
     &AGENT_CPU,
     &AGENT_RESIDENT_MEMORY,
     &BUILD_INFO,
+];
+
+// Detection rules.
+
+pub const ALERTS: MetricName = MetricName::new(
+    "alerts",
+    "Alerts the detection rules raised, by rule, priority (low, medium, high), namespace, pod and container (all three empty for host processes)",
+);
+
+pub const RULES_RECORDS_EVALUATED: MetricName = MetricName::new(
+    "rules_records_evaluated",
+    "SysFlow records the detection rules were evaluated on",
+);
+
+pub const RULES_EVALUATION: MetricName = MetricName::with_unit(
+    "rules_evaluation",
+    "Time the detection rules' worker spent flattening records and evaluating the rules on them",
+    MetricUnit::Seconds,
+);
+
+pub const RULES_RELOADS: MetricName = MetricName::new(
+    "rules_reloads",
+    "Detection rules reloads, by result (ok; failed: the rules in force stay)",
+);
+
+pub const RULES_LOADED: MetricName =
+    MetricName::new("rules_loaded", "Enabled detection rules in force");
+
+/// The detection rules' metrics.
+pub const DETECTION: [&MetricName; 5] = [
+    &ALERTS,
+    &RULES_RECORDS_EVALUATED,
+    &RULES_EVALUATION,
+    &RULES_RELOADS,
+    &RULES_LOADED,
 ];
 
 // Per workload (labels: namespace, pod, container).

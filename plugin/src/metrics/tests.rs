@@ -186,6 +186,17 @@ fn every_family_is_named_in_names_rs_and_every_agent_metric_is_on_the_health_das
     m.health.set_policy_reloads(1, 0);
     m.health.set_tables(1, 1, 1, [1, 1]);
     WorkloadSeries::new(m.workload.clone()).of(Some("id1"), || labels("app"));
+    m.detection
+        .alerts
+        .get_or_create(&detection::AlertLabels {
+            rule: "r".into(),
+            priority: "high",
+            namespace: String::new(),
+            pod: String::new(),
+            container: String::new(),
+        })
+        .inc();
+    m.detection.reloaded(true);
     let text = m.encode_openmetrics();
     let mut exported: Vec<&str> = text
         .lines()
@@ -195,21 +206,35 @@ fn every_family_is_named_in_names_rs_and_every_agent_metric_is_on_the_health_das
     let mut named: Vec<String> = names::HEALTH
         .iter()
         .chain(names::WORKLOAD.iter())
+        .chain(names::DETECTION.iter())
         .map(|n| n.exported())
         .collect();
     named.sort_unstable();
     assert_eq!(exported, named);
 
-    let dashboard = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards/agent-health.json"),
-    )
-    .unwrap();
+    let board = |name: &str| {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../dashboards")
+                .join(name),
+        )
+        .unwrap()
+    };
+    let health = board("agent-health.json");
     let missing: Vec<String> = names::HEALTH
         .iter()
+        .chain(
+            names::DETECTION
+                .iter()
+                .filter(|n| n.name != names::ALERTS.name),
+        )
         .map(|n| n.exported())
-        .filter(|name| !dashboard.contains(name.as_str()))
+        .filter(|name| !health.contains(name.as_str()))
         .collect();
     assert_eq!(missing, Vec::<String>::new(), "not on agent-health.json");
+    for name in ["workload.json", "node-overview.json"] {
+        assert!(board(name).contains("nri_sysflow_alerts_total"), "{name}");
+    }
 }
 
 #[test]

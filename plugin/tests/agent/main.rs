@@ -155,12 +155,14 @@ impl Agent {
             .map(|e| e.unwrap().path())
             .collect();
         files.sort();
+        // Every file completed: SysFlow files, and alert files (left for the caller).
         assert!(
             files
                 .iter()
-                .all(|f| f.extension().is_some_and(|e| e == "sf")),
+                .all(|f| f.extension().is_some_and(|e| e == "sf" || e == "jsonl")),
             "{files:?}"
         );
+        files.retain(|f| f.extension().is_some_and(|e| e == "sf"));
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         Stopped {
             _dir: dir,
@@ -417,5 +419,6 @@ fn start_error(args: &[&str]) -> String {
     err
 }
 
+mod detection;
 mod flows;
 mod run_control;
