@@ -95,7 +95,8 @@ async fn prometheus_scrapes_metrics_that_agree_with_the_sysflow_files() {
     assert_eq!(scalar("nri_sysflow_nri_connected"), Some(1.0));
 
     // The shipped detection rules saw the read of /etc/shadow: one alert, in the metric with
-    // the pod's labels and in the node's alert file with the record.
+    // the pod's labels and in the node's alert file with the record (busybox's shell runs
+    // its applets through /proc/self/exe).
     let alerts =
         format!(r#"nri_sysflow_alerts_total{{rule="Sensitive file read",priority="high",{sel}}}"#);
     wait_until(Duration::from_secs(10), || scalar(&alerts) == Some(1.0))
@@ -134,7 +135,7 @@ async fn prometheus_scrapes_metrics_that_agree_with_the_sysflow_files() {
             &serde_json::json!("metrics-e2e"),
             &serde_json::json!("worker"),
             &serde_json::json!("/etc/shadow"),
-            &serde_json::json!("/bin/cat"),
+            &serde_json::json!("/proc/self/exe"),
             &serde_json::json!(3)
         )
     );
@@ -191,10 +192,20 @@ async fn prometheus_scrapes_metrics_that_agree_with_the_sysflow_files() {
     let loaded = prom.get("/api/v1/rules").unwrap();
     assert_eq!(
         loaded.matches("\"type\":\"alerting\"").count(),
-        4,
+        5,
         "{loaded}"
     );
     assert!(!loaded.contains("\"health\":\"err\""), "{loaded}");
+    // The pod's first high-priority alert fires the alert rule (rules are evaluated every
+    // second here).
+    wait_until(Duration::from_secs(10), || {
+        prom.get("/api/v1/alerts").is_ok_and(|a| {
+            a.contains("\"alertname\":\"NriSysflowHighPriorityAlert\"")
+                && a.contains("\"rule\":\"Sensitive file read\"")
+                && a.contains("\"pod\":\"metrics-0\"")
+        })
+    })
+    .unwrap_or_else(|| panic!("{:?}", prom.get("/api/v1/alerts")));
     let rules_text = std::fs::read_to_string(&rules).unwrap();
     for line in rules_text
         .lines()

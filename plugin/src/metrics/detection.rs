@@ -35,6 +35,10 @@ impl DetectionMetrics {
         names::RULES_EVALUATION.register(r, self.evaluation_seconds.clone());
         names::RULES_RELOADS.register(r, self.reloads.clone());
         names::RULES_LOADED.register(r, self.rules_loaded.clone());
+        // Both results from the start, so a rate over them is 0, not absent.
+        for result in ["ok", "failed"] {
+            drop(self.reloads.get_or_create(&ResultLabel { result }));
+        }
     }
 
     pub fn reloaded(&self, ok: bool) {
