@@ -1,5 +1,7 @@
-//! `cargo xtask fuzz`: runs the SysFlow reader's cargo-fuzz target for a bounded time, seeded
-//! with the reference traces. A crash, a leak or an allocation over the RSS limit fails it.
+//! `cargo xtask fuzz`: runs the cargo-fuzz targets for a bounded time each: the SysFlow reader,
+//! seeded with the reference traces, and the detection rules' parser and compiler, seeded with
+//! the conformance kit's policy files. A crash, a leak or an allocation over the RSS limit
+//! fails it.
 
 use std::{path::Path, process::Command};
 
@@ -39,5 +41,39 @@ pub fn run_for(seconds: u64) -> anyhow::Result<()> {
         .arg(format!("-max_total_time={seconds}"))
         // Big inputs make each run slow; 16 KB still spans a header and several blocks.
         .args(["-max_len=16384", "-rss_limit_mb=1024"])
-        .current_dir("plugin/sysflow"))
+        .current_dir("plugin/sysflow"))?;
+    fuzz_policy(seconds)
+}
+
+/// The detection rules' parser and compiler on any text, seeded with real policy files.
+fn fuzz_policy(seconds: u64) -> anyhow::Result<()> {
+    let corpus = Path::new("plugin/rules/fuzz/corpus/policy");
+    std::fs::create_dir_all(corpus)?;
+    for dir in ["deploy/rules", "../shared/policy-kit/policies"] {
+        copy_yaml(Path::new(dir), corpus)?;
+    }
+    run(Command::new("cargo")
+        .arg(format!("+{}", ebpf_toolchain()))
+        .args(["fuzz", "run", "policy", "--"])
+        .arg(format!("-max_total_time={seconds}"))
+        // A slow input is a finding too: reported (and saved) after 10 s, not waited on.
+        .args(["-max_len=8192", "-rss_limit_mb=1024", "-timeout=10"])
+        .current_dir("plugin/rules"))
+}
+
+/// Copies the .yaml files under `dir` (recursively) into `corpus`, named by their path.
+fn copy_yaml(dir: &Path, corpus: &Path) -> anyhow::Result<()> {
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            copy_yaml(&path, corpus)?;
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            let name = path.to_string_lossy().replace(['/', '.'], "_");
+            std::fs::copy(&path, corpus.join(name))?;
+        }
+    }
+    Ok(())
 }

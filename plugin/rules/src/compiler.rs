@@ -117,9 +117,22 @@ pub enum CompileError {
         name: String,
         chain: String,
     },
+    #[error(
+        "{}:{pos}: {what} expands to more than {MAX_EXPANSION} conditions or values",
+        path.display()
+    )]
+    TooLarge {
+        path: PathBuf,
+        pos: Pos,
+        what: String,
+    },
     #[error("{}: no policy files (.yaml, .yml) found", path.display())]
     NoFiles { path: PathBuf },
 }
+
+/// Conditions (after macro expansion) one rule or filter may have, and values one `in (...)`
+/// may expand to: macros and lists that use each other twice over double at every level.
+pub const MAX_EXPANSION: usize = 200_000;
 
 /// The policy files under `paths` (a file, or a folder searched recursively for `.yaml` and
 /// `.yml`), in lexical order, as sf-processor lists them.
@@ -193,6 +206,8 @@ pub struct Compiler {
     policy: Policy,
     /// Bare names used as `in (...)` operands that were not lists when compiled.
     literal_names: Vec<(PathBuf, Pos, String)>,
+    /// Conditions left for the rule or filter being compiled.
+    budget: usize,
 }
 
 impl Compiler {
@@ -226,7 +241,10 @@ impl Compiler {
                     self.macros.insert(m.name, m.condition);
                 }
                 Item::Rule(r) => {
-                    let condition = self.compile_cond(path, &r.condition, &mut Vec::new())?;
+                    self.budget = MAX_EXPANSION;
+                    let condition = self
+                        .compile_cond(path, &r.condition, &mut Vec::new())
+                        .map_err(|e| e.naming(&r.name, cond_pos(&r.condition)))?;
                     let (priority, known) = r
                         .priority
                         .as_ref()
@@ -249,7 +267,10 @@ impl Compiler {
                     });
                 }
                 Item::Filter(f) => {
-                    let condition = self.compile_cond(path, &f.condition, &mut Vec::new())?;
+                    self.budget = MAX_EXPANSION;
+                    let condition = self
+                        .compile_cond(path, &f.condition, &mut Vec::new())
+                        .map_err(|e| e.naming(&f.name, cond_pos(&f.condition)))?;
                     let enabled = self.enabled(path, f.enabled.as_ref());
                     self.policy.filters.push(Filter {
                         name: f.name,
@@ -375,6 +396,14 @@ impl Compiler {
         cond: &Cond,
         expanding: &mut Vec<String>,
     ) -> Result<Expr, CompileError> {
+        if self.budget == 0 {
+            return Err(CompileError::TooLarge {
+                path: path.to_path_buf(),
+                pos: cond_pos(cond),
+                what: String::new(),
+            });
+        }
+        self.budget -= 1;
         Ok(match cond {
             Cond::Ref(name) => {
                 if let Some(body) = self.macros.get(&name.text).cloned() {
@@ -455,6 +484,13 @@ impl Compiler {
                             .push((path.to_path_buf(), atom.pos, atom.text.clone()));
                     }
                     self.reduce_list(&atom.text, &mut items, &mut Vec::new());
+                    if items.len() > MAX_EXPANSION {
+                        return Err(CompileError::TooLarge {
+                            path: path.to_path_buf(),
+                            pos: atom.pos,
+                            what: String::new(),
+                        });
+                    }
                 }
                 let op = if *pmatch {
                     FoldOp::Contains
@@ -468,6 +504,9 @@ impl Compiler {
 
     /// A list name becomes its items (recursively), anything else itself, trimmed of quotes.
     fn reduce_list(&self, name: &str, out: &mut Vec<String>, seen: &mut Vec<String>) {
+        if out.len() > MAX_EXPANSION {
+            return;
+        }
         match self.lists.get(name) {
             Some(items) if !seen.iter().any(|s| s == name) => {
                 seen.push(name.to_string());
@@ -496,6 +535,32 @@ impl Compiler {
             self.lint(path, atom.pos, message);
         }
         operand
+    }
+}
+
+impl CompileError {
+    /// Names the rule or filter a size error was met in, at its condition.
+    fn naming(self, item: &str, at: Pos) -> CompileError {
+        match self {
+            CompileError::TooLarge { path, what, .. } if what.is_empty() => {
+                CompileError::TooLarge {
+                    path,
+                    pos: at,
+                    what: item.to_string(),
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+/// Where a condition starts.
+fn cond_pos(cond: &Cond) -> Pos {
+    match cond {
+        Cond::Ref(a) | Cond::Exists(a) => a.pos,
+        Cond::Compare { left, .. } | Cond::In { left, .. } => left.pos,
+        Cond::Not(inner) => cond_pos(inner),
+        Cond::And(all) | Cond::Or(all) => all.first().map_or(Pos::default(), cond_pos),
     }
 }
 

@@ -348,6 +348,12 @@ fn string_len(rest: &[u8]) -> Option<usize> {
 
 const QUOTES: [&[u8]; 4] = [b"\"", b"'", b"\\\"", b"''"];
 
+/// Bounds on the simulation: real policies nest strings two or three deep, while a run of
+/// quotes could otherwise multiply the ways of matching without end. Past them the
+/// lowest-priority ways are dropped.
+const MAX_CONFIGS: usize = 64;
+const MAX_DEPTH: usize = 8;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     /// `n` bytes of the opening quote matched.
@@ -426,7 +432,8 @@ fn closure(mut config: Config, out: &mut Vec<Config>, accepted: &mut bool) {
             }
         }
         Phase::Body => {
-            for nested in 0..QUOTES.len() as u8 {
+            let depth = config.frames.len();
+            for nested in (0..QUOTES.len() as u8).filter(|_| depth < MAX_DEPTH) {
                 let mut c = config.clone();
                 c.frames.push((nested, Phase::Open(0)));
                 closure(c, out, accepted);
@@ -452,7 +459,7 @@ fn closure(mut config: Config, out: &mut Vec<Config>, accepted: &mut bool) {
 }
 
 fn add(config: Config, out: &mut Vec<Config>, accepted: bool) {
-    if accepted && config.non_greedy {
+    if accepted && config.non_greedy || out.len() >= MAX_CONFIGS {
         return;
     }
     if !out.contains(&config) {

@@ -121,6 +121,7 @@ pub fn parse(source: &str) -> Result<Vec<Item>, SyntaxError> {
         source,
         tokens: &tokens,
         at: 0,
+        depth: 0,
     };
     let mut items = Vec::new();
     loop {
@@ -171,10 +172,14 @@ fn ends_text(kind: Kind) -> bool {
 
 const ATOM: &str = "an operand (a name, path, number or quoted string)";
 
+/// `not` and parentheses nest at most this deep (the parser recurses on them).
+pub const MAX_NESTING: usize = 64;
+
 struct Parser<'s, 't> {
     source: &'s str,
     tokens: &'t [Token],
     at: usize,
+    depth: usize,
 }
 
 impl Parser<'_, '_> {
@@ -442,7 +447,19 @@ impl Parser<'_, '_> {
     }
 
     fn term(&mut self) -> Result<Cond, SyntaxError> {
+        self.depth += 1;
+        let term = self.nested_term();
+        self.depth -= 1;
+        term
+    }
+
+    fn nested_term(&mut self) -> Result<Cond, SyntaxError> {
         const TERM: &str = "a condition ('not', '(', a macro name or an operand)";
+        if self.depth > MAX_NESTING {
+            return Err(self.error(&format!(
+                "a simpler condition ('not' and parentheses nest at most {MAX_NESTING} deep)"
+            )));
+        }
         match self.peek_kind() {
             Some(Kind::Keyword(Keyword::Not)) => {
                 self.at += 1;
@@ -571,6 +588,19 @@ mod tests {
                 ]))),
             ])
         );
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let deep = format!(
+            "- macro: m\n  condition: {}a = b{}\n",
+            "(".repeat(100),
+            ")".repeat(100)
+        );
+        let e = parse(&deep).unwrap_err();
+        assert!(e.expected.contains("nest at most 64"), "{e}");
+        let nots = format!("- macro: m\n  condition: {}a = b\n", "not ".repeat(60));
+        assert!(parse(&nots).is_ok());
     }
 
     #[test]

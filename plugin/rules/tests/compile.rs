@@ -125,3 +125,44 @@ fn what_sf_processor_accepts_silently_is_linted_with_its_position() {
         "{ri:#?}"
     );
 }
+
+/// Inputs that grow without bound in sf-processor (or that a fuzzer finds) end, with an
+/// error that says why where it is an error.
+#[test]
+fn pathological_inputs_are_bounded() {
+    let mut compiler = sysflow_rules::compiler::Compiler::default();
+    // A run of quotes: many ways for strings to nest.
+    let quotes = format!("- list: q\n  items: [{}]\n", "'\"".repeat(400));
+    let _ = compiler.add_file(std::path::Path::new("quotes.yaml"), &quotes);
+    // Macros that each use the previous one twice: 2^40 conditions expanded.
+    let mut doubling = String::from("- macro: m0\n  condition: sf.type = PE\n");
+    for i in 1..=40 {
+        doubling.push_str(&format!(
+            "- macro: m{i}\n  condition: m{p} and m{p}\n",
+            p = i - 1
+        ));
+    }
+    doubling.push_str("- rule: Big\n  desc: d\n  condition: m40\n");
+    let e = sysflow_rules::compiler::Compiler::default()
+        .add_file(std::path::Path::new("doubling.yaml"), &doubling)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "doubling.yaml:85:14: Big expands to more than 200000 conditions or values"
+    );
+    // Lists of lists, doubling likewise.
+    let mut lists = String::from("- list: l0\n  items: [a, b]\n");
+    for i in 1..=40 {
+        lists.push_str(&format!("- list: l{i}\n  items: [l{p}, l{p}]\n", p = i - 1));
+    }
+    lists.push_str("- rule: Wide\n  desc: d\n  condition: sf.proc.name in (l40)\n");
+    let e = sysflow_rules::compiler::Compiler::default()
+        .add_file(std::path::Path::new("lists.yaml"), &lists)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "lists.yaml:85:14: Wide expands to more than 200000 conditions or values"
+    );
+}
