@@ -154,11 +154,23 @@ fn agent_counts(addr: SocketAddr) -> (f64, f64) {
     )
 }
 
+/// Detection rules the agent evaluates (`NRI_SYSFLOW_BENCH_RULES`, a file or folder), if any.
+fn bench_rules() -> Option<String> {
+    std::env::var("NRI_SYSFLOW_BENCH_RULES")
+        .ok()
+        .filter(|r| !r.is_empty())
+}
+
 fn start_agent(dir: &Path) -> (Child, SocketAddr, std::thread::JoinHandle<String>) {
-    let mut child = Command::new(AGENT)
+    let mut command = Command::new(AGENT);
+    command
         .args(["run", "--output"])
         .arg(dir)
-        .args(["--metrics-addr", "127.0.0.1:0"])
+        .args(["--metrics-addr", "127.0.0.1:0"]);
+    if let Some(rules) = bench_rules() {
+        command.args(["--rules", &rules]);
+    }
+    let mut child = command
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()
@@ -293,6 +305,7 @@ fn main() {
         "{}",
         json!({
             "bench": "agent",
+            "rules": bench_rules(),
             "loops": loops_json,
             "workload_busy_s": {"without_agent": baseline_wall, "with_agent": captured_wall},
             "agent_cpu_s": agent_cpu,

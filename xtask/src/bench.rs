@@ -53,6 +53,10 @@ pub enum Which {
     /// PostgreSQL under pgbench without the agent, with it capturing everything, and with the
     /// server's cgroup switched off while another cgroup is captured.
     Server,
+    /// Detection rules: records evaluated per second on one core with the conformance kit's
+    /// rule sets, beside reading and flattening the same records; then the agent benchmark
+    /// with the runtime-integrity rules and without rules.
+    Rules,
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
@@ -67,6 +71,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             ensure_postgresql()?;
             cargo(&["bench", "-p", "nri-sysflow", "--bench", "server"])
         }
+        Which::Rules => rules(),
         Which::Nri => {
             cargo(&[
                 "build",
@@ -85,4 +90,64 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             )
         }
     }
+}
+
+/// Runs a benchmark, echoing its output; its last line (the JSON summary).
+fn bench_json(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<serde_json::Value> {
+    let mut cmd = Command::new("cargo");
+    cmd.arg(format!("+{}", crate::setup::USER_TOOLCHAIN))
+        .args(args)
+        .envs(env.iter().copied());
+    eprintln!("+ {cmd:?}");
+    let out = cmd.stderr(std::process::Stdio::inherit()).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    print!("{text}");
+    anyhow::ensure!(out.status.success(), "{cmd:?} failed with {}", out.status);
+    let last = text.lines().last().unwrap_or_default();
+    Ok(serde_json::from_str(last)?)
+}
+
+fn rules() -> anyhow::Result<()> {
+    ensure_strace()?;
+    let engine = bench_json(&["bench", "-p", "sysflow-rules", "--bench", "rules"], &[])?;
+    // The 79 runtime-integrity rules of the conformance kit, or the shipped rules without it.
+    let root = crate::workspace_root()?;
+    let kit_rules = root.join("../shared/policy-kit/policies/runtimeintegrity");
+    let rules_path = if kit_rules.is_dir() {
+        kit_rules
+    } else {
+        root.join("deploy/rules")
+    };
+    let rules_path = rules_path.display().to_string();
+    let agent_args = ["bench", "-p", "nri-sysflow", "--bench", "agent"];
+    let off = bench_json(&agent_args, &[("NRI_SYSFLOW_BENCH_RULES", "")])?;
+    let on = bench_json(&agent_args, &[("NRI_SYSFLOW_BENCH_RULES", &rules_path)])?;
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    println!();
+    println!(
+        "{:<36} {:>14} {:>14} {:>9}",
+        "agent under its mixed workload", "rules off", "rules on", "ratio"
+    );
+    for (label, key) in [
+        ("agent CPU (s)", "agent_cpu_s"),
+        ("us per kernel record", "agent_us_per_kernel_record"),
+        ("us per SysFlow record", "agent_us_per_sysflow_record"),
+        ("peak RSS (MiB)", "agent_peak_rss_mib"),
+        ("SysFlow records written", "records_written"),
+    ] {
+        let (a, b) = (f(&off, key), f(&on, key));
+        println!("{label:<36} {a:>14.2} {b:>14.2} {:>9.3}", b / a);
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "rules",
+            "engine": engine,
+            "agent_rules": rules_path,
+            "agent_rules_off": off,
+            "agent_rules_on": on,
+            "agent_cpu_ratio_on_off": f(&on, "agent_cpu_s") / f(&off, "agent_cpu_s"),
+        })
+    );
+    Ok(())
 }

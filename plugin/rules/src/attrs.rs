@@ -264,6 +264,8 @@ pub struct Literal {
     pub text: String,
     /// The raw text as a number, or 0 (quotes included: `"5"` is 0).
     pub int: i64,
+    /// `text` split at commas, as string operators compare it.
+    pub parts: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -289,10 +291,12 @@ impl Operand {
         }
         // sf-processor cuts a literal at its first `[` before comparing it as text.
         let before_bracket = text.split('[').next().unwrap_or(text);
+        let trimmed = trim_bounding_quotes(before_bracket);
         Operand::Literal(Literal {
             raw: text.to_string(),
-            text: trim_bounding_quotes(before_bracket).to_string(),
+            text: trimmed.to_string(),
             int: text.parse().unwrap_or(0),
+            parts: trimmed.split(',').map(str::to_string).collect(),
         })
     }
 

@@ -66,7 +66,13 @@ pub struct Rule {
     pub actions: Vec<String>,
     pub file: PathBuf,
     pub pos: Pos,
+    /// The record types (engine order: PE, NF, FF, FE, KE) the rule can match at all: its
+    /// prefilter and what its condition says of `sf.type`, settled once.
+    pub types: [bool; 5],
 }
+
+/// The record types the engine evaluates, in [`Rule::types`] order.
+pub const TYPES: [&str; 5] = ["PE", "NF", "FF", "FE", "KE"];
 
 #[derive(Clone, Debug)]
 pub struct Filter {
@@ -244,7 +250,8 @@ impl Compiler {
                     self.budget = MAX_EXPANSION;
                     let condition = self
                         .compile_cond(path, &r.condition, &mut Vec::new())
-                        .map_err(|e| e.naming(&r.name, cond_pos(&r.condition)))?;
+                        .map_err(|e| e.naming(&r.name, cond_pos(&r.condition)))?
+                        .optimized();
                     let (priority, known) = r
                         .priority
                         .as_ref()
@@ -253,13 +260,19 @@ impl Compiler {
                         self.lint(path, p.pos, format!("priority {} is taken as low", p.text));
                     }
                     let enabled = self.enabled(path, r.enabled.as_ref());
+                    let prefilter = r.prefilter.unwrap_or_default();
+                    let types = TYPES.map(|t| {
+                        (prefilter.is_empty() || prefilter.iter().any(|p| p == t))
+                            && condition.given_type(t) != Some(false)
+                    });
                     self.policy.rules.push(Rule {
                         name: r.name,
                         desc: r.desc,
                         condition,
                         priority,
                         tags: r.tags.unwrap_or_default(),
-                        prefilter: r.prefilter.unwrap_or_default(),
+                        prefilter,
+                        types,
                         enabled,
                         actions: r.actions.unwrap_or_default(),
                         file: path.to_path_buf(),
@@ -270,7 +283,8 @@ impl Compiler {
                     self.budget = MAX_EXPANSION;
                     let condition = self
                         .compile_cond(path, &f.condition, &mut Vec::new())
-                        .map_err(|e| e.naming(&f.name, cond_pos(&f.condition)))?;
+                        .map_err(|e| e.naming(&f.name, cond_pos(&f.condition)))?
+                        .optimized();
                     let enabled = self.enabled(path, f.enabled.as_ref());
                     self.policy.filters.push(Filter {
                         name: f.name,

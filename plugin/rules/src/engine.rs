@@ -22,16 +22,12 @@ impl Policy {
         {
             return Verdict::Dropped;
         }
-        let code = flat.kind.code();
+        let slot = flat.kind.slot();
         let matched = self
             .rules
             .iter()
             .enumerate()
-            .filter(|(_, r)| {
-                r.enabled
-                    && (r.prefilter.is_empty() || r.prefilter.iter().any(|t| t == code))
-                    && r.condition.eval(flat)
-            })
+            .filter(|(_, r)| r.enabled && r.types[slot] && r.condition.eval(flat))
             .map(|(i, _)| i)
             .collect();
         Verdict::Matched(matched)

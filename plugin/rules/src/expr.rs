@@ -5,6 +5,8 @@
 
 use std::borrow::Cow;
 
+use foldhash::HashSet;
+
 use crate::attrs::{Attr, Operand, Value};
 
 /// What a compiled condition reads from a record.
@@ -53,10 +55,14 @@ pub enum Expr {
         left: Operand,
         right: Operand,
     },
-    Fold {
+    /// `in`: is any comma-separated part of the value one of `parts`.
+    In {
         left: Operand,
-        op: FoldOp,
-        /// Every item's comma-separated parts.
+        parts: HashSet<String>,
+    },
+    /// `pmatch`: does any part of the value contain one of `parts`.
+    PMatch {
+        left: Operand,
         parts: Vec<String>,
     },
 }
@@ -75,15 +81,129 @@ impl Expr {
     }
 
     pub fn fold(left: Operand, op: FoldOp, items: &[String]) -> Expr {
-        let parts = items
-            .iter()
-            .flat_map(|i| i.split(','))
-            .map(str::to_string)
-            .collect();
-        Expr::Fold { left, op, parts }
+        let parts = items.iter().flat_map(|i| i.split(',')).map(str::to_string);
+        match op {
+            FoldOp::Eq => Expr::In {
+                left,
+                parts: parts.collect::<HashSet<String>>(),
+            },
+            FoldOp::Contains => Expr::PMatch {
+                left,
+                parts: parts.collect(),
+            },
+        }
     }
 
-    /// Whether the record satisfies the condition (left to right, short-circuiting).
+    /// The same condition, cheaper to evaluate: nested conjunctions and disjunctions flattened,
+    /// constants folded, and the cheapest terms of each evaluated first. Terms have no side
+    /// effects, so their order does not change the result.
+    pub fn optimized(self) -> Expr {
+        match self {
+            Expr::Not(inner) => match inner.optimized() {
+                Expr::Const(b) => Expr::Const(!b),
+                Expr::Not(e) => *e,
+                e => Expr::Not(Box::new(e)),
+            },
+            Expr::All(all) => Self::junction(all, true),
+            Expr::Any(any) => Self::junction(any, false),
+            other => other,
+        }
+    }
+
+    /// `all`: a conjunction, else a disjunction.
+    fn junction(terms: Vec<Expr>, all: bool) -> Expr {
+        let mut flat = Vec::with_capacity(terms.len());
+        for term in terms {
+            match (term.optimized(), all) {
+                (Expr::All(inner), true) | (Expr::Any(inner), false) => flat.extend(inner),
+                // A neutral constant changes nothing; an absorbing one decides.
+                (Expr::Const(b), _) if b == all => {}
+                (Expr::Const(b), _) => return Expr::Const(b),
+                (e, _) => flat.push(e),
+            }
+        }
+        flat.sort_by_key(Expr::cost);
+        match (flat.len(), all) {
+            (0, _) => Expr::Const(all),
+            (1, _) => flat.remove(0),
+            (_, true) => Expr::All(flat),
+            (_, false) => Expr::Any(flat),
+        }
+    }
+
+    /// What the condition is for a record of type `code`, when the type alone decides it
+    /// (three-valued: None when it depends on more than the type).
+    pub fn given_type(&self, code: &str) -> Option<bool> {
+        let is_type = |o: &Operand| matches!(o, Operand::Attr(Attr::Type));
+        match self {
+            Expr::Const(b) => Some(*b),
+            Expr::Not(e) => e.given_type(code).map(|b| !b),
+            Expr::All(all) => {
+                let mut known = Some(true);
+                for e in all {
+                    match e.given_type(code) {
+                        Some(false) => return Some(false),
+                        Some(true) => {}
+                        None => known = None,
+                    }
+                }
+                known
+            }
+            Expr::Any(any) => {
+                let mut known = Some(false);
+                for e in any {
+                    match e.given_type(code) {
+                        Some(true) => return Some(true),
+                        Some(false) => {}
+                        None => known = None,
+                    }
+                }
+                known
+            }
+            Expr::Str {
+                op,
+                left,
+                right: Operand::Literal(lit),
+            } if is_type(left) => Some(lit.parts.iter().any(|p| str_op(*op, code, p))),
+            Expr::Str {
+                op,
+                left: Operand::Literal(lit),
+                right,
+            } if is_type(right) => Some(lit.parts.iter().any(|p| str_op(*op, p, code))),
+            Expr::In { left, parts } if is_type(left) => Some(parts.contains(code)),
+            Expr::PMatch { left, parts } if is_type(left) => {
+                Some(parts.iter().any(|p| code.contains(p.as_str())))
+            }
+            Expr::Exists(o) if is_type(o) => Some(true),
+            _ => None,
+        }
+    }
+
+    /// A rough relative cost of evaluating the term.
+    fn cost(&self) -> u64 {
+        let operand = |o: &Operand| match o {
+            Operand::Literal(_) => 0,
+            Operand::Attr(a) if a.always_int64() => 1,
+            Operand::Attr(Attr::Type) => 1,
+            Operand::Attr(_) => 4,
+            Operand::Path(..) => 50,
+        };
+        match self {
+            Expr::Const(_) => 0,
+            Expr::Exists(o) => 1 + operand(o),
+            Expr::Int { left, right, .. } => 1 + operand(left) + operand(right),
+            Expr::Str { op, left, right } => {
+                let base = if *op == StrOp::IContains { 20 } else { 2 };
+                base + operand(left) + operand(right)
+            }
+            Expr::In { left, .. } => 3 + operand(left),
+            Expr::PMatch { left, parts } => 2 + operand(left) + parts.len() as u64,
+            Expr::Not(e) => e.cost(),
+            Expr::All(terms) | Expr::Any(terms) => terms.iter().map(Expr::cost).sum(),
+        }
+    }
+
+    /// Whether the record satisfies the condition (short-circuiting).
     pub fn eval(&self, r: &impl Fields) -> bool {
         match self {
             Expr::Const(b) => *b,
@@ -92,8 +212,13 @@ impl Expr {
             Expr::Any(any) => any.iter().any(|e| e.eval(r)),
             Expr::Exists(o) => exists(o, r),
             Expr::Str { op, left, right } => {
-                let (l, rv) = (text(left, r), text(right, r));
-                any_pair(&l, &rv, *op)
+                let l = text(left, r);
+                match right {
+                    Operand::Literal(lit) => l
+                        .split(',')
+                        .any(|lp| lit.parts.iter().any(|rp| str_op(*op, lp, rp))),
+                    _ => any_pair(&l, &text(right, r), *op),
+                }
             }
             Expr::Int { op, left, right } => {
                 let (l, rv) = (int(left, r), int(right, r));
@@ -104,15 +229,10 @@ impl Expr {
                     IntOp::Ge => l >= rv,
                 }
             }
-            Expr::Fold { left, op, parts } => {
-                let l = text(left, r);
-                let op = match op {
-                    FoldOp::Eq => StrOp::Eq,
-                    FoldOp::Contains => StrOp::Contains,
-                };
-                l.split(',')
-                    .any(|lp| parts.iter().any(|p| str_op(op, lp, p)))
-            }
+            Expr::In { left, parts } => text(left, r).split(',').any(|lp| parts.contains(lp)),
+            Expr::PMatch { left, parts } => text(left, r)
+                .split(',')
+                .any(|lp| parts.iter().any(|p| lp.contains(p.as_str()))),
         }
     }
 }

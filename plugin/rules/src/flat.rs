@@ -15,11 +15,7 @@
 //! type. sf-processor caches the names by bit mask for the whole run, so whichever record type
 //! comes first decides for all (its `GetOpFlags`); see the README.
 
-use std::{
-    collections::HashMap,
-    fmt::Write as _,
-    sync::{Arc, OnceLock},
-};
+use std::{cell::OnceCell, collections::HashMap, fmt::Write as _, sync::Arc};
 
 use sysflow::{Container, File, Foid, Oid, Pod, Process, Record, SfObjectState};
 
@@ -40,6 +36,17 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The type's index in [`crate::compiler::TYPES`].
+    pub fn slot(self) -> usize {
+        match self {
+            Kind::ProcessEvent => 0,
+            Kind::NetworkFlow => 1,
+            Kind::FileFlow => 2,
+            Kind::FileEvent => 3,
+            Kind::K8sEvent => 4,
+        }
+    }
+
     pub fn code(self) -> &'static str {
         match self {
             Kind::ProcessEvent => "PE",
@@ -404,8 +411,35 @@ pub struct Flat {
     file: Option<Arc<File>>,
     new_file: Option<Arc<File>>,
     ke_message: String,
-    opflags: OnceLock<String>,
-    openflags: OnceLock<String>,
+    /// Text values derived from the slots, made at their first use: a record is evaluated by
+    /// every rule, and most rules read the same few attributes.
+    derived: Derived,
+}
+
+#[derive(Debug, Default)]
+struct Derived {
+    opflags: OnceCell<String>,
+    openflags: OnceCell<String>,
+    proc_oid: OnceCell<String>,
+    pproc_oid: OnceCell<String>,
+    cmdline: OnceCell<String>,
+    pproc_cmdline: OnceCell<String>,
+    aname: OnceCell<String>,
+    aexe: OnceCell<String>,
+    acmdline: OnceCell<String>,
+    apid: OnceCell<String>,
+    /// (path, symlink) of the file and of the new file.
+    file: OnceCell<(String, String)>,
+    new_file: OnceCell<(String, String)>,
+    directory: OnceCell<String>,
+    new_directory: OnceCell<String>,
+    file_oid: OnceCell<String>,
+    new_file_oid: OnceCell<String>,
+    file_type: OnceCell<String>,
+    sip: OnceCell<String>,
+    dip: OnceCell<String>,
+    ip: OnceCell<String>,
+    port: OnceCell<String>,
 }
 
 impl Flat {
@@ -424,8 +458,7 @@ impl Flat {
             file: None,
             new_file: None,
             ke_message: String::new(),
-            opflags: OnceLock::new(),
-            openflags: OnceLock::new(),
+            derived: Derived::default(),
         }
     }
 
@@ -436,6 +469,20 @@ impl Flat {
             self.ints[FILE_RESTYPE] = f.restype.into();
         }
         self.file = file;
+    }
+
+    /// Drops the derived values (benchmarks evaluate a record more than once, the agent never).
+    pub fn forget_derived(&mut self) {
+        self.derived = Derived::default();
+    }
+
+    fn sym(&self, new: bool) -> &(String, String) {
+        let cell = if new {
+            &self.derived.new_file
+        } else {
+            &self.derived.file
+        };
+        cell.get_or_init(|| golang::sym_path(self.file_path(new)))
     }
 
     pub fn ts(&self) -> i64 {
@@ -518,6 +565,10 @@ pub fn oid_hash(hpid: i64, create_ts: i64) -> String {
     format!("{:016x}", xxhash_rust::xxh64::xxh64(text.as_bytes(), 0))
 }
 
+fn cached(cell: &OnceCell<String>, make: impl FnOnce() -> String) -> &str {
+    cell.get_or_init(make)
+}
+
 fn s<'a>(text: impl Into<std::borrow::Cow<'a, str>>) -> Value<'a> {
     Value::Str(text.into())
 }
@@ -537,6 +588,7 @@ impl Fields for Flat {
     fn value(&self, attr: Attr) -> Value<'_> {
         use Attr::*;
         let i = &self.ints;
+        let d = &self.derived;
         let proc_str = |f: fn(&Process) -> &str| s(self.process.as_deref().map_or("", f));
         let tree = || self.tree.as_deref().unwrap_or(&[]).iter();
         let parent_str = |f: fn(&Process) -> &str| s(self.parent().map_or("", f));
@@ -544,10 +596,7 @@ impl Fields for Flat {
         let pod_str = |f: fn(&PodEntry) -> &str| s(self.pod.as_deref().map_or("", f));
         match attr {
             Type => s(self.kind.code()),
-            OpFlags => s(self
-                .opflags
-                .get_or_init(|| self.opflags().join(","))
-                .as_str()),
+            OpFlags => s(cached(&d.opflags, || self.opflags().join(","))),
             Ret => Value::Int(
                 if matches!(self.kind, Kind::ProcessEvent | Kind::FileEvent) {
                     i[RET_ENDTS]
@@ -561,7 +610,9 @@ impl Fields for Flat {
                 Kind::K8sEvent => i[TS],
                 _ => 0,
             }),
-            ProcOid => s(oid_hash(i[PROC_HPID], i[PROC_CREATETS])),
+            ProcOid => s(cached(&d.proc_oid, || {
+                oid_hash(i[PROC_HPID], i[PROC_CREATETS])
+            })),
             ProcPid => Value::Int(i[PROC_HPID]),
             ProcName => s(golang::base(self.exe())),
             ProcExe => proc_str(|p| &p.exe),
@@ -574,16 +625,25 @@ impl Fields for Flat {
             ProcCreateTs => Value::Int(i[PROC_CREATETS]),
             ProcTty => Value::Int(i[PROC_TTY]),
             ProcEntry => Value::Int(i[PROC_ENTRY]),
-            ProcCmdline => s(format!(
-                "{} {}",
-                self.exe(),
-                self.process.as_deref().map_or("", |p| &p.exe_args)
-            )),
-            ProcAName => s(join(tree().map(|p| golang::base(&p.exe)))),
-            ProcAExe => s(join(tree().map(|p| p.exe.as_str().into()))),
-            ProcACmdline => s(join(tree().map(|p| cmdline(p).into()))),
-            ProcAPid => s(join(tree().map(|p| p.oid.hpid.to_string().into()))),
-            PProcOid => s(oid_hash(i[POID_HPID], i[POID_CREATETS])),
+            ProcCmdline => s(cached(&d.cmdline, || {
+                let args = self.process.as_deref().map_or("", |p| &p.exe_args);
+                format!("{} {args}", self.exe())
+            })),
+            ProcAName => s(cached(&d.aname, || {
+                join(tree().map(|p| golang::base(&p.exe)))
+            })),
+            ProcAExe => s(cached(&d.aexe, || {
+                join(tree().map(|p| p.exe.as_str().into()))
+            })),
+            ProcACmdline => s(cached(&d.acmdline, || {
+                join(tree().map(|p| cmdline(p).into()))
+            })),
+            ProcAPid => s(cached(&d.apid, || {
+                join(tree().map(|p| p.oid.hpid.to_string().into()))
+            })),
+            PProcOid => s(cached(&d.pproc_oid, || {
+                oid_hash(i[POID_HPID], i[POID_CREATETS])
+            })),
             PProcPid => Value::Int(i[POID_HPID]),
             PProcCreateTs => Value::Int(i[POID_CREATETS]),
             PProcName => s(self.parent().map_or("".into(), |p| golang::base(&p.exe))),
@@ -591,7 +651,9 @@ impl Fields for Flat {
             PProcArgs => parent_str(|p| &p.exe_args),
             PProcUser => parent_str(|p| &p.user_name),
             PProcGroup => parent_str(|p| &p.group_name),
-            PProcCmdline => s(self.parent().map_or(String::new(), cmdline)),
+            PProcCmdline => s(cached(&d.pproc_cmdline, || {
+                self.parent().map_or(String::new(), cmdline)
+            })),
             PProcUid => self.parent().map_or(Value::Int(0), |p| Value::Int32(p.uid)),
             PProcGid => self.parent().map_or(Value::Int(0), |p| Value::Int32(p.gid)),
             PProcTty => self.parent().map_or(Value::Int(0), |p| Value::Bool(p.tty)),
@@ -599,30 +661,31 @@ impl Fields for Flat {
                 .parent()
                 .map_or(Value::Int(0), |p| Value::Bool(p.entry)),
             FileName => s(golang::base(self.file_path(false))),
-            FilePath => s(golang::sym_path(self.file_path(false)).0),
-            FileSymlink => s(golang::sym_path(self.file_path(false)).1),
-            FileOid => s(self.file_oid(false)),
-            FileDirectory => s(golang::dir(&golang::sym_path(self.file_path(false)).0)),
+            FilePath => s(self.sym(false).0.as_str()),
+            FileSymlink => s(self.sym(false).1.as_str()),
+            FileOid => s(cached(&d.file_oid, || self.file_oid(false))),
+            FileDirectory => s(cached(&d.directory, || golang::dir(&self.sym(false).0))),
             FileNewName => s(golang::base(self.file_path(true))),
-            FileNewPath => s(golang::sym_path(self.file_path(true)).0),
-            FileNewSymlink => s(golang::sym_path(self.file_path(true)).1),
-            FileNewOid => s(self.file_oid(true)),
-            FileNewDirectory => s(golang::dir(&golang::sym_path(self.file_path(true)).0)),
-            FileType => s(golang::rune_string(i[FILE_RESTYPE])),
+            FileNewPath => s(self.sym(true).0.as_str()),
+            FileNewSymlink => s(self.sym(true).1.as_str()),
+            FileNewOid => s(cached(&d.new_file_oid, || self.file_oid(true))),
+            FileNewDirectory => s(cached(&d.new_directory, || golang::dir(&self.sym(true).0))),
+            FileType => s(cached(&d.file_type, || {
+                golang::rune_string(i[FILE_RESTYPE])
+            })),
             FileIsOpenWrite => Value::Bool(golang::is_open_write(i[OPENFLAGS_SIP])),
             FileIsOpenRead => Value::Bool(golang::is_open_read(i[OPENFLAGS_SIP])),
             FileFd => Value::Int(i[FD]),
-            FileOpenFlags => s(self
-                .openflags
-                .get_or_init(|| self.openflags().join(","))
-                .as_str()),
+            FileOpenFlags => s(cached(&d.openflags, || self.openflags().join(","))),
             NetProto => Value::Int(i[PROTO]),
             NetSport => Value::Int(i[SPORT]),
             NetDport => Value::Int(i[DPORT]),
-            NetPort => s(format!("{},{}", i[SPORT], i[DPORT])),
-            NetSip => s(ipv4(i[OPENFLAGS_SIP])),
-            NetDip => s(ipv4(i[DIP])),
-            NetIp => s(format!("{},{}", ipv4(i[OPENFLAGS_SIP]), ipv4(i[DIP]))),
+            NetPort => s(cached(&d.port, || format!("{},{}", i[SPORT], i[DPORT]))),
+            NetSip => s(cached(&d.sip, || ipv4(i[OPENFLAGS_SIP]))),
+            NetDip => s(cached(&d.dip, || ipv4(i[DIP]))),
+            NetIp => s(cached(&d.ip, || {
+                format!("{},{}", ipv4(i[OPENFLAGS_SIP]), ipv4(i[DIP]))
+            })),
             // The file and network counters share a slot, which sf-processor adds to itself.
             FlowRBytes => Value::Int(2 * i[RBYTES]),
             FlowROps => Value::Int(2 * i[ROPS]),
