@@ -109,6 +109,11 @@ fn main() {
     json.insert("read_flatten_records_per_s".into(), flatten_rate.into());
     for (name, path) in sets {
         let policy = compile_paths(&[path]).unwrap();
+        let (indexed, attrs) = policy.index.size();
+        eprintln!(
+            "{name}: {indexed} of {} rules indexed on {attrs} attributes",
+            policy.rules.len()
+        );
         let (rate, n, alerts) = evaluate(&policy, &mut flats);
         println!(
             "{:<28} {:>8} {:>14.0} {:>12} {:>16}",

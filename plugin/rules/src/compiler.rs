@@ -91,6 +91,8 @@ pub struct Policy {
     pub macros: usize,
     /// What sf-processor accepts silently but is almost certainly a mistake.
     pub lints: Vec<Lint>,
+    /// Which rules can match a record, by the values their conditions require.
+    pub index: crate::index::RuleIndex,
 }
 
 /// Something accepted that probably does not do what its author meant.
@@ -309,6 +311,7 @@ impl Compiler {
                 );
             }
         }
+        self.policy.index = crate::index::RuleIndex::new(&self.policy.rules);
         self.policy.lists = self.first_lists.len();
         self.policy.macros = self.first_macros.len();
         self.policy

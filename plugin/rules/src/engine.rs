@@ -4,6 +4,11 @@
 
 use crate::{Policy, flat::Flat};
 
+thread_local! {
+    /// The rules that can match the record being evaluated (reused, not allocated per record).
+    static CANDIDATES: std::cell::RefCell<Vec<bool>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// What the policy made of one record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -23,14 +28,19 @@ impl Policy {
             return Verdict::Dropped;
         }
         let slot = flat.kind.slot();
-        let matched = self
-            .rules
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.enabled && r.types[slot] && r.condition.eval(flat))
-            .map(|(i, _)| i)
-            .collect();
-        Verdict::Matched(matched)
+        CANDIDATES.with_borrow_mut(|candidates| {
+            self.index.candidates(flat, candidates);
+            let matched = self
+                .rules
+                .iter()
+                .enumerate()
+                .filter(|&(i, r)| {
+                    r.enabled && r.types[slot] && candidates[i] && r.condition.eval(flat)
+                })
+                .map(|(i, _)| i)
+                .collect();
+            Verdict::Matched(matched)
+        })
     }
 }
 

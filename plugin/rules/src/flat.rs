@@ -429,8 +429,9 @@ struct Derived {
     acmdline: OnceCell<String>,
     apid: OnceCell<String>,
     /// (path, symlink) of the file and of the new file.
-    file: OnceCell<(String, String)>,
-    new_file: OnceCell<(String, String)>,
+    /// None: the path has no `src->dst` prefix (the usual case), so it is the raw path.
+    file: OnceCell<Option<(String, String)>>,
+    new_file: OnceCell<Option<(String, String)>>,
     directory: OnceCell<String>,
     new_directory: OnceCell<String>,
     file_oid: OnceCell<String>,
@@ -476,13 +477,43 @@ impl Flat {
         self.derived = Derived::default();
     }
 
-    fn sym(&self, new: bool) -> &(String, String) {
+    /// The file's (path, symlink), `src->dst target` paths split.
+    fn sym(&self, new: bool) -> (&str, &str) {
         let cell = if new {
             &self.derived.new_file
         } else {
             &self.derived.file
         };
-        cell.get_or_init(|| golang::sym_path(self.file_path(new)))
+        let raw = self.file_path(new);
+        let parsed = cell.get_or_init(|| {
+            // Only a path starting with a hex digit can have the prefix.
+            if raw.starts_with(|c: char| c.is_ascii_hexdigit()) {
+                let (path, link) = golang::sym_path(raw);
+                (!link.is_empty()).then_some((path, link))
+            } else {
+                None
+            }
+        });
+        match parsed {
+            Some((path, link)) => (path, link),
+            None => (raw, ""),
+        }
+    }
+
+    /// `filepath.Dir` of the (parsed) path, borrowed from it when it is already clean.
+    fn directory(&self, new: bool) -> &str {
+        let path = self.sym(new).0;
+        match golang::dir_if_clean(path) {
+            Some(dir) => dir,
+            None => {
+                let cell = if new {
+                    &self.derived.new_directory
+                } else {
+                    &self.derived.directory
+                };
+                cell.get_or_init(|| golang::dir(path))
+            }
+        }
     }
 
     pub fn ts(&self) -> i64 {
@@ -661,15 +692,15 @@ impl Fields for Flat {
                 .parent()
                 .map_or(Value::Int(0), |p| Value::Bool(p.entry)),
             FileName => s(golang::base(self.file_path(false))),
-            FilePath => s(self.sym(false).0.as_str()),
-            FileSymlink => s(self.sym(false).1.as_str()),
+            FilePath => s(self.sym(false).0),
+            FileSymlink => s(self.sym(false).1),
             FileOid => s(cached(&d.file_oid, || self.file_oid(false))),
-            FileDirectory => s(cached(&d.directory, || golang::dir(&self.sym(false).0))),
+            FileDirectory => s(self.directory(false)),
             FileNewName => s(golang::base(self.file_path(true))),
-            FileNewPath => s(self.sym(true).0.as_str()),
-            FileNewSymlink => s(self.sym(true).1.as_str()),
+            FileNewPath => s(self.sym(true).0),
+            FileNewSymlink => s(self.sym(true).1),
             FileNewOid => s(cached(&d.new_file_oid, || self.file_oid(true))),
-            FileNewDirectory => s(cached(&d.new_directory, || golang::dir(&self.sym(true).0))),
+            FileNewDirectory => s(self.directory(true)),
             FileType => s(cached(&d.file_type, || {
                 golang::rune_string(i[FILE_RESTYPE])
             })),

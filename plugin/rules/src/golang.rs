@@ -24,6 +24,22 @@ pub fn dir(p: &str) -> String {
     clean(&p[..cut])
 }
 
+/// `filepath.Dir` without allocating, when the part before the last slash is already clean
+/// (no empty, `.` or `..` element, no trailing slash): None otherwise.
+pub fn dir_if_clean(p: &str) -> Option<&str> {
+    let cut = p.rfind('/')?;
+    let head = &p[..cut];
+    if head.is_empty() {
+        return Some("/");
+    }
+    let clean = !head.ends_with('/')
+        && head
+            .split('/')
+            .skip(usize::from(head.starts_with('/')))
+            .all(|e| !e.is_empty() && e != "." && e != "..");
+    clean.then_some(head)
+}
+
 /// `filepath.Clean`, lexically.
 pub fn clean(p: &str) -> String {
     if p.is_empty() {
@@ -292,6 +308,15 @@ mod tests {
         assert_eq!(dir("/a/b/"), "/a/b");
         assert_eq!(dir("/a/./c/../d"), "/a");
         assert_eq!(clean("/../x"), "/x");
+        for p in [
+            "/a", "/a/b/c", "a/b", "/a//b/c", "/a/./b", "/a/../b", "a/", "/", "x",
+        ] {
+            if let Some(d) = dir_if_clean(p) {
+                assert_eq!(d, dir(p), "{p}");
+            }
+        }
+        assert_eq!(dir_if_clean("/etc/passwd"), Some("/etc"));
+        assert_eq!(dir_if_clean("/a//b"), None);
         assert_eq!(
             sym_path("ffffa046554ef800->ffffa046554eec00 /run/x y"),
             ("/run/x".into(), "ffffa046554ef800->ffffa046554eec00".into())

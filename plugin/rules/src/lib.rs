@@ -10,6 +10,7 @@ pub mod engine;
 pub mod expr;
 pub mod flat;
 pub mod golang;
+pub mod index;
 pub mod json;
 pub mod lexer;
 pub mod parser;

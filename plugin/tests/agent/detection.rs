@@ -58,7 +58,7 @@ fn a_rule_raises_one_alert_per_match_and_survives_a_broken_reload() {
     std::fs::write(&secret, "s").unwrap();
     let rules_file = work.path().join("rules.yaml");
     std::fs::write(&rules_file, rules("Opened the secret", &secret)).unwrap();
-    let agent = Agent::start(&["--rules", rules_file.to_str().unwrap()]);
+    let agent = Agent::start(&["--rules", rules_file.to_str().unwrap(), "--alerts", "-"]);
     let cgroup = TestCgroup::new("agent-rules");
     let open_secret = || {
         let status = cgroup

@@ -31,6 +31,8 @@ struct Agent {
     output: PathBuf,
     log: std::sync::Arc<std::sync::Mutex<String>>,
     reader: Option<std::thread::JoinHandle<()>>,
+    /// What it printed to stdout (alerts with `--alerts -`), read to the end at exit.
+    stdout: Option<std::thread::JoinHandle<String>>,
     /// Where it serves /metrics.
     metrics: String,
 }
@@ -42,6 +44,7 @@ struct Stopped {
     ring_drops: u64,
     /// The agent's log (warnings explain a missing record).
     log: String,
+    stdout: String,
 }
 
 impl Agent {
@@ -68,6 +71,7 @@ impl Agent {
                 std::env::var("AGENT_LOG").unwrap_or("info".into()),
             )
             .stderr(Stdio::piped())
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap();
         // Ready once it logs that it is capturing.
@@ -99,6 +103,12 @@ impl Agent {
         // Keep draining its log so it never blocks on a full pipe.
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let sink = log.clone();
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = out.read_to_string(&mut text);
+            text
+        });
         let reader = std::thread::spawn(move || {
             let mut text = String::new();
             let _ = stderr.read_to_string(&mut text);
@@ -111,6 +121,7 @@ impl Agent {
             output,
             log,
             reader: Some(reader),
+            stdout: Some(stdout),
             metrics: metrics.expect("the agent says where it serves /metrics"),
         }
     }
@@ -169,6 +180,11 @@ impl Agent {
             files,
             ring_drops,
             log,
+            stdout: self
+                .stdout
+                .take()
+                .map(|t| t.join().unwrap())
+                .unwrap_or_default(),
         }
     }
 }
