@@ -143,5 +143,11 @@ fn a_rule_raises_one_alert_per_match_and_survives_a_broken_reload() {
             "Opened the secret",
             "Opened the secret again"
         ]
-    );
+    ); // `--alerts -`: the same lines on stdout.
+    let from_stdout: Vec<Json> = stopped
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(from_stdout, alert_lines(&output));
 }
