@@ -111,8 +111,9 @@ fn main() {
         let policy = compile_paths(&[path]).unwrap();
         let (indexed, attrs) = policy.index.size();
         eprintln!(
-            "{name}: {indexed} of {} rules indexed on {attrs} attributes",
-            policy.rules.len()
+            "{name}: {indexed} of {} rules indexed on {attrs} attributes; {} terms shared",
+            policy.rules.len(),
+            policy.shared_terms
         );
         let (rate, n, alerts) = evaluate(&policy, &mut flats);
         println!(

@@ -93,6 +93,8 @@ pub struct Policy {
     pub lints: Vec<Lint>,
     /// Which rules can match a record, by the values their conditions require.
     pub index: crate::index::RuleIndex,
+    /// Terms several rules or filters share, evaluated once per record.
+    pub shared_terms: usize,
 }
 
 /// Something accepted that probably does not do what its author meant.
@@ -312,6 +314,14 @@ impl Compiler {
             }
         }
         self.policy.index = crate::index::RuleIndex::new(&self.policy.rules);
+        let mut conditions: Vec<&mut Expr> = self
+            .policy
+            .rules
+            .iter_mut()
+            .map(|r| &mut r.condition)
+            .chain(self.policy.filters.iter_mut().map(|f| &mut f.condition))
+            .collect();
+        self.policy.shared_terms = Expr::share_common_terms(&mut conditions);
         self.policy.lists = self.first_lists.len();
         self.policy.macros = self.first_macros.len();
         self.policy

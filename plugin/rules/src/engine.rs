@@ -5,8 +5,10 @@
 use crate::{Policy, flat::Flat};
 
 thread_local! {
-    /// The rules that can match the record being evaluated (reused, not allocated per record).
-    static CANDIDATES: std::cell::RefCell<Vec<bool>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Per record: the rules that can match it, and the memo of shared terms (reused, not
+    /// allocated per record).
+    static SCRATCH: std::cell::RefCell<(Vec<bool>, Vec<u8>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// What the policy made of one record.
@@ -20,22 +22,24 @@ pub enum Verdict {
 
 impl Policy {
     pub fn evaluate(&self, flat: &Flat) -> Verdict {
-        if self
-            .filters
-            .iter()
-            .any(|f| f.enabled && f.condition.eval(flat))
-        {
-            return Verdict::Dropped;
-        }
-        let slot = flat.kind.slot();
-        CANDIDATES.with_borrow_mut(|candidates| {
+        SCRATCH.with_borrow_mut(|(candidates, memo)| {
+            memo.clear();
+            memo.resize(self.shared_terms, 0);
+            if self
+                .filters
+                .iter()
+                .any(|f| f.enabled && f.condition.eval_in(flat, memo))
+            {
+                return Verdict::Dropped;
+            }
+            let slot = flat.kind.slot();
             self.index.candidates(flat, candidates);
             let matched = self
                 .rules
                 .iter()
                 .enumerate()
                 .filter(|&(i, r)| {
-                    r.enabled && r.types[slot] && candidates[i] && r.condition.eval(flat)
+                    r.enabled && r.types[slot] && candidates[i] && r.condition.eval_in(flat, memo)
                 })
                 .map(|(i, _)| i)
                 .collect();

@@ -65,6 +65,12 @@ pub enum Expr {
         left: Operand,
         parts: Vec<String>,
     },
+    /// A term several rules share (through a macro): evaluated at most once per record, its
+    /// result kept in slot `id` of the record's memo.
+    Shared {
+        id: u32,
+        term: Box<Expr>,
+    },
 }
 
 impl Expr {
@@ -175,6 +181,7 @@ impl Expr {
                 Some(parts.iter().any(|p| code.contains(p.as_str())))
             }
             Expr::Exists(o) if is_type(o) => Some(true),
+            Expr::Shared { term, .. } => term.given_type(code),
             _ => None,
         }
     }
@@ -200,16 +207,102 @@ impl Expr {
             Expr::PMatch { left, parts } => 2 + operand(left) + parts.len() as u64,
             Expr::Not(e) => e.cost(),
             Expr::All(terms) | Expr::Any(terms) => terms.iter().map(Expr::cost).sum(),
+            Expr::Shared { term, .. } => term.cost(),
         }
+    }
+
+    /// A text that identifies the term's meaning (equal for the same term written twice).
+    fn key(&self) -> String {
+        match self {
+            Expr::In { left, parts } => {
+                let mut p: Vec<&str> = parts.iter().map(String::as_str).collect();
+                p.sort_unstable();
+                format!("In({left:?},{p:?})")
+            }
+            Expr::Not(e) => format!("Not({})", e.key()),
+            Expr::All(t) => format!(
+                "All({})",
+                t.iter().map(Expr::key).collect::<Vec<_>>().join(";")
+            ),
+            Expr::Any(t) => format!(
+                "Any({})",
+                t.iter().map(Expr::key).collect::<Vec<_>>().join(";")
+            ),
+            Expr::Shared { term, .. } => term.key(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    /// Wraps the terms that occur more than once among `exprs` (rules and filters) as
+    /// [`Expr::Shared`], so a record evaluates each once; returns the number of shared terms.
+    pub fn share_common_terms(exprs: &mut [&mut Expr]) -> usize {
+        fn count(e: &Expr, seen: &mut std::collections::HashMap<String, u32>) {
+            if matches!(e, Expr::Const(_)) {
+                return;
+            }
+            *seen.entry(e.key()).or_default() += 1;
+            match e {
+                Expr::Not(inner) => count(inner, seen),
+                Expr::All(t) | Expr::Any(t) => t.iter().for_each(|e| count(e, seen)),
+                _ => {}
+            }
+        }
+        fn wrap(
+            e: &mut Expr,
+            seen: &std::collections::HashMap<String, u32>,
+            ids: &mut std::collections::HashMap<String, u32>,
+        ) {
+            let key = e.key();
+            if !matches!(e, Expr::Const(_)) && seen.get(&key).is_some_and(|&n| n > 1) {
+                let next = ids.len() as u32;
+                let id = *ids.entry(key).or_insert(next);
+                let term = std::mem::replace(e, Expr::Const(false));
+                *e = Expr::Shared {
+                    id,
+                    term: Box::new(term),
+                };
+                return;
+            }
+            match e {
+                Expr::Not(inner) => wrap(inner, seen, ids),
+                Expr::All(t) | Expr::Any(t) => t.iter_mut().for_each(|e| wrap(e, seen, ids)),
+                _ => {}
+            }
+        }
+        let mut seen = std::collections::HashMap::new();
+        for e in exprs.iter() {
+            count(e, &mut seen);
+        }
+        let mut ids = std::collections::HashMap::new();
+        for e in exprs.iter_mut() {
+            wrap(e, &seen, &mut ids);
+        }
+        ids.len()
     }
 
     /// Whether the record satisfies the condition (short-circuiting).
     pub fn eval(&self, r: &impl Fields) -> bool {
+        self.eval_in(r, &mut [])
+    }
+
+    /// `eval`, with the record's memo of shared terms (0: not evaluated yet, 1: false,
+    /// 2: true; a term without a slot is evaluated).
+    pub fn eval_in(&self, r: &impl Fields, memo: &mut [u8]) -> bool {
         match self {
             Expr::Const(b) => *b,
-            Expr::Not(e) => !e.eval(r),
-            Expr::All(all) => all.iter().all(|e| e.eval(r)),
-            Expr::Any(any) => any.iter().any(|e| e.eval(r)),
+            Expr::Not(e) => !e.eval_in(r, memo),
+            Expr::All(all) => all.iter().all(|e| e.eval_in(r, memo)),
+            Expr::Any(any) => any.iter().any(|e| e.eval_in(r, memo)),
+            Expr::Shared { id, term } => match memo.get(*id as usize).copied() {
+                Some(1) => false,
+                Some(2) => true,
+                Some(_) => {
+                    let v = term.eval_in(r, memo);
+                    memo[*id as usize] = 1 + u8::from(v);
+                    v
+                }
+                None => term.eval_in(r, memo),
+            },
             Expr::Exists(o) => exists(o, r),
             Expr::Str { op, left, right } => {
                 let l = text(left, r);
