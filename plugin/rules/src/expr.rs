@@ -128,6 +128,7 @@ impl Expr {
                 (e, _) => flat.push(e),
             }
         }
+        let mut flat = Self::merge_value_tests(flat, all);
         flat.sort_by_key(Expr::cost);
         match (flat.len(), all) {
             (0, _) => Expr::Const(all),
@@ -135,6 +136,51 @@ impl Expr {
             (_, true) => Expr::All(flat),
             (_, false) => Expr::Any(flat),
         }
+    }
+
+    /// `x = a or x = b or x in (c, d)` is `x in (a, b, c, d)`, one lookup instead of several
+    /// comparisons; in a conjunction, `not x = a and not x in (b)` is likewise
+    /// `not x in (a, b)`. Both keep sf-processor's meaning: true when any comma-separated part
+    /// of the value is one of the values.
+    fn merge_value_tests(terms: Vec<Expr>, all: bool) -> Vec<Expr> {
+        fn values(term: &Expr) -> Option<(Attr, Vec<String>)> {
+            match term {
+                Expr::In {
+                    left: Operand::Attr(a),
+                    parts,
+                } => Some((*a, parts.iter().cloned().collect())),
+                Expr::Str {
+                    op: StrOp::Eq,
+                    left: Operand::Attr(a),
+                    right: Operand::Literal(lit),
+                } => Some((*a, lit.parts.clone())),
+                _ => None,
+            }
+        }
+        let mut merged: Vec<(Attr, HashSet<String>)> = Vec::new();
+        let mut rest = Vec::with_capacity(terms.len());
+        for term in terms {
+            let tested = match (&term, all) {
+                (Expr::Not(inner), true) => values(inner),
+                (t, false) => values(t),
+                _ => None,
+            };
+            match tested {
+                Some((attr, parts)) => match merged.iter_mut().find(|(a, _)| *a == attr) {
+                    Some((_, set)) => set.extend(parts),
+                    None => merged.push((attr, parts.into_iter().collect())),
+                },
+                None => rest.push(term),
+            }
+        }
+        for (attr, parts) in merged {
+            let test = Expr::In {
+                left: Operand::Attr(attr),
+                parts,
+            };
+            rest.push(if all { Expr::Not(Box::new(test)) } else { test });
+        }
+        rest
     }
 
     /// What the condition is for a record of type `code`, when the type alone decides it
@@ -205,7 +251,8 @@ impl Expr {
             }
             Expr::In { left, .. } => 3 + operand(left),
             Expr::PMatch { left, parts } => 2 + operand(left) + parts.len() as u64,
-            Expr::Not(e) => e.cost(),
+            // An exclusion ("and not x in (...)") rarely decides: test it after the rest.
+            Expr::Not(e) => e.cost() + 16,
             Expr::All(terms) | Expr::Any(terms) => terms.iter().map(Expr::cost).sum(),
             Expr::Shared { term, .. } => term.cost(),
         }
