@@ -151,6 +151,20 @@ fn parse_alerts_target(s: &str) -> Result<AlertsTarget, String> {
     }
 }
 
+/// The error and its causes on one line, each cause once: our errors already name their
+/// cause, so a cause whose text is in the line so far is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
+    line
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -162,7 +176,7 @@ fn main() {
     };
     // Errors are one line each: what went wrong and where.
     if let Err(e) = result {
-        eprintln!("nri-sysflow: {e:#}");
+        eprintln!("nri-sysflow: {}", one_line(&e));
         std::process::exit(1);
     }
 }

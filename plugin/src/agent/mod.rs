@@ -188,6 +188,12 @@ pub async fn run(
         }
         None => (Policy::uniform(config.capture.default_mode), None),
     };
+    // Detection rules likewise: rules that do not compile stop the start here.
+    let detection_rules = if config.detection.rules.is_empty() {
+        None
+    } else {
+        Some(LoadedRules::load(config.detection.rules.clone())?)
+    };
     let host = Host::system()?;
     let configured_cgroups = configured_cgroups(&config, &host)?;
     let metrics = Arc::new(Metrics::new());
@@ -223,8 +229,7 @@ pub async fn run(
     );
     let mut sinks = Fanout::default().with(files).with(workload_metrics);
     let mut rules_watch = None;
-    if !config.detection.rules.is_empty() {
-        let (rules, fingerprint) = LoadedRules::load(config.detection.rules.clone())?;
+    if let Some((rules, fingerprint)) = detection_rules {
         for lint in &rules.current().1.lints {
             warn!("detection rules: {lint}");
         }

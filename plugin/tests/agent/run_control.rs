@@ -34,6 +34,28 @@ fn start_errors_are_one_clear_line_with_a_failing_exit_code() {
         "{err}"
     );
 
+    // Rules that do not compile: the position and what was expected, said once.
+    let rules = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        rules.path(),
+        "- rule: r\n  desc: d\n  condition: exists sf.file.path\n",
+    )
+    .unwrap();
+    let err = start_error(&[
+        "--no-nri",
+        "--output",
+        dir.path().to_str().unwrap(),
+        "--rules",
+        rules.path().to_str().unwrap(),
+    ]);
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "nri-sysflow: detection rules: {}:3:14: expected a condition ('not', '(', a macro name or an operand), found 'exists'",
+            rules.path().display()
+        )
+    );
+
     let err = start_error(&["--output", "/proc/nope"]);
     assert!(
         err.starts_with("nri-sysflow: output directory /proc/nope is not writable"),
