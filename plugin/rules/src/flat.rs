@@ -15,7 +15,12 @@
 //! type. sf-processor caches the names by bit mask for the whole run, so whichever record type
 //! comes first decides for all (its `GetOpFlags`); see the README.
 
-use std::{cell::OnceCell, collections::HashMap, fmt::Write as _, sync::Arc};
+use std::{
+    cell::OnceCell,
+    collections::HashMap,
+    fmt::Write as _,
+    sync::{Arc, OnceLock},
+};
 
 use sysflow::{Container, File, Foid, Oid, Pod, Process, Record, SfObjectState};
 
@@ -91,7 +96,7 @@ pub struct Context {
     processes: HashMap<Oid, [Option<Arc<Process>>; 3]>,
     files: HashMap<Foid, Arc<File>>,
     /// Process trees as first looked up since the last header.
-    trees: HashMap<Oid, Arc<[Arc<Process>]>>,
+    trees: HashMap<Oid, Arc<Tree>>,
 }
 
 // Integer slots of sf-processor's flat record (sf-apis flat_constants.go), shared by types.
@@ -307,7 +312,7 @@ impl Context {
     }
 
     /// The process and its ancestors, as they were at the process's first lookup.
-    fn tree(&mut self, oid: Oid) -> Arc<[Arc<Process>]> {
+    fn tree(&mut self, oid: Oid) -> Arc<Tree> {
         if let Some(tree) = self.trees.get(&oid) {
             return tree.clone();
         }
@@ -321,7 +326,10 @@ impl Context {
             next = p.poid;
             tree.push(p.clone());
         }
-        let tree: Arc<[Arc<Process>]> = tree.into();
+        let tree = Arc::new(Tree {
+            processes: tree,
+            lists: Default::default(),
+        });
         self.trees.insert(oid, tree.clone());
         tree
     }
@@ -397,6 +405,23 @@ pub fn ipv4(ip: i64) -> String {
     )
 }
 
+/// A process and its ancestors as first looked up (sf-processor keeps this snapshot until the
+/// next header), with the comma-joined lists its attributes read, made once per snapshot: every
+/// record of the process shares them.
+#[derive(Debug)]
+pub struct Tree {
+    pub processes: Vec<Arc<Process>>,
+    /// aname, aexe, acmdline, apid.
+    lists: [OnceLock<String>; 4],
+}
+
+impl std::ops::Deref for Tree {
+    type Target = [Arc<Process>];
+    fn deref(&self) -> &[Arc<Process>] {
+        &self.processes
+    }
+}
+
 /// One record as the engine sees it.
 #[derive(Debug)]
 pub struct Flat {
@@ -405,7 +430,7 @@ pub struct Flat {
     header: Option<Arc<Header>>,
     pub process: Option<Arc<Process>>,
     /// The process and its ancestors, as first looked up (None: the process is unknown).
-    pub tree: Option<Arc<[Arc<Process>]>>,
+    pub tree: Option<Arc<Tree>>,
     pub container: Option<Arc<Container>>,
     pub pod: Option<Arc<PodEntry>>,
     file: Option<Arc<File>>,
@@ -424,10 +449,6 @@ struct Derived {
     pproc_oid: OnceCell<String>,
     cmdline: OnceCell<String>,
     pproc_cmdline: OnceCell<String>,
-    aname: OnceCell<String>,
-    aexe: OnceCell<String>,
-    acmdline: OnceCell<String>,
-    apid: OnceCell<String>,
     /// (path, symlink) of the file and of the new file.
     /// None: the path has no `src->dst` prefix (the usual case), so it is the raw path.
     file: OnceCell<Option<(String, String)>>,
@@ -621,7 +642,12 @@ impl Fields for Flat {
         let i = &self.ints;
         let d = &self.derived;
         let proc_str = |f: fn(&Process) -> &str| s(self.process.as_deref().map_or("", f));
-        let tree = || self.tree.as_deref().unwrap_or(&[]).iter();
+        // The ancestor lists, made once per process snapshot ("" without one).
+        let list = |at: usize, make: fn(&Tree) -> String| -> &str {
+            self.tree
+                .as_deref()
+                .map_or("", |t| t.lists[at].get_or_init(|| make(t)).as_str())
+        };
         let parent_str = |f: fn(&Process) -> &str| s(self.parent().map_or("", f));
         let container_str = |f: fn(&Container) -> &str| s(self.container.as_deref().map_or("", f));
         let pod_str = |f: fn(&PodEntry) -> &str| s(self.pod.as_deref().map_or("", f));
@@ -660,17 +686,11 @@ impl Fields for Flat {
                 let args = self.process.as_deref().map_or("", |p| &p.exe_args);
                 format!("{} {args}", self.exe())
             })),
-            ProcAName => s(cached(&d.aname, || {
-                join(tree().map(|p| golang::base(&p.exe)))
-            })),
-            ProcAExe => s(cached(&d.aexe, || {
-                join(tree().map(|p| p.exe.as_str().into()))
-            })),
-            ProcACmdline => s(cached(&d.acmdline, || {
-                join(tree().map(|p| cmdline(p).into()))
-            })),
-            ProcAPid => s(cached(&d.apid, || {
-                join(tree().map(|p| p.oid.hpid.to_string().into()))
+            ProcAName => s(list(0, |t| join(t.iter().map(|p| golang::base(&p.exe))))),
+            ProcAExe => s(list(1, |t| join(t.iter().map(|p| p.exe.as_str().into())))),
+            ProcACmdline => s(list(2, |t| join(t.iter().map(|p| cmdline(p).into())))),
+            ProcAPid => s(list(3, |t| {
+                join(t.iter().map(|p| p.oid.hpid.to_string().into()))
             })),
             PProcOid => s(cached(&d.pproc_oid, || {
                 oid_hash(i[POID_HPID], i[POID_CREATETS])

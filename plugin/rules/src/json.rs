@@ -170,7 +170,7 @@ pub fn encode(out: &mut String, flat: &Flat, policy: &Policy, matched: &[usize])
         }
     }
     if !ke {
-        let tree = flat.tree.as_deref().unwrap_or(&[]);
+        let tree: &[_] = flat.tree.as_deref().map_or(&[], |t| t);
         s.open("proc");
         s.key("acmdline");
         array(s.out, tree, |out, p| command_line(out, &p.exe, &p.exe_args));
