@@ -721,9 +721,10 @@ impl Fields for Flat {
             FileNewSymlink => s(self.sym(true).1),
             FileNewOid => s(cached(&d.new_file_oid, || self.file_oid(true))),
             FileNewDirectory => s(self.directory(true)),
-            FileType => s(cached(&d.file_type, || {
-                golang::rune_string(i[FILE_RESTYPE])
-            })),
+            FileType => s(match golang::ascii_rune(i[FILE_RESTYPE]) {
+                Some(c) => c,
+                None => cached(&d.file_type, || golang::rune_string(i[FILE_RESTYPE])),
+            }),
             FileIsOpenWrite => Value::Bool(golang::is_open_write(i[OPENFLAGS_SIP])),
             FileIsOpenRead => Value::Bool(golang::is_open_read(i[OPENFLAGS_SIP])),
             FileFd => Value::Int(i[FD]),

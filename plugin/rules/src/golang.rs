@@ -100,6 +100,21 @@ pub fn sym_path(orig: &str) -> (String, String) {
 }
 
 /// Go's `string(rune(v))`: the character, or U+FFFD when `v` is not one.
+/// `rune_string` of an ASCII value, without allocating (file types are ASCII letters).
+pub fn ascii_rune(v: i64) -> Option<&'static str> {
+    const BYTES: [u8; 128] = {
+        let mut b = [0u8; 128];
+        let mut i = 0;
+        while i < 128 {
+            b[i] = i as u8;
+            i += 1;
+        }
+        b
+    };
+    let i = usize::try_from(v).ok().filter(|&i| i < 128)?;
+    std::str::from_utf8(std::slice::from_ref(&BYTES[i])).ok()
+}
+
 pub fn rune_string(v: i64) -> String {
     u32::try_from(v)
         .ok()
