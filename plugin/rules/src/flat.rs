@@ -93,7 +93,7 @@ pub struct Context {
     containers: HashMap<String, Arc<Container>>,
     pods: HashMap<String, Arc<PodEntry>>,
     /// By OID, one slot per state (CREATED, MODIFIED, REUP).
-    processes: HashMap<Oid, [Option<Arc<Process>>; 3]>,
+    processes: HashMap<Oid, [Option<Arc<ProcessEntry>>; 3]>,
     files: HashMap<Foid, Arc<File>>,
     /// Process trees as first looked up since the last header.
     trees: HashMap<Oid, Arc<Tree>>,
@@ -193,7 +193,10 @@ impl Context {
                 p.exe_args = p.exe_args.trim().to_string();
                 let slot = state_slot(p.state);
                 let oid = p.oid;
-                self.processes.entry(oid).or_default()[slot] = Some(Arc::new(p));
+                self.processes.entry(oid).or_default()[slot] = Some(Arc::new(ProcessEntry {
+                    process: p,
+                    cmdline: OnceLock::new(),
+                }));
                 None
             }
             Record::File(mut f) => {
@@ -303,7 +306,7 @@ impl Context {
     }
 
     /// MODIFIED first, then CREATED, then REUP.
-    fn process(&self, oid: Oid) -> Option<&Arc<Process>> {
+    fn process(&self, oid: Oid) -> Option<&Arc<ProcessEntry>> {
         let states = self.processes.get(&oid)?;
         states[1]
             .as_ref()
@@ -405,19 +408,41 @@ pub fn ipv4(ip: i64) -> String {
     )
 }
 
+/// A process as cached, with its command line (`exe args`, always with the space) made once
+/// for all its records.
+#[derive(Debug)]
+pub struct ProcessEntry {
+    pub process: Process,
+    cmdline: OnceLock<String>,
+}
+
+impl std::ops::Deref for ProcessEntry {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.process
+    }
+}
+
+impl ProcessEntry {
+    pub fn cmdline(&self) -> &str {
+        self.cmdline
+            .get_or_init(|| format!("{} {}", self.exe, self.exe_args))
+    }
+}
+
 /// A process and its ancestors as first looked up (sf-processor keeps this snapshot until the
 /// next header), with the comma-joined lists its attributes read, made once per snapshot: every
 /// record of the process shares them.
 #[derive(Debug)]
 pub struct Tree {
-    pub processes: Vec<Arc<Process>>,
+    pub processes: Vec<Arc<ProcessEntry>>,
     /// aname, aexe, acmdline, apid.
     lists: [OnceLock<String>; 4],
 }
 
 impl std::ops::Deref for Tree {
-    type Target = [Arc<Process>];
-    fn deref(&self) -> &[Arc<Process>] {
+    type Target = [Arc<ProcessEntry>];
+    fn deref(&self) -> &[Arc<ProcessEntry>] {
         &self.processes
     }
 }
@@ -428,7 +453,7 @@ pub struct Flat {
     pub kind: Kind,
     ints: [i64; SLOTS],
     header: Option<Arc<Header>>,
-    pub process: Option<Arc<Process>>,
+    pub process: Option<Arc<ProcessEntry>>,
     /// The process and its ancestors, as first looked up (None: the process is unknown).
     pub tree: Option<Arc<Tree>>,
     pub container: Option<Arc<Container>>,
@@ -447,7 +472,6 @@ struct Derived {
     openflags: OnceCell<String>,
     proc_oid: OnceCell<String>,
     pproc_oid: OnceCell<String>,
-    cmdline: OnceCell<String>,
     pproc_cmdline: OnceCell<String>,
     /// (path, symlink) of the file and of the new file.
     /// None: the path has no `src->dst` prefix (the usual case), so it is the raw path.
@@ -559,7 +583,10 @@ impl Flat {
     }
 
     fn parent(&self) -> Option<&Process> {
-        self.tree.as_deref().and_then(|t| t.get(1)).map(|p| &**p)
+        self.tree
+            .as_deref()
+            .and_then(|t| t.get(1))
+            .map(|p| &p.process)
     }
 
     fn file_path(&self, new: bool) -> &str {
@@ -641,7 +668,8 @@ impl Fields for Flat {
         use Attr::*;
         let i = &self.ints;
         let d = &self.derived;
-        let proc_str = |f: fn(&Process) -> &str| s(self.process.as_deref().map_or("", f));
+        let proc_str =
+            |f: fn(&Process) -> &str| s(self.process.as_deref().map_or("", |p| f(&p.process)));
         // The ancestor lists, made once per process snapshot ("" without one).
         let list = |at: usize, make: fn(&Tree) -> String| -> &str {
             self.tree
@@ -682,10 +710,8 @@ impl Fields for Flat {
             ProcCreateTs => Value::Int(i[PROC_CREATETS]),
             ProcTty => Value::Int(i[PROC_TTY]),
             ProcEntry => Value::Int(i[PROC_ENTRY]),
-            ProcCmdline => s(cached(&d.cmdline, || {
-                let args = self.process.as_deref().map_or("", |p| &p.exe_args);
-                format!("{} {args}", self.exe())
-            })),
+            // Without a process: " " (the exe and arguments are empty, the space is not).
+            ProcCmdline => s(self.process.as_deref().map_or(" ", ProcessEntry::cmdline)),
             ProcAName => s(list(0, |t| join(t.iter().map(|p| golang::base(&p.exe))))),
             ProcAExe => s(list(1, |t| join(t.iter().map(|p| p.exe.as_str().into())))),
             ProcACmdline => s(list(2, |t| join(t.iter().map(|p| cmdline(p).into())))),
