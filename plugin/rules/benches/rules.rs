@@ -48,7 +48,8 @@ fn flatten(traces: &[PathBuf]) -> Vec<Flat> {
 
 /// Evaluations per second and alerts, over `flats` looped to TARGET evaluations. Each loop
 /// starts from records as the flattener hands them over (nothing derived yet), as every
-/// record in the agent is evaluated once.
+/// record in the agent is evaluated once; values made per process snapshot (ancestor lists,
+/// command lines) are kept, as the agent keeps them for all of a process's records.
 fn evaluate(policy: &Policy, flats: &mut [Flat]) -> (f64, usize, usize) {
     let loops = TARGET.div_ceil(flats.len());
     let mut busy = std::time::Duration::ZERO;
