@@ -297,16 +297,6 @@ impl Context {
         self.pods.remove(id);
     }
 
-    /// Entries held: processes, files, containers, pods.
-    pub fn sizes(&self) -> (usize, usize, usize, usize) {
-        (
-            self.processes.len(),
-            self.files.len(),
-            self.containers.len(),
-            self.pods.len(),
-        )
-    }
-
     /// MODIFIED first, then CREATED, then REUP.
     fn process(&self, oid: Oid) -> Option<&Arc<ProcessEntry>> {
         let states = self.processes.get(&oid)?;
@@ -614,16 +604,8 @@ impl Flat {
         golang::open_flag_names(self.ints[OPENFLAGS_SIP])
     }
 
-    pub fn raw_slot(&self, slot: usize) -> i64 {
-        self.ints[slot]
-    }
-
     pub fn header(&self) -> Option<&Header> {
         self.header.as_deref()
-    }
-
-    pub fn ke_message(&self) -> &str {
-        &self.ke_message
     }
 
     /// The raw (unparsed) path of the new file, which the JSON output writes as is.
