@@ -28,8 +28,9 @@ pub fn check(paths: &[PathBuf]) -> anyhow::Result<Policy> {
     for lint in &policy.lints {
         writeln!(
             out,
-            "{}: warning: {}",
-            lint.file.display().to_string() + ":" + &lint.pos.to_string(),
+            "{}:{}: warning: {}",
+            lint.file.display(),
+            lint.pos,
             lint.message
         )?;
     }
