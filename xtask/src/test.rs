@@ -55,6 +55,8 @@ pub fn run_quick(root: &Path) -> anyhow::Result<()> {
         "--test",
         "print",
         "--test",
+        "rules_cli",
+        "--test",
         "corrupt",
         "--test",
         "encoding",
