@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod capture;
 pub mod detection;
+pub mod file_watch;
 pub mod flows;
 pub mod host;
 pub mod internal_events;

@@ -3,10 +3,10 @@
 //! evaluated on the same flattened records, looped to at least a million evaluations. The
 //! read-and-flatten rate is the baseline measured in the same run. Ends with one JSON line.
 
-use std::{
-    path::{Path, PathBuf},
-    time::Instant,
-};
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::{path::PathBuf, time::Instant};
 
 use sysflow::{SysFlowReader, reader::ReadItem};
 use sysflow_rules::{
@@ -16,17 +16,6 @@ use sysflow_rules::{
 };
 
 const TARGET: usize = 1_000_000;
-
-fn kit() -> PathBuf {
-    if let Some(dir) = std::env::var_os("SYSFLOW_POLICY_KIT") {
-        return PathBuf::from(dir);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|a| a.join("shared/policy-kit"))
-        .find(|d| d.join("LANGUAGE.md").exists())
-        .expect("shared/policy-kit not found beside the repository (or set SYSFLOW_POLICY_KIT)")
-}
 
 /// Every kit trace read and flattened once: the records the engine sees.
 fn flatten(traces: &[PathBuf]) -> Vec<Flat> {
@@ -71,7 +60,7 @@ fn evaluate(policy: &Policy, flats: &mut [Flat]) -> (f64, usize, usize) {
 }
 
 fn main() {
-    let kit = kit();
+    let kit = support::kit();
     let mut traces: Vec<PathBuf> = std::fs::read_dir(kit.join("traces"))
         .unwrap()
         .map(|e| e.unwrap().path())

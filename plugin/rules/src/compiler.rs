@@ -189,13 +189,25 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CompileError> {
 
 /// Compiles the policy files under `paths` into one policy.
 pub fn compile_paths(paths: &[PathBuf]) -> Result<Policy, CompileError> {
+    compile_sources(&read_sources(paths)?)
+}
+
+/// The text of every policy file under `paths`, in compile order.
+pub fn read_sources(paths: &[PathBuf]) -> Result<Vec<(PathBuf, String)>, CompileError> {
+    policy_files(paths)?
+        .into_iter()
+        .map(|path| match std::fs::read_to_string(&path) {
+            Ok(text) => Ok((path, text)),
+            Err(error) => Err(CompileError::Read { path, error }),
+        })
+        .collect()
+}
+
+/// Compiles policy files already read (`read_sources`), in the order given.
+pub fn compile_sources(sources: &[(PathBuf, String)]) -> Result<Policy, CompileError> {
     let mut compiler = Compiler::default();
-    for file in policy_files(paths)? {
-        let source = std::fs::read_to_string(&file).map_err(|error| CompileError::Read {
-            path: file.clone(),
-            error,
-        })?;
-        compiler.add_file(&file, &source)?;
+    for (path, text) in sources {
+        compiler.add_file(path, text)?;
     }
     Ok(compiler.finish())
 }

@@ -77,8 +77,3 @@ impl Mode {
         }
     }
 }
-
-/// Reads the value of an attribute the way the TSV output shows it.
-pub fn shown(flat: &Flat, attr: crate::attrs::Attr) -> String {
-    crate::expr::text(&crate::attrs::Operand::Attr(attr), flat).into_owned()
-}

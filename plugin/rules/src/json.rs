@@ -40,33 +40,33 @@ pub fn encode(out: &mut String, flat: &Flat, policy: &Policy, matched: &[usize])
 
     let mut s = Sections { out, open: false };
     let ke = flat.kind == Kind::K8sEvent;
-    if !ke && !text(flat, Attr::ContainerId).is_empty() {
+    if !ke && !flat.text(Attr::ContainerId).is_empty() {
         s.open("container");
-        s.str("id", &text(flat, Attr::ContainerId));
-        s.str("image", &text(flat, Attr::ContainerImage));
-        s.str("imageid", &text(flat, Attr::ContainerImageId));
-        s.str("name", &text(flat, Attr::ContainerName));
+        s.str("id", &flat.text(Attr::ContainerId));
+        s.str("image", &flat.text(Attr::ContainerImage));
+        s.str("imageid", &flat.text(Attr::ContainerImageId));
+        s.str("name", &flat.text(Attr::ContainerName));
         s.int("privileged", flat.int(Attr::ContainerPrivileged));
-        s.str("type", &text(flat, Attr::ContainerType));
+        s.str("type", &flat.text(Attr::ContainerType));
     }
     if matches!(flat.kind, Kind::FileFlow | Kind::FileEvent) {
         s.open("file");
-        s.str("directory", &text(flat, Attr::FileDirectory));
+        s.str("directory", &flat.text(Attr::FileDirectory));
         s.int("fd", flat.int(Attr::FileFd));
         s.bool("is_open_read", flat.int(Attr::FileIsOpenRead) != 0);
         s.bool("is_open_write", flat.int(Attr::FileIsOpenWrite) != 0);
-        s.str("name", &text(flat, Attr::FileName));
-        s.str("newdirectory", &text(flat, Attr::FileNewDirectory));
-        s.str("newname", &text(flat, Attr::FileNewName));
-        s.str("newoid", &text(flat, Attr::FileNewOid));
+        s.str("name", &flat.text(Attr::FileName));
+        s.str("newdirectory", &flat.text(Attr::FileNewDirectory));
+        s.str("newname", &flat.text(Attr::FileNewName));
+        s.str("newoid", &flat.text(Attr::FileNewOid));
         s.str("newpath", trim_bounding_quotes(flat.raw_new_path()));
-        s.str("newsymlink", &text(flat, Attr::FileNewSymlink));
-        s.str("oid", &text(flat, Attr::FileOid));
+        s.str("newsymlink", &flat.text(Attr::FileNewSymlink));
+        s.str("oid", &flat.text(Attr::FileOid));
         s.key("openflags");
         names(s.out, &flat.openflags());
-        s.str("path", &text(flat, Attr::FilePath));
-        s.str("symlink", &text(flat, Attr::FileSymlink));
-        s.str("type", &text(flat, Attr::FileType));
+        s.str("path", &flat.text(Attr::FilePath));
+        s.str("symlink", &flat.text(Attr::FileSymlink));
+        s.str("type", &flat.text(Attr::FileType));
     }
     if matches!(flat.kind, Kind::FileFlow | Kind::NetworkFlow) {
         s.open("flow");
@@ -77,15 +77,15 @@ pub fn encode(out: &mut String, flat: &Flat, policy: &Policy, matched: &[usize])
     }
     if ke {
         s.open("k8s");
-        s.str("action", &text(flat, Attr::KeAction));
-        s.str("kind", &text(flat, Attr::KeKind));
-        s.str("message", &text(flat, Attr::KeMessage));
+        s.str("action", &flat.text(Attr::KeAction));
+        s.str("kind", &flat.text(Attr::KeKind));
+        s.str("message", &flat.text(Attr::KeMessage));
     }
     s.open("meta");
     s.int("schema", flat.int(Attr::MetaSchema));
-    s.str("tracename", &text(flat, Attr::MetaTraceName));
+    s.str("tracename", &flat.text(Attr::MetaTraceName));
     if flat.kind == Kind::NetworkFlow {
-        let (sip, dip) = (text(flat, Attr::NetSip), text(flat, Attr::NetDip));
+        let (sip, dip) = (flat.text(Attr::NetSip), flat.text(Attr::NetDip));
         s.open("net");
         s.str("dip", &dip);
         s.int("dport", flat.int(Attr::NetDport));
@@ -106,8 +106,8 @@ pub fn encode(out: &mut String, flat: &Flat, policy: &Policy, matched: &[usize])
         s.int("sport", flat.int(Attr::NetSport));
     }
     s.open("node");
-    s.str("id", &text(flat, Attr::NodeId));
-    s.str("ip", &text(flat, Attr::NodeIp));
+    s.str("id", &flat.text(Attr::NodeId));
+    s.str("ip", &flat.text(Attr::NodeIp));
     if !ke
         && let Some(pod) = flat
             .pod
@@ -118,12 +118,12 @@ pub fn encode(out: &mut String, flat: &Flat, policy: &Policy, matched: &[usize])
         s.open("pod");
         s.key("hostip");
         ip_array(s.out, &p.host_ip);
-        s.str("id", &text(flat, Attr::PodId));
+        s.str("id", &flat.text(Attr::PodId));
         s.key("internalip");
         ip_array(s.out, &p.internal_ip);
-        s.str("name", &text(flat, Attr::PodName));
-        s.str("namespace", &text(flat, Attr::PodNamespace));
-        s.str("nodename", &text(flat, Attr::PodNodeName));
+        s.str("name", &flat.text(Attr::PodName));
+        s.str("namespace", &flat.text(Attr::PodNamespace));
+        s.str("nodename", &flat.text(Attr::PodNodeName));
         s.int("restartcnt", flat.int(Attr::PodRestartCount));
         s.key("services");
         services(s.out, &p.services);
@@ -160,7 +160,7 @@ pub fn encode(out: &mut String, flat: &Flat, policy: &Policy, matched: &[usize])
                 s.raw("name", NO_PARENT);
             }
         }
-        s.str("oid", &text(flat, Attr::PProcOid));
+        s.str("oid", &flat.text(Attr::PProcOid));
         s.int("pid", flat.int(Attr::PProcPid));
         s.bool("tty", parent.is_some_and(|p| p.tty));
         s.int("uid", parent.map_or(0, |p| p.uid.into()));
@@ -186,20 +186,20 @@ pub fn encode(out: &mut String, flat: &Flat, policy: &Policy, matched: &[usize])
         array(s.out, tree, |out, p| {
             let _ = write!(out, "{}", p.oid.hpid);
         });
-        s.str("args", &text(flat, Attr::ProcArgs));
-        s.str("cmdline", &text(flat, Attr::ProcCmdline));
+        s.str("args", &flat.text(Attr::ProcArgs));
+        s.str("cmdline", &flat.text(Attr::ProcCmdline));
         s.int("createts", flat.int(Attr::ProcCreateTs));
         s.bool("entry", flat.int(Attr::ProcEntry) == 1);
-        s.str("exe", &text(flat, Attr::ProcExe));
+        s.str("exe", &flat.text(Attr::ProcExe));
         s.int("gid", flat.int(Attr::ProcGid));
-        s.str("group", &text(flat, Attr::ProcGroup));
-        s.str("name", &text(flat, Attr::ProcName));
-        s.str("oid", &text(flat, Attr::ProcOid));
+        s.str("group", &flat.text(Attr::ProcGroup));
+        s.str("name", &flat.text(Attr::ProcName));
+        s.str("oid", &flat.text(Attr::ProcOid));
         s.int("pid", flat.int(Attr::ProcPid));
         s.int("tid", flat.int(Attr::ProcTid));
         s.bool("tty", flat.int(Attr::ProcTty) == 1);
         s.int("uid", flat.int(Attr::ProcUid));
-        s.str("user", &text(flat, Attr::ProcUser));
+        s.str("user", &flat.text(Attr::ProcUser));
     }
     out.push('}');
 
@@ -233,10 +233,6 @@ pub fn encode(out: &mut String, flat: &Flat, policy: &Policy, matched: &[usize])
         }
     }
     out.push('}');
-}
-
-fn text(flat: &Flat, attr: Attr) -> String {
-    crate::expr::text(&crate::attrs::Operand::Attr(attr), flat).into_owned()
 }
 
 /// Writes `"section":{` and its fields, closing the previous section.

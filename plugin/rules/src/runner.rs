@@ -11,7 +11,7 @@ use sysflow::{SysFlowReader, reader::ReadItem};
 use crate::{
     Policy,
     attrs::Attr,
-    engine::{Mode, shown},
+    engine::Mode,
     flat::{Context, Flat},
     json,
 };
@@ -148,7 +148,7 @@ fn tsv_row(
         flat.kind.code(),
         flat.ts(),
         flat.pid(),
-        shown(flat, Attr::ProcExe),
+        flat.text(Attr::ProcExe),
         rules.join("|")
     ));
 }

@@ -16,7 +16,10 @@ use std::{
     },
 };
 
-use sysflow_rules::{CompileError, Policy, compiler::policy_files};
+use sysflow_rules::{
+    CompileError, Policy,
+    compiler::{compile_sources, read_sources},
+};
 
 /// The rules in force, swapped whole on a reload; the worker picks a new version up at its
 /// next batch.
@@ -26,25 +29,15 @@ pub struct LoadedRules {
     version: AtomicU64,
 }
 
-/// The text of every rules file, to tell a change from an event that changed nothing.
+/// The text of every rules file, as compiled (also tells a change from an event that changed
+/// nothing).
 pub type Fingerprint = Vec<(PathBuf, String)>;
-
-/// Reads the text of every rules file under `paths`.
-pub fn fingerprint(paths: &[PathBuf]) -> Result<Fingerprint, CompileError> {
-    policy_files(paths)?
-        .into_iter()
-        .map(|path| match std::fs::read_to_string(&path) {
-            Ok(text) => Ok((path, text)),
-            Err(error) => Err(CompileError::Read { path, error }),
-        })
-        .collect()
-}
 
 impl LoadedRules {
     /// Compiles the rules under `paths`; at start-up an error stops the agent.
     pub fn load(paths: Vec<PathBuf>) -> Result<(Arc<LoadedRules>, Fingerprint), CompileError> {
-        let print = fingerprint(&paths)?;
-        let policy = sysflow_rules::compile_paths(&paths)?;
+        let print = read_sources(&paths)?;
+        let policy = compile_sources(&print)?;
         Ok((
             Arc::new(LoadedRules {
                 paths,

@@ -5,19 +5,15 @@
 use std::{
     path::{Path, PathBuf},
     sync::{Arc, atomic::Ordering::Relaxed},
-    time::Duration,
 };
 
-use futures::StreamExt as _;
-use inotify::{Inotify, WatchMask};
-use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use super::Workloads;
-use crate::policy::{Policy, PolicyLoadError};
-
-/// Changes often come as several events (write, close, rename): act once they settle.
-const SETTLE: Duration = Duration::from_millis(100);
+use crate::{
+    file_watch::{self, Trigger, folder_of},
+    policy::{Policy, PolicyLoadError},
+};
 
 /// What a reload did.
 #[derive(Debug)]
@@ -66,53 +62,15 @@ pub fn reload(path: &Path, last: &mut Option<String>, workloads: &Workloads) -> 
 /// Watches `path` until the process ends. `initial` is the text of the policy in force.
 pub async fn watch(path: PathBuf, initial: String, workloads: Arc<Workloads>) {
     let mut last = Some(initial);
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            warn!("no SIGHUP reload: {e}");
-            None
-        }
-    };
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    let mut events = match Inotify::init().and_then(|ino| {
-        ino.watches().add(
-            &dir,
-            WatchMask::CLOSE_WRITE
-                | WatchMask::MOVED_TO
-                | WatchMask::CREATE
-                | WatchMask::DELETE
-                | WatchMask::MODIFY,
-        )?;
-        ino.into_event_stream(vec![0u8; 4096])
-    }) {
-        Ok(stream) => Some(stream),
-        Err(e) => {
-            warn!(dir = %dir.display(), "policy changes are not watched (SIGHUP still reloads): {e}");
-            None
-        }
-    };
-    loop {
-        tokio::select! {
-            Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => {
-                info!("SIGHUP: reloading the policy");
-                last = None;
-            }
-            event = async { match events.as_mut() { Some(e) => e.next().await, None => std::future::pending().await } } => {
-                if event.is_none() {
-                    events = None;
-                    continue;
-                }
-                tokio::time::sleep(SETTLE).await;
-            }
+    file_watch::watch(&[folder_of(&path)], "the policy", |trigger| {
+        if trigger == Trigger::Signal {
+            last = None;
         }
         if !path.exists() {
             // Mid-swap, or deleted: keep the policy in force until a file is back.
-            continue;
+            return;
         }
         reload(&path, &mut last, &workloads);
-    }
+    })
+    .await;
 }

@@ -216,17 +216,21 @@ impl Context {
             }
             Record::NetworkFlow(f) => {
                 let mut flat = self.flat(Kind::NetworkFlow, f.proc_oid);
+                flat.set_flow(FlowSlots {
+                    ts: f.ts,
+                    tid: f.tid,
+                    op_flags: f.op_flags,
+                    end_ts: f.end_ts,
+                    fd: f.fd,
+                    counts: [
+                        f.num_r_recv_ops,
+                        f.num_w_send_ops,
+                        f.num_r_recv_bytes,
+                        f.num_w_send_bytes,
+                    ],
+                    openflags_or_sip: f.sip,
+                });
                 let i = &mut flat.ints;
-                i[TS] = f.ts;
-                i[TID] = f.tid;
-                i[OPFLAGS] = f.op_flags.into();
-                i[RET_ENDTS] = f.end_ts;
-                i[FD] = f.fd.into();
-                i[ROPS] = f.num_r_recv_ops;
-                i[WOPS] = f.num_w_send_ops;
-                i[RBYTES] = f.num_r_recv_bytes;
-                i[WBYTES] = f.num_w_send_bytes;
-                i[OPENFLAGS_SIP] = f.sip.into();
                 i[SPORT] = f.sport.into();
                 i[DIP] = f.dip.into();
                 i[DPORT] = f.dport.into();
@@ -236,17 +240,20 @@ impl Context {
             Record::FileFlow(f) => {
                 let mut flat = self.flat(Kind::FileFlow, f.proc_oid);
                 flat.set_file(self.files.get(&f.file_oid).cloned());
-                let i = &mut flat.ints;
-                i[TS] = f.ts;
-                i[TID] = f.tid;
-                i[OPFLAGS] = f.op_flags.into();
-                i[RET_ENDTS] = f.end_ts;
-                i[FD] = f.fd.into();
-                i[ROPS] = f.num_r_recv_ops;
-                i[WOPS] = f.num_w_send_ops;
-                i[RBYTES] = f.num_r_recv_bytes;
-                i[WBYTES] = f.num_w_send_bytes;
-                i[OPENFLAGS_SIP] = f.open_flags.into();
+                flat.set_flow(FlowSlots {
+                    ts: f.ts,
+                    tid: f.tid,
+                    op_flags: f.op_flags,
+                    end_ts: f.end_ts,
+                    fd: f.fd,
+                    counts: [
+                        f.num_r_recv_ops,
+                        f.num_w_send_ops,
+                        f.num_r_recv_bytes,
+                        f.num_w_send_bytes,
+                    ],
+                    openflags_or_sip: f.open_flags,
+                });
                 Some(flat)
             }
             Record::FileEvent(e) => {
@@ -439,6 +446,19 @@ impl std::ops::Deref for Tree {
     }
 }
 
+/// What a file flow and a network flow both put in the flat record.
+struct FlowSlots {
+    ts: i64,
+    tid: i64,
+    op_flags: i32,
+    end_ts: i64,
+    fd: i32,
+    /// Read ops, write ops, bytes read, bytes written.
+    counts: [i64; 4],
+    /// A file flow's open flags, a network flow's source address.
+    openflags_or_sip: i32,
+}
+
 /// One record as the engine sees it.
 #[derive(Debug)]
 pub struct Flat {
@@ -498,6 +518,23 @@ impl Flat {
             ke_message: String::new(),
             derived: Derived::default(),
         }
+    }
+
+    /// The slots file and network flows share.
+    fn set_flow(&mut self, f: FlowSlots) {
+        let i = &mut self.ints;
+        i[TS] = f.ts;
+        i[TID] = f.tid;
+        i[OPFLAGS] = f.op_flags.into();
+        i[RET_ENDTS] = f.end_ts;
+        i[FD] = f.fd.into();
+        [i[ROPS], i[WOPS], i[RBYTES], i[WBYTES]] = f.counts;
+        i[OPENFLAGS_SIP] = f.openflags_or_sip.into();
+    }
+
+    /// The text a condition compares for `attr` (sf-processor's `MapStr`).
+    pub fn text(&self, attr: Attr) -> std::borrow::Cow<'_, str> {
+        self.value(attr).into_text(attr)
     }
 
     fn set_file(&mut self, file: Option<Arc<File>>) {
