@@ -4,6 +4,7 @@
 //! containerd API, capture policies) feeds the state stage through one queue.
 pub mod agent;
 pub mod capture;
+pub mod convert;
 pub mod detection;
 pub mod file_watch;
 pub mod flows;

@@ -124,6 +124,16 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Convert SysFlow files for SQL engines: one Parquet file per input, one row per event
+    /// and flow with sysprint's flat fields as columns (`proc.exe` -> `proc_exe`).
+    Convert {
+        /// The target format (parquet).
+        #[arg(long = "to")]
+        to: nri_sysflow::convert::Target,
+        /// Files or directories of .sf files, then the output directory.
+        #[arg(required = true, num_args = 2.., value_name = "IN... OUT_DIR")]
+        paths: Vec<PathBuf>,
+    },
     /// Print the kernel records the probe captures, one JSON object per line (for debugging the
     /// capture itself; `run` writes SysFlow).
     Trace {
@@ -314,6 +324,25 @@ async fn real_main() -> anyhow::Result<()> {
             types,
             paths,
         } => print_files(&paths, format, types.as_ref().map(|t| t.0.as_slice())),
+        Command::Convert { to, mut paths } => {
+            let nri_sysflow::convert::Target::Parquet = to;
+            let out_dir = paths.pop().unwrap_or_default();
+            let summary = nri_sysflow::convert::convert(&paths, &out_dir, &mut std::io::stdout())
+                .with_context(|| format!("converting into {}", out_dir.display()))?;
+            for problem in &summary.problems {
+                eprintln!("nri-sysflow convert: {problem}");
+            }
+            eprintln!(
+                "nri-sysflow convert: {} files, {} rows",
+                summary.files, summary.rows
+            );
+            anyhow::ensure!(
+                summary.problems.is_empty(),
+                "{} of the inputs had problems",
+                summary.problems.len()
+            );
+            Ok(())
+        }
         Command::Trace {
             duration,
             cgroup_id,

