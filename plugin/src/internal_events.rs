@@ -49,10 +49,12 @@ pub enum Loss {
     RulesRecordDropped,
     /// detection: an alert the alert file could not take (full disk, unwritable directory).
     AlertLost,
+    /// export: a completed file dropped from a full spool without being uploaded.
+    ExportFileDropped,
 }
 
 impl Loss {
-    pub const ALL: [Loss; 10] = [
+    pub const ALL: [Loss; 11] = [
         Loss::UndecodableKernelRecord,
         Loss::DroppedWorkloadUpdate,
         Loss::UnresolvedContainerCgroup,
@@ -63,6 +65,7 @@ impl Loss {
         Loss::MissingAncestor,
         Loss::RulesRecordDropped,
         Loss::AlertLost,
+        Loss::ExportFileDropped,
     ];
 
     /// The `what` label of `nri_sysflow_losses_total` and of the log line.
@@ -78,6 +81,7 @@ impl Loss {
             Loss::MissingAncestor => "missing_ancestors",
             Loss::RulesRecordDropped => "rules_records_dropped",
             Loss::AlertLost => "alerts_lost",
+            Loss::ExportFileDropped => "export_files_dropped",
         }
     }
 
@@ -142,6 +146,6 @@ mod tests {
         losses.emit(Loss::SysflowRecordLost, 2, "disk full");
         losses.emit(Loss::KernelMapError, 1, "EPERM");
         losses.emit(Loss::MissingAncestor, 0, "nothing");
-        assert_eq!(losses.counts(), [0, 0, 0, 0, 1, 5, 0, 0, 0, 0]);
+        assert_eq!(losses.counts(), [0, 0, 0, 0, 1, 5, 0, 0, 0, 0, 0]);
     }
 }

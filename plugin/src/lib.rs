@@ -6,6 +6,7 @@ pub mod agent;
 pub mod capture;
 pub mod convert;
 pub mod detection;
+pub mod export;
 pub mod file_watch;
 pub mod flows;
 pub mod host;

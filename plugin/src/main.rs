@@ -55,6 +55,10 @@ enum RulesCommand {
     },
 }
 
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; boxing the run flags would only add noise"
+)]
 #[derive(Subcommand)]
 enum Command {
     /// Capture and write SysFlow files (standalone: everything on the host, containers
@@ -100,6 +104,13 @@ enum Command {
         /// `-`: also write each alert to stdout.
         #[arg(long, value_parser = parse_alerts_target)]
         alerts: Option<AlertsTarget>,
+        /// Upload completed files to s3://BUCKET[/PREFIX] (overrides export.url).
+        #[arg(long)]
+        export: Option<String>,
+        /// The S3-compatible store's address, e.g. http://127.0.0.1:8333 (overrides
+        /// export.endpoint).
+        #[arg(long)]
+        s3_endpoint: Option<String>,
     },
     /// Capture policies.
     Policy {
@@ -215,6 +226,8 @@ async fn real_main() -> anyhow::Result<()> {
             hooks,
             rules,
             alerts,
+            export,
+            s3_endpoint,
         } => {
             let mut cfg = match &config {
                 Some(path) => AgentConfig::load(path)?,
@@ -255,6 +268,12 @@ async fn real_main() -> anyhow::Result<()> {
             }
             if let Some(AlertsTarget::Stdout) = alerts {
                 cfg.detection.alerts_stdout = true;
+            }
+            if export.is_some() {
+                cfg.export.url = export;
+            }
+            if s3_endpoint.is_some() {
+                cfg.export.endpoint = s3_endpoint;
             }
             if no_nri {
                 cfg.runtime.nri = false;

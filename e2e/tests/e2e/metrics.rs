@@ -192,7 +192,7 @@ async fn prometheus_scrapes_metrics_that_agree_with_the_sysflow_files() {
     let loaded = prom.get("/api/v1/rules").unwrap();
     assert_eq!(
         loaded.matches("\"type\":\"alerting\"").count(),
-        5,
+        6,
         "{loaded}"
     );
     assert!(!loaded.contains("\"health\":\"err\""), "{loaded}");

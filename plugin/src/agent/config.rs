@@ -22,6 +22,109 @@ pub struct AgentConfig {
     pub runtime: RuntimeConfig,
     pub metrics: MetricsConfig,
     pub detection: DetectionConfig,
+    pub export: ExportConfig,
+}
+
+/// Uploads of completed files to an S3-compatible object store, sf-exporter's key layout and
+/// metadata; the output folder is the spool (see README, *Export*).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportConfig {
+    /// `s3://BUCKET[/PREFIX]` (null: no export).
+    pub url: Option<String>,
+    /// The store's address, e.g. `http://seaweedfs:8333` (null: AWS S3).
+    pub endpoint: Option<String>,
+    /// null: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1.
+    pub region: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`), which most self-hosted stores need;
+    /// false: virtual-hosted style (`bucket.endpoint/key`).
+    pub path_style: bool,
+    /// Create the bucket when it is missing.
+    pub create_bucket: bool,
+    /// A key segment after the prefix (sf-exporter's cluster id); empty: none.
+    pub cluster: String,
+    /// dated: `[prefix/][cluster/][node/][nodeip/]YYYY/MM/DD/<file>` (sf-exporter's); flat:
+    /// `[prefix/]<file>`, for a bucket read with `sysprint -i s3` (it reads only the root).
+    pub layout: KeyLayoutKind,
+    /// What is uploaded besides alert files (always, when rules run): sysflow and/or parquet
+    /// (one Parquet file converted from each completed .sf file).
+    pub formats: Vec<ExportFormat>,
+    /// PEM file of CAs to trust besides the system's roots.
+    pub ca_bundle: Option<PathBuf>,
+    /// Where credentials mounted from a secret are: `s3_access_key` and `s3_secret_key`
+    /// (sf-exporter's names), here or in its `k8s/` subfolder. The AWS variables come first,
+    /// the AWS shared credentials file after.
+    pub secrets_dir: PathBuf,
+    /// At most this many bytes of completed files wait for upload; past it the oldest are
+    /// dropped, each counted (export_dropped_files_total, losses_total) and logged.
+    pub spool_max_bytes: u64,
+    /// Keep uploaded files this long in `<output>/uploaded/` (0: remove at once).
+    pub keep_local_secs: u64,
+    /// How often the output folder is looked at for completed files.
+    pub scan_interval_ms: u64,
+    /// Retries after failures wait 1 s, 2 s, 4 s, ... up to this, with jitter.
+    pub max_backoff_secs: u64,
+    pub request_timeout_secs: u64,
+    /// Files larger than one part are uploaded in parts of this size (at least 5).
+    pub part_mib: u64,
+    /// At shutdown, how long the exporter may go on uploading what is complete.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyLayoutKind {
+    Dated,
+    Flat,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormat {
+    Sysflow,
+    Parquet,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        ExportConfig {
+            url: None,
+            endpoint: None,
+            region: None,
+            path_style: true,
+            create_bucket: false,
+            cluster: String::new(),
+            layout: KeyLayoutKind::Dated,
+            formats: vec![ExportFormat::Sysflow],
+            ca_bundle: None,
+            secrets_dir: PathBuf::from("/run/secrets"),
+            spool_max_bytes: 10 << 30,
+            keep_local_secs: 0,
+            scan_interval_ms: 1000,
+            max_backoff_secs: 60,
+            request_timeout_secs: 60,
+            part_mib: 8,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+impl ExportConfig {
+    /// The bucket and key prefix of `url`.
+    pub fn bucket_and_prefix(&self) -> Option<Result<(String, String), String>> {
+        let url = self.url.as_deref()?;
+        let Some(rest) = url.strip_prefix("s3://") else {
+            return Some(Err(format!("{url:?} is not s3://BUCKET[/PREFIX]")));
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Some(Err(format!("{url:?} names no bucket")));
+        }
+        Some(Ok((
+            bucket.to_string(),
+            prefix.trim_matches('/').to_string(),
+        )))
+    }
 }
 
 /// Detection rules (sf-processor's policy language) evaluated on the records written.
@@ -293,6 +396,27 @@ impl AgentConfig {
         }
         if self.detection.queue_batches == 0 {
             return Err(bad("detection.queue_batches", "must be at least 1".into()));
+        }
+        if let Some(Err(e)) = self.export.bucket_and_prefix() {
+            return Err(bad("export.url", e));
+        }
+        if self.export.part_mib < 5 {
+            return Err(bad(
+                "export.part_mib",
+                "must be at least 5 (S3's smallest part)".into(),
+            ));
+        }
+        if self.export.scan_interval_ms == 0 || self.export.max_backoff_secs == 0 {
+            return Err(bad(
+                "export.scan_interval_ms/max_backoff_secs",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.export.url.is_some() && self.export.formats.is_empty() {
+            return Err(bad(
+                "export.formats",
+                "name sysflow, parquet or both".into(),
+            ));
         }
         self.nri_config()
             .validate()

@@ -48,7 +48,7 @@ pub fn update(m: &HealthMetrics, s: &Sources<'_>) {
     m.set_records_written(&writer.records_by_type);
     m.files_completed.set_total(writer.files_completed);
     m.bytes_written.set_total(writer.bytes_written);
-    m.export_errors.set_total(writer.output_failures);
+    m.output_errors.set_total(writer.output_failures);
     m.set_losses(s.losses.counts());
     m.records_filtered_by_path
         .set_total(s.state.filtered_by_path);

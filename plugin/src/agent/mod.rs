@@ -96,6 +96,12 @@ pub enum StartError {
     /// The last file could not be completed at the end of the run.
     #[error("{0}")]
     Finish(#[from] SinkError),
+    /// The export settings are wrong (the store is never contacted at start: a store that is
+    /// down is survived, a configuration that cannot work is not).
+    #[error("export: {0}")]
+    ExportCredentials(#[from] crate::export::credentials::CredentialsError),
+    #[error("export: {0}")]
+    ExportStore(#[from] crate::export::store::StoreSetupError),
     /// The metrics address cannot be served.
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics {
@@ -194,9 +200,14 @@ pub async fn run(
     } else {
         Some(LoadedRules::load(config.detection.rules.clone())?)
     };
+    let metrics = Arc::new(Metrics::new());
+    let metrics_export = metrics.export.clone();
+    let losses = Arc::new(Losses::default());
+    let exporter = export_settings(&config)?.map(|(settings, store)| {
+        crate::export::Exporter::new(settings, store, metrics_export.clone(), losses.clone())
+    });
     let host = Host::system()?;
     let configured_cgroups = configured_cgroups(&config, &host)?;
-    let metrics = Arc::new(Metrics::new());
     if let Some(addr) = config.metrics.addr {
         server::start(addr, metrics.clone())
             .await
@@ -209,7 +220,6 @@ pub async fn run(
             "completed the names of files a previous run left"
         );
     }
-    let losses = Arc::new(Losses::default());
     let writer = SysFlowWriter::to_directory(&config.output.dir, config.writer_config())?;
     let files = FileSink::new(
         writer,
@@ -280,6 +290,8 @@ pub async fn run(
         info!(cgroup = %path, id, %mode, "capture mode from the configuration");
     }
     let mut records = probe.records(losses.clone())?;
+    let (finish_export, finish_rx) = tokio::sync::watch::channel(None);
+    let export_task = exporter.map(|e| tokio::spawn(e.run(finish_rx)));
     // After attaching, so a process starting now is seen either here or by the probe.
     pipeline.seed();
     let nri_stats = Arc::new(NriStats::default());
@@ -402,6 +414,19 @@ pub async fn run(
     let kernel_records = pipeline.state_stats().kernel_records;
     let ring_drops = probe.kernel_stats().map(|s| s.ring_full).unwrap_or(0);
     pipeline.finish(boot_now_ns())?;
+    if let Some(task) = export_task {
+        // What is complete now goes up while the grace lasts; the rest waits for the next start.
+        let grace = Duration::from_secs(config.export.shutdown_grace_secs);
+        let _ = finish_export.send(Some(tokio::time::Instant::now() + grace));
+        if tokio::time::timeout(grace + Duration::from_secs(5), task)
+            .await
+            .is_err()
+        {
+            warn!(
+                "export: still busy at the end of the shutdown grace; the rest waits for the next start"
+            );
+        }
+    }
     let files = files_report
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -420,6 +445,59 @@ pub async fn run(
         nri: (nri_stats.connections.load(Relaxed) > 0).then(|| nri_stats.summary()),
         late_registrations: workloads.stats.late_registrations.load(Relaxed),
     })
+}
+
+/// The exporter's settings and store client, when `export.url` is set. Nothing is sent yet.
+fn export_settings(
+    config: &AgentConfig,
+) -> Result<Option<(crate::export::ExportSettings, crate::export::store::Store)>, StartError> {
+    use crate::export::{ExportSettings, credentials, keys, store};
+    let Some(Ok((bucket, prefix))) = config.export.bucket_and_prefix() else {
+        // validate() refused a malformed URL already.
+        return Ok(None);
+    };
+    let e = &config.export;
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let found = credentials::find(&e.secrets_dir, |v| std::env::var(v).ok(), home.as_deref())?;
+    match &found {
+        Some(c) => info!(source = %c.source, "export: credentials"),
+        None => info!("export: no credentials found; the store client's own chain applies"),
+    }
+    let store = store::Store::new(&store::StoreConfig {
+        bucket: bucket.clone(),
+        endpoint: e.endpoint.clone(),
+        region: e.region.clone(),
+        path_style: e.path_style,
+        ca_bundle: e.ca_bundle.clone(),
+        request_timeout: Duration::from_secs(e.request_timeout_secs.max(1)),
+        part_bytes: (e.part_mib << 20) as usize,
+        credentials: found,
+    })?;
+    let node = config.node_name();
+    let node_ip = config.output.node_ip.clone();
+    use config::ExportFormat;
+    Ok(Some((
+        ExportSettings {
+            dir: config.output.dir.clone(),
+            bucket,
+            layout: keys::KeyLayout {
+                prefix,
+                cluster: e.cluster.clone(),
+                node: node.clone(),
+                node_ip: node_ip.clone(),
+                dated: e.layout == config::KeyLayoutKind::Dated,
+            },
+            metadata: keys::metadata(&node, &node_ip, |v| std::env::var(v).ok()),
+            parquet: e.formats.contains(&ExportFormat::Parquet),
+            sysflow: e.formats.contains(&ExportFormat::Sysflow),
+            create_bucket: e.create_bucket,
+            spool_max_bytes: e.spool_max_bytes,
+            keep_local: (e.keep_local_secs > 0).then(|| Duration::from_secs(e.keep_local_secs)),
+            scan_every: Duration::from_millis(e.scan_interval_ms),
+            max_backoff: Duration::from_secs(e.max_backoff_secs),
+        },
+        store,
+    )))
 }
 
 /// The cgroups named in `capture.cgroups`: (path, id, mode). Checked before anything is

@@ -6,6 +6,7 @@
 //! own statistics once a second by the agent loop; a scrape only reads atomics.
 
 pub mod detection;
+pub mod export;
 pub mod names;
 pub mod server;
 pub mod workload;
@@ -101,7 +102,7 @@ pub struct HealthMetrics {
     written_last: [AtomicU64; 12],
     pub files_completed: MirroredCounter,
     pub bytes_written: MirroredCounter,
-    pub export_errors: MirroredCounter,
+    pub output_errors: MirroredCounter,
     pub nri_events: Family<EventLabel, Counter>,
     nri_events_last: [AtomicU64; 16],
     pub nri_handler_seconds: Histogram,
@@ -181,7 +182,7 @@ impl HealthMetrics {
             written_last: Default::default(),
             files_completed: MirroredCounter::default(),
             bytes_written: MirroredCounter::default(),
-            export_errors: MirroredCounter::default(),
+            output_errors: MirroredCounter::default(),
             nri_events: Family::default(),
             nri_events_last: Default::default(),
             nri_handler_seconds: Histogram::new(NRI_HANDLER_BUCKETS),
@@ -216,7 +217,7 @@ impl HealthMetrics {
         names::SYSFLOW_RECORDS_WRITTEN.register(r, self.records_written.clone());
         names::SYSFLOW_FILES_COMPLETED.register(r, self.files_completed.counter.clone());
         names::SYSFLOW_WRITTEN.register(r, self.bytes_written.counter.clone());
-        names::EXPORT_ERRORS.register(r, self.export_errors.counter.clone());
+        names::OUTPUT_ERRORS.register(r, self.output_errors.counter.clone());
         names::NRI_EVENTS.register(r, self.nri_events.clone());
         names::NRI_HANDLER_DURATION.register(r, self.nri_handler_seconds.clone());
         names::NRI_CONNECTED.register(r, self.nri_connected.clone());
@@ -350,6 +351,7 @@ pub struct Metrics {
     pub health: std::sync::Arc<HealthMetrics>,
     pub workload: WorkloadFamilies,
     pub detection: detection::DetectionMetrics,
+    pub export: export::ExportMetrics,
 }
 
 impl Default for Metrics {
@@ -367,11 +369,14 @@ impl Metrics {
         workload.register(&mut registry);
         let detection = detection::DetectionMetrics::default();
         detection.register(&mut registry);
+        let export = export::ExportMetrics::default();
+        export.register(&mut registry);
         Metrics {
             registry,
             health,
             workload,
             detection,
+            export,
         }
     }
 

@@ -90,7 +90,7 @@ pub const KERNEL_RECORDS_DROPPED: MetricName = MetricName::new(
 
 pub const LOSSES: MetricName = MetricName::new(
     "losses",
-    "What the agent lost or gave up outside the kernel, by what: undecodable_kernel_records, dropped_workload_updates (container updates the workload update queue had no room for), unresolved_container_cgroups, untracked_containers (workload table full), kernel_map_errors, sysflow_records_lost (output failed), sysflow_records_refused (a bug), missing_ancestors (dangling parent OIDs), rules_records_dropped (the detection rules' queue was full), alerts_lost (the alert file could not be written)",
+    "What the agent lost or gave up outside the kernel, by what: undecodable_kernel_records, dropped_workload_updates (container updates the workload update queue had no room for), unresolved_container_cgroups, untracked_containers (workload table full), kernel_map_errors, sysflow_records_lost (output failed), sysflow_records_refused (a bug), missing_ancestors (dangling parent OIDs), rules_records_dropped (the detection rules' queue was full), alerts_lost (the alert file could not be written), export_files_dropped (completed files dropped from a full export spool)",
 );
 
 pub const RECORDS_FILTERED_BY_PATH: MetricName = MetricName::new(
@@ -135,8 +135,8 @@ pub const SYSFLOW_WRITTEN: MetricName = MetricName::with_unit(
     MetricUnit::Bytes,
 );
 
-pub const EXPORT_ERRORS: MetricName = MetricName::new(
-    "export_errors",
+pub const OUTPUT_ERRORS: MetricName = MetricName::new(
+    "output_errors",
     "SysFlow output operations that failed (a block or a file that could not be written)",
 );
 
@@ -215,7 +215,7 @@ pub const HEALTH: [&MetricName; 26] = [
     &SYSFLOW_RECORDS_WRITTEN,
     &SYSFLOW_FILES_COMPLETED,
     &SYSFLOW_WRITTEN,
-    &EXPORT_ERRORS,
+    &OUTPUT_ERRORS,
     &NRI_EVENTS,
     &NRI_HANDLER_DURATION,
     &NRI_CONNECTED,
@@ -265,6 +265,70 @@ pub const DETECTION: [&MetricName; 5] = [
     &RULES_EVALUATION,
     &RULES_RELOADS,
     &RULES_LOADED,
+];
+
+// Export to an object store.
+
+pub const EXPORT_UPLOADS: MetricName = MetricName::new(
+    "export_uploads",
+    "Files uploaded to the object store and confirmed there (size and checksum), by format (sysflow, parquet, alerts)",
+);
+
+pub const EXPORT_UPLOADED: MetricName = MetricName::with_unit(
+    "export_uploaded",
+    "Bytes uploaded to the object store and confirmed there, by format",
+    MetricUnit::Bytes,
+);
+
+pub const EXPORT_FAILURES: MetricName = MetricName::new(
+    "export_failures",
+    "Failed export attempts, by reason (unreachable, credentials, bucket, verify, store, local, convert); the file stays in the spool and is retried",
+);
+
+pub const EXPORT_RETRIES: MetricName = MetricName::new(
+    "export_retries",
+    "Upload attempts made again after a failure (after a capped, jittered backoff)",
+);
+
+pub const EXPORT_SPOOL_FILES: MetricName = MetricName::new(
+    "export_spool_files",
+    "Completed files waiting in the output folder for upload",
+);
+
+pub const EXPORT_SPOOL: MetricName = MetricName::with_unit(
+    "export_spool",
+    "Bytes of the completed files waiting for upload",
+    MetricUnit::Bytes,
+);
+
+pub const EXPORT_OLDEST_WAITING: MetricName = MetricName::with_unit(
+    "export_oldest_waiting",
+    "Age of the oldest file waiting for upload (0 when none waits)",
+    MetricUnit::Seconds,
+);
+
+pub const EXPORT_DROPPED_FILES: MetricName = MetricName::new(
+    "export_dropped_files",
+    "Files dropped from a full spool (export.spool_max_bytes) without being uploaded, the oldest first",
+);
+
+pub const EXPORT_DROPPED: MetricName = MetricName::with_unit(
+    "export_dropped",
+    "Bytes of the files dropped from a full spool",
+    MetricUnit::Bytes,
+);
+
+/// The exporter's metrics.
+pub const EXPORT: [&MetricName; 9] = [
+    &EXPORT_UPLOADS,
+    &EXPORT_UPLOADED,
+    &EXPORT_FAILURES,
+    &EXPORT_RETRIES,
+    &EXPORT_SPOOL_FILES,
+    &EXPORT_SPOOL,
+    &EXPORT_OLDEST_WAITING,
+    &EXPORT_DROPPED_FILES,
+    &EXPORT_DROPPED,
 ];
 
 // Per workload (labels: namespace, pod, container).

@@ -207,6 +207,7 @@ fn every_family_is_named_in_names_rs_and_every_agent_metric_is_on_the_health_das
         .iter()
         .chain(names::WORKLOAD.iter())
         .chain(names::DETECTION.iter())
+        .chain(names::EXPORT.iter())
         .map(|n| n.exported())
         .collect();
     named.sort_unstable();
@@ -228,6 +229,7 @@ fn every_family_is_named_in_names_rs_and_every_agent_metric_is_on_the_health_das
                 .iter()
                 .filter(|n| n.name != names::ALERTS.name),
         )
+        .chain(names::EXPORT.iter())
         .map(|n| n.exported())
         .filter(|name| !health.contains(name.as_str()))
         .collect();

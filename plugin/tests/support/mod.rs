@@ -3,6 +3,8 @@
 //! run a workload inside it and collect exactly its records.
 #![allow(dead_code)]
 
+pub mod agent;
+
 use std::{
     io::{Read as _, Write as _},
     os::{
