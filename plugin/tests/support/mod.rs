@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod seaweed;
 
 use std::{
     io::{Read as _, Write as _},
