@@ -43,6 +43,13 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// The Spark job over an exported archive (analytics/summarize.py) on a local Spark
+    /// (`local[*]`), with the test venv's PySpark and Debian's Java 17; arguments go to the job
+    /// (`--bucket B --endpoint URL --out FILE`, see its --help).
+    Analytics {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Benchmarks; each prints a table and ends with one JSON line.
     Bench {
         #[arg(value_enum)]
@@ -84,6 +91,16 @@ fn main() -> anyhow::Result<()> {
         Task::Fuzz { seconds } => {
             setup::run()?;
             fuzz::run_for(seconds)
+        }
+        Task::Analytics { args } => {
+            setup::run()?;
+            let python = setup::venv_dir()?.join("bin/python");
+            let status = Command::new(python)
+                .arg(root.join("analytics/summarize.py"))
+                .args(&args)
+                .status()
+                .context("starting the analytics job")?;
+            std::process::exit(status.code().unwrap_or(1));
         }
         Task::Bench { which } => {
             setup::run()?;

@@ -226,7 +226,7 @@ impl Store {
         }
         Err(failed(
             Some(status.as_u16()),
-            format!("{status}: {}", body.chars().take(300).collect::<String>()),
+            format!("{status}: {}", s3_error(&body)),
         ))
     }
 
@@ -314,6 +314,27 @@ impl Store {
     }
 }
 
+/// An S3 error body on one line: its code and message, or the text with its line breaks
+/// folded.
+fn s3_error(body: &str) -> String {
+    let element = |name: &str| {
+        let start = body.find(&format!("<{name}>"))? + name.len() + 2;
+        let end = body[start..].find(&format!("</{name}>"))?;
+        Some(body[start..start + end].trim().to_string())
+    };
+    match (element("Code"), element("Message")) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code,
+        _ => body
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .take(300)
+            .collect(),
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -361,6 +382,13 @@ mod tests {
         assert_eq!(create(Some(403)).reason(), "credentials");
         assert_eq!(create(None).reason(), "unreachable");
         assert_eq!(create(Some(400)).reason(), "bucket");
+        assert_eq!(
+            s3_error(
+                "<?xml version=\"1.0\"?>\n<Error>\n  <Code>AccessDenied</Code>\n  <Message>Access Denied.</Message>\n</Error>"
+            ),
+            "AccessDenied: Access Denied."
+        );
+        assert_eq!(s3_error("bad\ngateway\n"), "bad gateway");
         // The multipart ETag: MD5 of the part MD5s, then the part count.
         assert_eq!(hex(&Md5::digest(b"")), "d41d8cd98f00b204e9800998ecf8427e");
     }

@@ -221,3 +221,271 @@ fn sysprint_reads_a_flat_bucket_exactly_as_our_reader_reads_the_files() {
     assert_eq!(theirs.len(), ours.len());
     assert!(theirs == ours, "sysprint -i s3 and our reader differ");
 }
+
+/// Everything in `<output>` and `<output>/uploaded` that is a SysFlow file.
+fn written(output: &Path) -> Vec<String> {
+    let mut names: Vec<String> = files(output, ".sf")
+        .into_iter()
+        .chain(files(&output.join("uploaded"), ".sf"))
+        .map(|(n, _)| n)
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_store_down_for_a_minute_loses_nothing_and_the_backlog_rises_and_falls() {
+    let mut store = Seaweed::start(43000);
+    let work = tempfile::tempdir().unwrap();
+    let cfg = config(
+        work.path(),
+        "output:\n  node_name: node-b\nexport:\n  create_bucket: true\n  keep_local_secs: 3600\n  scan_interval_ms: 200\n  max_backoff_secs: 4\n",
+    );
+    let agent = Agent::start_with(
+        None,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--rotate",
+            "2",
+            "--no-nri",
+            "--export",
+            "s3://outage",
+            "--s3-endpoint",
+            &store.endpoint(),
+        ],
+        &ENV,
+    );
+    let uploads = series("export_uploads_total", "format=\"sysflow\"");
+    let waiting = "nri_sysflow_export_spool_files";
+    assert!(wait_until(Duration::from_secs(30), || agent
+        .metric(&uploads)
+        .is_some_and(|n| n >= 1.0)));
+    store.stop();
+    let down = Instant::now();
+    let mut peak = 0.0f64;
+    while down.elapsed() < Duration::from_secs(60) {
+        peak = peak.max(agent.metric(waiting).unwrap_or(0.0));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let unreachable = agent
+        .metric(&series("export_failures_total", "reason=\"unreachable\""))
+        .unwrap();
+    let retries = agent.metric("nri_sysflow_export_retries_total").unwrap();
+    let oldest = agent
+        .metric("nri_sysflow_export_oldest_waiting_seconds")
+        .unwrap();
+    store.restart();
+    assert!(
+        wait_until(Duration::from_secs(60), || agent.metric(waiting)
+            == Some(0.0)),
+        "{:?}",
+        agent.metric(waiting)
+    );
+    let output = agent.output.clone();
+    let stopped = agent.stop();
+    // 60 s at one file per 2 s: about 30 files piled up, then all went.
+    assert!(peak >= 20.0, "backlog peaked at {peak}");
+    assert!(
+        unreachable >= 5.0 && retries >= 5.0,
+        "{unreachable} {retries}"
+    );
+    assert!(oldest >= 40.0, "oldest waiting {oldest} s");
+    // Every file written arrived exactly once, and none is left behind.
+    assert_eq!(stopped.files, Vec::<PathBuf>::new());
+    let names = written(&output);
+    let objects: Vec<String> = store
+        .list("outage")
+        .into_iter()
+        .map(|(key, _)| key.rsplit('/').next().unwrap().to_string())
+        .collect();
+    assert_eq!(objects, names);
+    assert!(names.len() >= 30, "{}", names.len());
+}
+
+#[test]
+fn an_agent_killed_mid_upload_leaves_no_object_and_its_restart_uploads_the_file_once() {
+    let store = Seaweed::start(44000);
+    let work = tempfile::tempdir().unwrap();
+    let output = work.path().join("out");
+    std::fs::create_dir(&output).unwrap();
+    // A completed 256 MiB file waiting from an earlier run: a multipart upload of 32 parts.
+    let big = "node-c-1700000000-000.sf";
+    let mut data = vec![0u8; 256 << 20];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for chunk in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    std::fs::write(output.join(big), &data).unwrap();
+    let cfg = config(
+        work.path(),
+        "output:\n  node_name: node-c\nexport:\n  create_bucket: true\n  scan_interval_ms: 200\n",
+    );
+    let args = [
+        "--config",
+        cfg.to_str().unwrap(),
+        "--no-nri",
+        "--export",
+        "s3://crash",
+        "--s3-endpoint",
+        &store.endpoint(),
+    ];
+    let key = format!("node-c/2023/11/14/{big}");
+    let mut agent = Agent::start_with(Some(&output), &args, &ENV);
+    assert!(wait_until(Duration::from_secs(30), || agent
+        .log
+        .lock()
+        .unwrap()
+        .contains(&format!("export: uploading file={big}"))));
+    std::thread::sleep(Duration::from_millis(300));
+    agent.child.kill().unwrap();
+    agent.child.wait().unwrap();
+    drop(agent);
+    // No half object: a multipart upload is not an object until it is completed.
+    assert!(!store.exists("crash", &key));
+    assert!(output.join(big).exists());
+
+    let agent = Agent::start_with(Some(&output), &args, &ENV);
+    assert!(wait_until(Duration::from_secs(60), || !output
+        .join(big)
+        .exists()));
+    let stopped = agent.stop();
+    let bigs: Vec<(String, u64)> = store
+        .list("crash")
+        .into_iter()
+        .filter(|(k, _)| k.ends_with(big))
+        .collect();
+    assert_eq!(bigs, vec![(key.clone(), 256 << 20)]);
+    assert!(
+        store.get("crash", &key).0 == data,
+        "the object differs from the file"
+    );
+    assert!(
+        stopped
+            .log
+            .contains(&format!("export: uploaded file={big}")),
+        "{}",
+        stopped.log
+    );
+}
+
+#[test]
+fn a_full_spool_drops_the_oldest_files_counts_each_and_keeps_the_newest() {
+    let work = tempfile::tempdir().unwrap();
+    let output = work.path().join("out");
+    std::fs::create_dir(&output).unwrap();
+    // Five completed 100 kB files from an earlier run, oldest first; the store is unreachable
+    // (nothing listens on the discard port).
+    let old: Vec<String> = (0..5)
+        .map(|i| format!("node-d-17000000{i:02}-000.sf"))
+        .collect();
+    for name in &old {
+        std::fs::write(output.join(name), vec![7u8; 100_000]).unwrap();
+    }
+    let cfg = config(
+        work.path(),
+        "output:\n  node_name: node-d\ncapture:\n  default_mode: off\nexport:\n  spool_max_bytes: 350000\n  scan_interval_ms: 200\n  max_backoff_secs: 1\n",
+    );
+    let agent = Agent::start_with(
+        Some(&output),
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--rotate",
+            "1",
+            "--no-nri",
+            "--export",
+            "s3://nowhere",
+            "--s3-endpoint",
+            "http://127.0.0.1:9",
+        ],
+        &ENV,
+    );
+    let dropped = "nri_sysflow_export_dropped_files_total";
+    assert!(wait_until(Duration::from_secs(20), || agent
+        .metric(dropped)
+        .is_some_and(|n| n >= 2.0)));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(agent.metric(dropped), Some(2.0));
+    assert_eq!(
+        agent.metric("nri_sysflow_export_dropped_bytes_total"),
+        Some(200_000.0)
+    );
+    assert_eq!(
+        agent.metric(&series("losses_total", "what=\"export_files_dropped\"")),
+        Some(2.0)
+    );
+    assert!(
+        agent
+            .metric(&series("export_failures_total", "reason=\"unreachable\""))
+            .is_some_and(|n| n >= 1.0)
+    );
+    let stopped = agent.stop();
+    let left = written(&output);
+    // The two oldest went; the three newer and every file of this run stayed.
+    assert!(
+        !left.contains(&old[0]) && !left.contains(&old[1]),
+        "{left:?}"
+    );
+    assert_eq!(left[..3], old[2..]);
+    assert!(left.len() >= 5, "{left:?}");
+    assert!(
+        stopped.log.contains(&format!(
+            "export: the spool is over 350000 bytes: dropped {} (100000 bytes) without uploading it",
+            old[0]
+        )),
+        "{}",
+        stopped.log
+    );
+}
+
+#[test]
+fn wrong_credentials_are_a_clear_error_and_a_metric_and_capture_goes_on() {
+    let store = Seaweed::start(45000);
+    let work = tempfile::tempdir().unwrap();
+    let cfg = config(
+        work.path(),
+        "export:\n  create_bucket: true\n  scan_interval_ms: 200\n  max_backoff_secs: 1\n",
+    );
+    let mut env = ENV;
+    env[1] = ("AWS_SECRET_ACCESS_KEY", "not-the-secret");
+    let agent = Agent::start_with(
+        None,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--rotate",
+            "1",
+            "--no-nri",
+            "--export",
+            "s3://denied",
+            "--s3-endpoint",
+            &store.endpoint(),
+        ],
+        &env,
+    );
+    let refused = series("export_failures_total", "reason=\"credentials\"");
+    assert!(wait_until(Duration::from_secs(20), || agent
+        .metric(&refused)
+        .is_some_and(|n| n >= 2.0)));
+    assert_eq!(
+        agent.metric(&series("export_uploads_total", "format=\"sysflow\"")),
+        Some(0.0)
+    );
+    let stopped = agent.stop();
+    // Capture went on: the files are all there, waiting for a store that takes them.
+    assert!(stopped.files.len() >= 2, "{:?}", stopped.files);
+    let line = stopped
+        .log
+        .lines()
+        .find(|l| l.contains("failed (credentials)"))
+        .unwrap_or_else(|| panic!("{}", stopped.log));
+    assert!(
+        line.contains("export: uploading the bucket to bucket denied failed (credentials): cannot create bucket denied: 403 Forbidden: "),
+        "{line}"
+    );
+    assert!(line.contains("retrying"), "{line}");
+}

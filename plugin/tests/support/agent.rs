@@ -79,11 +79,14 @@ impl Agent {
         let started = Instant::now();
         let mut line = String::new();
         let mut metrics = None;
+        // What it said while starting is kept with the rest of its log.
+        let mut early = String::new();
         loop {
+            early.push_str(&line);
             line.clear();
             assert!(
                 stderr.read_line(&mut line).unwrap() > 0,
-                "agent exited early"
+                "agent exited early:\n{early}"
             );
             if line.contains("serving /metrics") {
                 metrics = line
@@ -101,7 +104,8 @@ impl Agent {
             );
         }
         // Keep draining its log so it never blocks on a full pipe.
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        early.push_str(&line);
+        let log = std::sync::Arc::new(std::sync::Mutex::new(early));
         let sink = log.clone();
         let mut out = child.stdout.take().unwrap();
         let stdout = std::thread::spawn(move || {
@@ -109,10 +113,13 @@ impl Agent {
             let _ = out.read_to_string(&mut text);
             text
         });
+        // Line by line, so a test can wait for what the agent says.
         let reader = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            sink.lock().unwrap().push_str(&text);
+            let mut line = String::new();
+            while stderr.read_line(&mut line).is_ok_and(|n| n > 0) {
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
         });
         Agent {
             _turn: turn,
