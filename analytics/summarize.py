@@ -10,7 +10,8 @@ files started between --from and --to (UTC days, inclusive), and writes one JSON
   files      per pod: distinct files written (FileFlow with a write), bytes written, files
              deleted (FileEvent unlink or rmdir)
   processes  per pod: programs executed (ProcessEvent exec, ret 0) and failed execs (ret != 0)
-  alerts     per pod and rule: alerts (one per rule an alert record matched)
+  alerts     per pod and rule: alerts (one per rule an alert record matched; the pod as
+             sf-processor's JSON names it, pod.namespace and pod.name)
 
 Records of host processes have empty namespace and pod. Every list is sorted, so two runs over
 the same archive give the same bytes.
@@ -136,7 +137,7 @@ def read_alert_rows(args):
                 alert = json.loads(line)
                 pod = alert.get("pod", {})
                 for policy in alert.get("policies", []):
-                    yield Row(pod_ns=pod.get("ns", ""), pod_name=pod.get("name", ""), rule=policy["id"])
+                    yield Row(pod_ns=pod.get("namespace", ""), pod_name=pod.get("name", ""), rule=policy["id"])
 
     return read
 
@@ -164,7 +165,7 @@ def load(spark, args):
         raw = spark.read.json(["s3a://" + k for k in alerts]) if alerts else None
         if raw is not None and "policies" in raw.columns:
             alert_rows = raw.select(
-                F.col("pod.ns").alias("pod_ns"), F.col("pod.name").alias("pod_name"), F.explode("policies.id").alias("rule")
+                F.col("pod.namespace").alias("pod_ns"), F.col("pod.name").alias("pod_name"), F.explode("policies.id").alias("rule")
             ).fillna("")
         else:
             alert_rows = spark.createDataFrame([], ALERT_SCHEMA)
@@ -251,12 +252,18 @@ def main(argv):
         "day_to": parse_day(args.day_to),
         "no_s3a": args.no_s3a,
     }
+    # Local tasks run this interpreter (with pyarrow), not whatever python3 is first on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName("nri-sysflow-summaries")
     if args.master:
         builder = builder.master(args.master)
     elif "spark.master" not in builder._options and not os.environ.get("SPARK_ENV_LOADED"):
         builder = builder.master("local[*]")
-    spark = builder.config("spark.ui.enabled", "false").getOrCreate()
+    spark = (
+        builder.config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .getOrCreate()
+    )
     spark.sparkContext.setLogLevel("WARN")
     try:
         records, alert_rows, parquet_files, alert_files = load(spark, settings)
