@@ -16,6 +16,10 @@ use std::{
 
 use serde_json::json;
 
+#[path = "../tests/support/seaweed.rs"]
+#[allow(dead_code)]
+mod seaweed;
+
 const AGENT: &str = env!("CARGO_BIN_EXE_nri-sysflow");
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_sysflow-workload");
 
@@ -35,6 +39,7 @@ fn sink() -> SocketAddr {
     addr
 }
 
+#[derive(Clone)]
 struct Loop {
     name: &'static str,
     args: Vec<String>,
@@ -161,7 +166,22 @@ fn bench_rules() -> Option<String> {
         .filter(|r| !r.is_empty())
 }
 
-fn start_agent(dir: &Path) -> (Child, SocketAddr, std::thread::JoinHandle<String>) {
+/// Rotation period (`NRI_SYSFLOW_BENCH_ROTATE`, seconds), if not the default.
+fn bench_rotate() -> Option<String> {
+    std::env::var("NRI_SYSFLOW_BENCH_ROTATE")
+        .ok()
+        .filter(|r| !r.is_empty())
+}
+
+/// Whether the agent exports to a local SeaweedFS (`NRI_SYSFLOW_BENCH_EXPORT=1`).
+fn bench_export() -> bool {
+    std::env::var("NRI_SYSFLOW_BENCH_EXPORT").is_ok_and(|e| e == "1")
+}
+
+fn start_agent(
+    dir: &Path,
+    store: Option<&seaweed::Seaweed>,
+) -> (Child, SocketAddr, std::thread::JoinHandle<String>) {
     let mut command = Command::new(AGENT);
     command
         .args(["run", "--output"])
@@ -169,6 +189,23 @@ fn start_agent(dir: &Path) -> (Child, SocketAddr, std::thread::JoinHandle<String
         .args(["--metrics-addr", "127.0.0.1:0"]);
     if let Some(rules) = bench_rules() {
         command.args(["--rules", &rules]);
+    }
+    if let Some(secs) = bench_rotate() {
+        command.args(["--rotate", &secs]);
+    }
+    if let Some(store) = store {
+        let config = dir.with_extension("yaml");
+        std::fs::write(
+            &config,
+            "export:\n  create_bucket: true\n  formats: [sysflow, parquet]\n  scan_interval_ms: 500\n",
+        )
+        .unwrap();
+        command
+            .arg("--config")
+            .arg(&config)
+            .args(["--export", "s3://bench", "--s3-endpoint", &store.endpoint()])
+            .env("AWS_ACCESS_KEY_ID", seaweed::ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", seaweed::SECRET_KEY);
     }
     let mut child = command
         .env("RUST_LOG", "info")
@@ -205,6 +242,63 @@ fn start_agent(dir: &Path) -> (Child, SocketAddr, std::thread::JoinHandle<String
     )
 }
 
+/// With the agent exporting and the workload running again: how fast a backlog of completed
+/// files (alert files, which ship as they are) goes up, big files then small ones.
+fn upload_throughput(out: &Path, metrics: SocketAddr, loops: &[Loop]) -> serde_json::Value {
+    let mut result = serde_json::Map::new();
+    let mut uploaded = 0.0;
+    for (key, files, bytes) in [("big", 24usize, 8usize << 20), ("small", 400, 16 << 10)] {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let started = std::time::Instant::now();
+        for i in 0..files {
+            let data: Vec<u8> = (0..bytes)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            // Written aside and renamed in, as the agent completes its own files.
+            let name = format!("alerts-{}-{i:03}.jsonl", 1_600_000_000 + i);
+            std::fs::write(out.join(".incoming"), data).unwrap();
+            std::fs::rename(out.join(".incoming"), out.join(name)).unwrap();
+        }
+        let target = uploaded + files as f64;
+        let load_until = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = load_until.clone();
+        let loops = loops.to_vec();
+        let load = std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                run_workload(&loops);
+            }
+        });
+        let series = "nri_sysflow_export_uploads_total{format=\"alerts\"}";
+        while scrape(metrics, series) < target {
+            assert!(
+                started.elapsed().as_secs() < 300,
+                "the backlog did not go up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let secs = started.elapsed().as_secs_f64();
+        load_until.store(true, std::sync::atomic::Ordering::Relaxed);
+        load.join().unwrap();
+        uploaded = target;
+        result.insert(
+            key.into(),
+            json!({
+                "files": files,
+                "bytes": files * bytes,
+                "seconds": secs,
+                "mb_per_s": (files * bytes) as f64 / 1e6 / secs,
+                "files_per_s": files as f64 / secs,
+            }),
+        );
+    }
+    result.into()
+}
+
 fn main() {
     assert_eq!(
         unsafe { libc::geteuid() },
@@ -226,7 +320,8 @@ fn main() {
     let (baseline, baseline_wall) = run_workload(&loops);
 
     let out = tempfile::tempdir().unwrap();
-    let (mut agent, metrics, log) = start_agent(out.path());
+    let store = bench_export().then(|| seaweed::Seaweed::start(24700));
+    let (mut agent, metrics, log) = start_agent(out.path(), store.as_ref());
     let pid = agent.id();
     // Health metrics are copied once a second: let a fresh copy in.
     std::thread::sleep(std::time::Duration::from_millis(1500));
@@ -237,6 +332,9 @@ fn main() {
     std::thread::sleep(std::time::Duration::from_secs(2));
     let agent_cpu = cpu_seconds(pid) - cpu_before;
     let counts_after = agent_counts(metrics);
+    let upload = store
+        .as_ref()
+        .map(|_| upload_throughput(out.path(), metrics, &loops));
     let window_kernel = counts_after.0 - counts_before.0;
     let window_written = counts_after.1 - counts_before.1;
     let us_per_kernel_record = agent_cpu * 1e6 / window_kernel.max(1.0);
@@ -267,8 +365,23 @@ fn main() {
         .unwrap_or_else(|| panic!("{summary}"));
     let sf_bytes: u64 = std::fs::read_dir(out.path())
         .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".sf"))
+        .map(|e| e.metadata().unwrap().len())
         .sum();
+    if let Some(upload) = &upload {
+        for (label, key) in [
+            ("192 MiB in 24 files", "big"),
+            ("400 files of 16 KiB", "small"),
+        ] {
+            let u = &upload[key];
+            println!(
+                "upload backlog of {label} under the workload: {:.1} MB/s, {:.1} files/s",
+                u["mb_per_s"].as_f64().unwrap(),
+                u["files_per_s"].as_f64().unwrap()
+            );
+        }
+    }
 
     println!();
     println!(
@@ -306,6 +419,8 @@ fn main() {
         json!({
             "bench": "agent",
             "rules": bench_rules(),
+            "rotate": bench_rotate(),
+            "export_upload": upload,
             "loops": loops_json,
             "workload_busy_s": {"without_agent": baseline_wall, "with_agent": captured_wall},
             "agent_cpu_s": agent_cpu,

@@ -57,6 +57,10 @@ pub enum Which {
     /// rule sets, beside reading and flattening the same records; then the agent benchmark
     /// with the runtime-integrity rules and without rules.
     Rules,
+    /// Export: Parquet conversion records/s beside our SysFlow read rate; then the agent
+    /// under its workload rotating every 2 s without export and with export to a local
+    /// SeaweedFS (SysFlow and Parquet), and its upload throughput for a backlog.
+    Export,
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
@@ -72,6 +76,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             cargo(&["bench", "-p", "nri-sysflow", "--bench", "server"])
         }
         Which::Rules => rules(),
+        Which::Export => export(),
         Which::Nri => {
             cargo(&[
                 "build",
@@ -147,6 +152,51 @@ fn rules() -> anyhow::Result<()> {
             "agent_rules_off": off,
             "agent_rules_on": on,
             "agent_cpu_ratio_on_off": f(&on, "agent_cpu_s") / f(&off, "agent_cpu_s"),
+        })
+    );
+    Ok(())
+}
+
+fn export() -> anyhow::Result<()> {
+    ensure_strace()?;
+    let parquet = bench_json(
+        &["bench", "-p", "sysflow-parquet", "--bench", "convert"],
+        &[],
+    )?;
+    let agent_args = ["bench", "-p", "nri-sysflow", "--bench", "agent"];
+    let rotate = ("NRI_SYSFLOW_BENCH_ROTATE", "2");
+    let off = bench_json(&agent_args, &[rotate, ("NRI_SYSFLOW_BENCH_EXPORT", "")])?;
+    let on = bench_json(&agent_args, &[rotate, ("NRI_SYSFLOW_BENCH_EXPORT", "1")])?;
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    println!();
+    println!(
+        "{:<36} {:>14} {:>14} {:>9}",
+        "agent, rotating every 2 s", "export off", "export on", "ratio"
+    );
+    for (label, key) in [
+        ("agent CPU (s)", "agent_cpu_s"),
+        ("us per SysFlow record", "agent_us_per_sysflow_record"),
+        ("peak RSS (MiB)", "agent_peak_rss_mib"),
+        ("SysFlow records written", "records_written"),
+    ] {
+        let (a, b) = (f(&off, key), f(&on, key));
+        println!("{label:<36} {a:>14.2} {b:>14.2} {:>9.3}", b / a);
+    }
+    println!(
+        "{:<36} {:>14.0} records/s (read + flatten alone: {:.0})",
+        "Parquet conversion, one core",
+        f(&parquet, "parquet_records_per_s"),
+        f(&parquet, "read_flatten_records_per_s")
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "export",
+            "parquet": parquet,
+            "agent_export_off": off,
+            "agent_export_on": on,
+            "agent_cpu_ratio_on_off": f(&on, "agent_cpu_s") / f(&off, "agent_cpu_s"),
+            "upload": on["export_upload"],
         })
     );
     Ok(())

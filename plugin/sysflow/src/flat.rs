@@ -150,15 +150,16 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// Which optional Process fields a schema version has (sysprint shows '' for absent ones).
-fn has_entry(version: Option<i64>) -> bool {
+pub fn has_entry(version: Option<i64>) -> bool {
     version != Some(1000)
 }
 
-fn has_cwd_env(version: Option<i64>) -> bool {
+pub fn has_cwd_env(version: Option<i64>) -> bool {
     matches!(version, Some(v) if (5..1000).contains(&v))
 }
 
-fn env_str(env: &[String]) -> String {
+/// A process environment as sysprint shows it: the non-empty entries joined with `;`.
+pub fn env_str(env: &[String]) -> String {
     env.iter()
         .filter(|e| !e.is_empty() && *e != "=")
         .cloned()

@@ -80,7 +80,7 @@ fn series(name: &str, labels: &str) -> String {
 
 #[test]
 fn completed_files_arrive_under_their_keys_byte_identical_with_their_metadata() {
-    let store = Seaweed::start(41000);
+    let store = Seaweed::start(24100);
     let work = tempfile::tempdir().unwrap();
     let cfg = config(
         work.path(),
@@ -153,7 +153,7 @@ fn completed_files_arrive_under_their_keys_byte_identical_with_their_metadata() 
 
 #[test]
 fn sysprint_reads_a_flat_bucket_exactly_as_our_reader_reads_the_files() {
-    let store = Seaweed::start(42000);
+    let store = Seaweed::start(24200);
     let work = tempfile::tempdir().unwrap();
     // sysprint lists a bucket without recursing: only the flat layout (objects at the root)
     // is readable by it.
@@ -235,7 +235,7 @@ fn written(output: &Path) -> Vec<String> {
 
 #[test]
 fn a_store_down_for_a_minute_loses_nothing_and_the_backlog_rises_and_falls() {
-    let mut store = Seaweed::start(43000);
+    let mut store = Seaweed::start(24300);
     let work = tempfile::tempdir().unwrap();
     let cfg = config(
         work.path(),
@@ -305,7 +305,7 @@ fn a_store_down_for_a_minute_loses_nothing_and_the_backlog_rises_and_falls() {
 
 #[test]
 fn an_agent_killed_mid_upload_leaves_no_object_and_its_restart_uploads_the_file_once() {
-    let store = Seaweed::start(44000);
+    let store = Seaweed::start(24400);
     let work = tempfile::tempdir().unwrap();
     let output = work.path().join("out");
     std::fs::create_dir(&output).unwrap();
@@ -444,7 +444,7 @@ fn a_full_spool_drops_the_oldest_files_counts_each_and_keeps_the_newest() {
 
 #[test]
 fn wrong_credentials_are_a_clear_error_and_a_metric_and_capture_goes_on() {
-    let store = Seaweed::start(45000);
+    let store = Seaweed::start(24500);
     let work = tempfile::tempdir().unwrap();
     let cfg = config(
         work.path(),
@@ -592,7 +592,7 @@ fn summaries_from(sf_files: &[PathBuf], alert_files: &[PathBuf]) -> Json {
 
 #[test]
 fn the_spark_job_over_the_exported_parquet_sums_what_our_reader_sums() {
-    let store = Seaweed::start(46000);
+    let store = Seaweed::start(24600);
     let work = tempfile::tempdir().unwrap();
     let output = work.path().join("out");
     std::fs::create_dir(&output).unwrap();
@@ -631,17 +631,28 @@ fn the_spark_job_over_the_exported_parquet_sums_what_our_reader_sums() {
     let stopped = agent.stop();
     assert_eq!(stopped.files, Vec::<PathBuf>::new());
     let kept = output.join("uploaded");
-    let sf: Vec<PathBuf> = files(&kept, ".sf").iter().map(|(n, _)| kept.join(n)).collect();
+    let sf: Vec<PathBuf> = files(&kept, ".sf")
+        .iter()
+        .map(|(n, _)| kept.join(n))
+        .collect();
     let parquet = files(&kept, ".parquet");
     assert_eq!(parquet.len(), sf.len(), "one Parquet file per SysFlow file");
     let objects = store.list("lake");
     assert_eq!(objects.len(), 2 * sf.len() + 1, "{objects:?}");
 
     let summary = work.path().join("summary.json");
-    let venv = PathBuf::from(std::env::var_os("HOME").unwrap()).join(".local/share/nri-sysflow/venv");
+    let venv =
+        PathBuf::from(std::env::var_os("HOME").unwrap()).join(".local/share/nri-sysflow/venv");
     let job = Command::new(venv.join("bin/python"))
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../analytics/summarize.py"))
-        .args(["--bucket", "lake", "--prefix", "sysflow", "--endpoint", &store.endpoint()])
+        .args([
+            "--bucket",
+            "lake",
+            "--prefix",
+            "sysflow",
+            "--endpoint",
+            &store.endpoint(),
+        ])
         .arg("--out")
         .arg(&summary)
         .envs(ENV.iter().copied().take(2))

@@ -20,7 +20,8 @@ fn weed() -> PathBuf {
 }
 
 /// One SeaweedFS server (master, volume, filer and S3 gateway in one process) on the ports
-/// `base` to `base + 3`; its gRPC ports are those + 10000, so `base` must leave room for both.
+/// `base` to `base + 7` (HTTP, then gRPC). Keep `base` below the kernel's ephemeral range
+/// (32768 up): a port the kernel may hand to any client is a port a server can lose.
 pub struct Seaweed {
     child: Option<Child>,
     dir: tempfile::TempDir,
@@ -66,6 +67,10 @@ impl Seaweed {
             .args(["-filer", "-s3"])
             .arg(format!("-filer.port={}", self.base + 2))
             .arg(format!("-s3.port={}", self.base + 3))
+            .arg(format!("-master.port.grpc={}", self.base + 4))
+            .arg(format!("-volume.port.grpc={}", self.base + 5))
+            .arg(format!("-filer.port.grpc={}", self.base + 6))
+            .arg(format!("-s3.port.grpc={}", self.base + 7))
             // Its Iceberg and Lance catalogs listen on fixed ports by default: off, so that two
             // stores can run at once.
             .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
