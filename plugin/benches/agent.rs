@@ -173,9 +173,12 @@ fn bench_rotate() -> Option<String> {
         .filter(|r| !r.is_empty())
 }
 
-/// Whether the agent exports to a local SeaweedFS (`NRI_SYSFLOW_BENCH_EXPORT=1`).
-fn bench_export() -> bool {
-    std::env::var("NRI_SYSFLOW_BENCH_EXPORT").is_ok_and(|e| e == "1")
+/// The formats the agent exports to a local SeaweedFS (`NRI_SYSFLOW_BENCH_EXPORT`, e.g.
+/// `sysflow` or `sysflow,parquet`), if it exports.
+fn bench_export() -> Option<String> {
+    std::env::var("NRI_SYSFLOW_BENCH_EXPORT")
+        .ok()
+        .filter(|e| !e.is_empty())
 }
 
 fn start_agent(
@@ -197,7 +200,10 @@ fn start_agent(
         let config = dir.with_extension("yaml");
         std::fs::write(
             &config,
-            "export:\n  create_bucket: true\n  formats: [sysflow, parquet]\n  scan_interval_ms: 500\n",
+            format!(
+                "export:\n  create_bucket: true\n  formats: [{}]\n  scan_interval_ms: 500\n",
+                bench_export().unwrap_or_default()
+            ),
         )
         .unwrap();
         command
@@ -320,7 +326,7 @@ fn main() {
     let (baseline, baseline_wall) = run_workload(&loops);
 
     let out = tempfile::tempdir().unwrap();
-    let store = bench_export().then(|| seaweed::Seaweed::start(24700));
+    let store = bench_export().map(|_| seaweed::Seaweed::start(24700));
     let (mut agent, metrics, log) = start_agent(out.path(), store.as_ref());
     let pid = agent.id();
     // Health metrics are copied once a second: let a fresh copy in.
@@ -420,6 +426,7 @@ fn main() {
             "bench": "agent",
             "rules": bench_rules(),
             "rotate": bench_rotate(),
+            "export": bench_export(),
             "export_upload": upload,
             "loops": loops_json,
             "workload_busy_s": {"without_agent": baseline_wall, "with_agent": captured_wall},

@@ -165,22 +165,33 @@ fn export() -> anyhow::Result<()> {
     )?;
     let agent_args = ["bench", "-p", "nri-sysflow", "--bench", "agent"];
     let rotate = ("NRI_SYSFLOW_BENCH_ROTATE", "2");
-    let off = bench_json(&agent_args, &[rotate, ("NRI_SYSFLOW_BENCH_EXPORT", "")])?;
-    let on = bench_json(&agent_args, &[rotate, ("NRI_SYSFLOW_BENCH_EXPORT", "1")])?;
+    let export = |formats| {
+        bench_json(
+            &agent_args,
+            &[rotate, ("NRI_SYSFLOW_BENCH_EXPORT", formats)],
+        )
+    };
+    let off = export("")?;
+    let sysflow = export("sysflow")?;
+    let on = export("sysflow,parquet")?;
     let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     println!();
     println!(
-        "{:<36} {:>14} {:>14} {:>9}",
-        "agent, rotating every 2 s", "export off", "export on", "ratio"
+        "{:<32} {:>11} {:>11} {:>7} {:>16} {:>7}",
+        "agent, rotating every 2 s", "export off", "SysFlow", "ratio", "SysFlow+Parquet", "ratio"
     );
     for (label, key) in [
         ("agent CPU (s)", "agent_cpu_s"),
         ("us per SysFlow record", "agent_us_per_sysflow_record"),
         ("peak RSS (MiB)", "agent_peak_rss_mib"),
-        ("SysFlow records written", "records_written"),
+        ("SysFlow records in the window", "sysflow_records_in_window"),
     ] {
-        let (a, b) = (f(&off, key), f(&on, key));
-        println!("{label:<36} {a:>14.2} {b:>14.2} {:>9.3}", b / a);
+        let (a, b, c) = (f(&off, key), f(&sysflow, key), f(&on, key));
+        println!(
+            "{label:<32} {a:>11.2} {b:>11.2} {:>7.3} {c:>16.2} {:>7.3}",
+            b / a,
+            c / a
+        );
     }
     println!(
         "{:<36} {:>14.0} records/s (read + flatten alone: {:.0})",
@@ -194,9 +205,11 @@ fn export() -> anyhow::Result<()> {
             "bench": "export",
             "parquet": parquet,
             "agent_export_off": off,
-            "agent_export_on": on,
-            "agent_cpu_ratio_on_off": f(&on, "agent_cpu_s") / f(&off, "agent_cpu_s"),
-            "upload": on["export_upload"],
+            "agent_export_sysflow": sysflow,
+            "agent_export_sysflow_parquet": on,
+            "agent_cpu_ratio_sysflow_off": f(&sysflow, "agent_cpu_s") / f(&off, "agent_cpu_s"),
+            "agent_cpu_ratio_sysflow_parquet_off": f(&on, "agent_cpu_s") / f(&off, "agent_cpu_s"),
+            "upload": sysflow["export_upload"],
         })
     );
     Ok(())

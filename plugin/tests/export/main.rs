@@ -640,30 +640,34 @@ fn the_spark_job_over_the_exported_parquet_sums_what_our_reader_sums() {
     let objects = store.list("lake");
     assert_eq!(objects.len(), 2 * sf.len() + 1, "{objects:?}");
 
-    let summary = work.path().join("summary.json");
-    let venv =
-        PathBuf::from(std::env::var_os("HOME").unwrap()).join(".local/share/nri-sysflow/venv");
-    let job = Command::new(venv.join("bin/python"))
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../analytics/summarize.py"))
-        .args([
-            "--bucket",
-            "lake",
-            "--prefix",
-            "sysflow",
-            "--endpoint",
-            &store.endpoint(),
-        ])
-        .arg("--out")
-        .arg(&summary)
-        .envs(ENV.iter().copied().take(2))
-        .output()
-        .unwrap();
-    assert!(
-        job.status.success(),
-        "{}",
-        String::from_utf8_lossy(&job.stderr)
-    );
-    let mut theirs: Json = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let run_job = |extra: &[&str]| -> Json {
+        let summary = work.path().join("summary.json");
+        let venv =
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".local/share/nri-sysflow/venv");
+        let job = Command::new(venv.join("bin/python"))
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../analytics/summarize.py"))
+            .args([
+                "--bucket",
+                "lake",
+                "--prefix",
+                "sysflow",
+                "--endpoint",
+                &store.endpoint(),
+            ])
+            .args(extra)
+            .arg("--out")
+            .arg(&summary)
+            .envs(ENV.iter().copied().take(2))
+            .output()
+            .unwrap();
+        assert!(
+            job.status.success(),
+            "{}",
+            String::from_utf8_lossy(&job.stderr)
+        );
+        serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap()
+    };
+    let mut theirs = run_job(&[]);
     let inputs = theirs.as_object_mut().unwrap().remove("inputs").unwrap();
     assert_eq!(inputs["parquet_files"], sf.len());
     assert_eq!(inputs["alert_files"], 1);
@@ -677,4 +681,10 @@ fn the_spark_job_over_the_exported_parquet_sums_what_our_reader_sums() {
     assert!(theirs["alerts"].as_array().unwrap().contains(&serde_json::json!({
         "namespace": "robot-shop", "pod": "rabbitmq-785b678f74-mhhtg", "rule": "Non sudo setuid", "alerts": 19
     })), "{:#}", theirs["alerts"]);
+    // A time range: only the files started on the trace's day (the agent's own are later).
+    let day = run_job(&["--from", "2023-11-14", "--to", "2023-11-14"]);
+    assert_eq!(
+        day["inputs"],
+        serde_json::json!({"parquet_files": 1, "alert_files": 1, "records": 5247})
+    );
 }
