@@ -106,8 +106,10 @@ fn completed_files_arrive_under_their_keys_byte_identical_with_their_metadata() 
         wait_until(Duration::from_secs(30), || agent
             .metric(&uploads)
             .is_some_and(|n| n >= 3.0)),
-        "{:?}",
-        agent.metric(&uploads)
+        "{:?}\n{}\n{}",
+        agent.metric(&uploads),
+        agent.log.lock().unwrap(),
+        store.log_tail()
     );
     let output = agent.output.clone();
     let stopped = agent.stop();
@@ -258,9 +260,14 @@ fn a_store_down_for_a_minute_loses_nothing_and_the_backlog_rises_and_falls() {
     );
     let uploads = series("export_uploads_total", "format=\"sysflow\"");
     let waiting = "nri_sysflow_export_spool_files";
-    assert!(wait_until(Duration::from_secs(30), || agent
-        .metric(&uploads)
-        .is_some_and(|n| n >= 1.0)));
+    assert!(
+        wait_until(Duration::from_secs(30), || agent
+            .metric(&uploads)
+            .is_some_and(|n| n >= 1.0)),
+        "{}\n{}",
+        agent.log.lock().unwrap(),
+        store.log_tail()
+    );
     store.stop();
     let down = Instant::now();
     let mut peak = 0.0f64;

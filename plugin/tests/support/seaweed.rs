@@ -61,7 +61,11 @@ impl Seaweed {
         let child = Command::new(weed())
             .arg("server")
             .arg(format!("-dir={}", d.join("data").display()))
-            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-volume.max=0"])
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+            // Small volumes and a fixed number of them: by default it sizes volumes at 30 GB
+            // and counts how many fit on the free disk, which leaves one or none on a test
+            // machine running two stores (writes then fail with "No more free space left").
+            .args(["-master.volumeSizeLimitMB=64", "-volume.max=64"])
             .arg(format!("-master.port={}", self.base))
             .arg(format!("-volume.port={}", self.base + 1))
             .args(["-filer", "-s3"])
@@ -101,6 +105,14 @@ impl Seaweed {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// The end of the server's log, for a failing test's message.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read(self.dir.path().join("weed.log")).unwrap_or_default();
+        let log = String::from_utf8_lossy(&log);
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
     /// Stops the server (SIGKILL: the store just disappears, as a crashed one would).
