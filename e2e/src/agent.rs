@@ -59,6 +59,8 @@ impl Agent {
     pub fn start(out_dir: &Path, log: &Path, opts: &AgentOptions) -> anyhow::Result<Agent> {
         std::fs::create_dir_all(out_dir)?;
         let mut cmd = Command::new(binary()?);
+        // The harness reads the log as text.
+        cmd.env("NRI_SYSFLOW_LOG_FORMAT", "text");
         cmd.arg("run").arg("--output").arg(out_dir).args([
             "--metrics-addr",
             "127.0.0.1:0",

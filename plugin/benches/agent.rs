@@ -187,6 +187,7 @@ fn start_agent(
 ) -> (Child, SocketAddr, std::thread::JoinHandle<String>) {
     let mut command = Command::new(AGENT);
     command
+        .env("NRI_SYSFLOW_LOG_FORMAT", "text")
         .args(["run", "--output"])
         .arg(dir)
         .args(["--metrics-addr", "127.0.0.1:0"]);

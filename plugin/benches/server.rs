@@ -203,6 +203,7 @@ fn start_agent(config: &Path, out: &Path) -> (Child, std::thread::JoinHandle<Str
         .arg("--output")
         .arg(out)
         .env("RUST_LOG", "info")
+        .env("NRI_SYSFLOW_LOG_FORMAT", "text")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

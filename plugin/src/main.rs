@@ -111,6 +111,14 @@ enum Command {
         /// export.endpoint).
         #[arg(long)]
         s3_endpoint: Option<String>,
+        /// Log format: auto (JSON lines when stderr is not a terminal), json or text.
+        #[arg(
+            long,
+            value_enum,
+            env = "NRI_SYSFLOW_LOG_FORMAT",
+            default_value = "auto"
+        )]
+        log_format: LogFormat,
     },
     /// Capture policies.
     Policy {
@@ -202,15 +210,36 @@ fn main() {
     }
 }
 
+/// How the log is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// JSON lines when stderr is not a terminal (a pod's log), text on a terminal.
+    Auto,
+    Json,
+    Text,
+}
+
+fn init_logging(format: LogFormat) {
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => log.json().init(),
+        LogFormat::Auto if !terminal => log.json().init(),
+        _ => log.with_ansi(terminal).init(),
+    }
+}
+
 async fn real_main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    // The agent's log is read by machines where it runs as a pod; the tools' by people.
+    init_logging(match &cli.command {
+        Command::Run { log_format, .. } => *log_format,
+        _ => LogFormat::Text,
+    });
     match cli.command {
         Command::Run {
             output,
@@ -228,6 +257,7 @@ async fn real_main() -> anyhow::Result<()> {
             alerts,
             export,
             s3_endpoint,
+            log_format: _,
         } => {
             let mut cfg = match &config {
                 Some(path) => AgentConfig::load(path)?,

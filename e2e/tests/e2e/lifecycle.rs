@@ -378,7 +378,7 @@ async fn agent_launched_by_containerd_tags_pods() {
     let log = work.path().join("launched.log");
     // containerd gives launched plugins no PATH and no other environment.
     let script = format!(
-        "#!/bin/sh\nexec {} run --output {} --containerd-socket /nonexistent.sock --metrics-addr 127.0.0.1:0 --hooks {} 2>>{}\n",
+        "#!/bin/sh\nexec {} run --output {} --containerd-socket /nonexistent.sock --metrics-addr 127.0.0.1:0 --hooks {} --log-format text 2>>{}\n",
         nri_sysflow_e2e::agent::binary().unwrap().display(),
         out.display(),
         nri_sysflow_e2e::agent::hook_set(),

@@ -23,6 +23,26 @@ pub struct AgentConfig {
     pub metrics: MetricsConfig,
     pub detection: DetectionConfig,
     pub export: ExportConfig,
+    pub host: HostConfig,
+}
+
+/// Where the host's filesystems are, as a DaemonSet pod mounts them.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    /// The host's /proc (the pod's own /proc with hostPID).
+    pub proc: PathBuf,
+    /// The host's cgroup2 filesystem (null: the cgroup2 mount /proc/self/mountinfo names).
+    pub cgroup: Option<PathBuf>,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            proc: PathBuf::from("/proc"),
+            cgroup: None,
+        }
+    }
 }
 
 /// Uploads of completed files to an S3-compatible object store, sf-exporter's key layout and
@@ -424,12 +444,18 @@ impl AgentConfig {
         Ok(())
     }
 
+    /// `output.node_name`, else the node's name from the downward API (`NODE_NAME`), else
+    /// the host name.
     pub fn node_name(&self) -> String {
-        self.output.node_name.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_owned())
-                .unwrap_or_else(|_| "local".into())
-        })
+        self.output
+            .node_name
+            .clone()
+            .or_else(|| std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()))
+            .unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .unwrap_or_else(|_| "local".into())
+            })
     }
 
     pub fn writer_config(&self) -> WriterConfig {

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use crate::{
     internal_events::Losses,
-    metrics::HealthMetrics,
+    metrics::{HealthMetrics, server::Readiness},
     nri::stats::NriStats,
     probe::Probe,
     sink::sysflow_files::FileSinkReport,
@@ -23,6 +23,21 @@ pub struct Sources<'a> {
     pub nri: &'a NriStats,
     pub workloads: &'a Workloads,
     pub source: ActiveSource,
+    pub source_settled: bool,
+}
+
+/// Sets `/readyz`'s answer: the output takes writes unless a write failed since the last
+/// tick (`failures_before`: the count then; returns the count now).
+pub fn update_readiness(r: &Readiness, s: &Sources<'_>, failures_before: u64) -> u64 {
+    let failures = s
+        .files
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .writer
+        .output_failures;
+    r.set_output_writable(failures == failures_before);
+    r.set_metadata_source(s.nri.connected.load(Relaxed) || s.source_settled);
+    failures
 }
 
 pub fn update(m: &HealthMetrics, s: &Sources<'_>) {

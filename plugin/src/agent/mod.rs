@@ -102,6 +102,9 @@ pub enum StartError {
     ExportCredentials(#[from] crate::export::credentials::CredentialsError),
     #[error("export: {0}")]
     ExportStore(#[from] crate::export::store::StoreSetupError),
+    /// A host mount the agent needs is missing.
+    #[error("{0}")]
+    Host(#[from] crate::host::HostError),
     /// The metrics address cannot be served.
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics {
@@ -206,7 +209,7 @@ pub async fn run(
     let exporter = export_settings(&config)?.map(|(settings, store)| {
         crate::export::Exporter::new(settings, store, metrics_export.clone(), losses.clone())
     });
-    let host = Host::system()?;
+    let host = Host::at(&config.host.proc, config.host.cgroup.as_deref())?;
     let configured_cgroups = configured_cgroups(&config, &host)?;
     if let Some(addr) = config.metrics.addr {
         server::start(addr, metrics.clone())
@@ -294,6 +297,8 @@ pub async fn run(
     let export_task = exporter.map(|e| tokio::spawn(e.run(finish_rx)));
     // After attaching, so a process starting now is seen either here or by the probe.
     pipeline.seed();
+    // The always-on programs are attached (Probe::load attaches them or fails).
+    metrics.readiness.set_probes_attached(true);
     let nri_stats = Arc::new(NriStats::default());
     let _ = nri_stats
         .histogram
@@ -336,6 +341,7 @@ pub async fn run(
         tokio::time::interval_at(tokio::time::Instant::now() + flow_interval, flow_interval);
     let mut status = StatusLine::new(std::io::stderr().is_terminal());
     let mut kernel_fd_entries = 0;
+    let mut output_failures = 0;
     loop {
         tokio::select! {
             biased;
@@ -364,7 +370,7 @@ pub async fn run(
                 let drops = probe.kernel_stats().map(|s| s.ring_full).unwrap_or(0);
                 let state = pipeline.state_stats();
                 status.show(&files_report, state.processes, drops);
-                health::update(&metrics.health, &health::Sources {
+                let sources = health::Sources {
                     probe: &probe,
                     losses: &losses,
                     state: &state,
@@ -374,7 +380,11 @@ pub async fn run(
                     nri: &nri_stats,
                     workloads: &workloads,
                     source: source_state.get(),
-                });
+                    source_settled: source_state.settled(),
+                };
+                health::update(&metrics.health, &sources);
+                output_failures =
+                    health::update_readiness(&metrics.readiness, &sources, output_failures);
             }
             batch = records.recv_batch() => {
                 let Some(batch) = batch else { break };

@@ -13,6 +13,21 @@ pub use self::{
     proc::ProcSnapshot,
 };
 
+/// A host path the agent needs is not there.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error(
+        "host.proc {0} is not the host's /proc (no {0}/1/cgroup): mount it there (hostPID, or hostPath /proc)"
+    )]
+    NoProc(PathBuf),
+    #[error(
+        "host.cgroup {0} is not a cgroup2 filesystem (no cgroup.controllers): mount the host's /sys/fs/cgroup there"
+    )]
+    NoCgroup2(PathBuf),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+}
+
 /// Where the host's /proc, /etc and cgroup2 filesystem are.
 #[derive(Clone, Debug)]
 pub struct Host {
@@ -22,6 +37,24 @@ pub struct Host {
 }
 
 impl Host {
+    /// The host as a DaemonSet pod sees it: its /proc at `proc` (the pod's own with hostPID,
+    /// or the host's mounted elsewhere), its cgroup2 filesystem at `cgroup` (default: the
+    /// mount /proc/self/mountinfo names), /etc. A path that is not what it should be is an
+    /// error that says which mount is missing.
+    pub fn at(proc: &Path, cgroup: Option<&Path>) -> Result<Host, HostError> {
+        if !proc.join("1/cgroup").exists() {
+            return Err(HostError::NoProc(proc.to_path_buf()));
+        }
+        let cgroup2 = match cgroup {
+            Some(path) => path.to_path_buf(),
+            None => cgroup::cgroup2_mount(Path::new("/proc/self/mountinfo"))?,
+        };
+        if !cgroup2.join("cgroup.controllers").exists() {
+            return Err(HostError::NoCgroup2(cgroup2));
+        }
+        Ok(Host::new(proc, "/etc", cgroup2))
+    }
+
     /// This machine: /proc, /etc, and the cgroup2 mount named in /proc/self/mountinfo.
     pub fn system() -> Result<Host, CgroupError> {
         let cgroup2 = cgroup::cgroup2_mount(Path::new("/proc/self/mountinfo"))?;

@@ -352,6 +352,8 @@ pub struct Metrics {
     pub workload: WorkloadFamilies,
     pub detection: detection::DetectionMetrics,
     pub export: export::ExportMetrics,
+    /// What `/readyz` answers (not a metric: the same server serves it).
+    pub readiness: server::Readiness,
 }
 
 impl Default for Metrics {
@@ -377,6 +379,7 @@ impl Metrics {
             workload,
             detection,
             export,
+            readiness: server::Readiness::default(),
         }
     }
 

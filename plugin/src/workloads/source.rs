@@ -9,7 +9,7 @@ use std::{
     path::PathBuf,
     sync::{
         Arc,
-        atomic::{AtomicU8, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicU8, Ordering::Relaxed},
     },
     time::{Duration, Instant},
 };
@@ -38,9 +38,15 @@ pub enum ActiveSource {
 }
 
 #[derive(Default)]
-pub struct SourceState(AtomicU8);
+pub struct SourceState(AtomicU8, AtomicBool);
 
 impl SourceState {
+    /// Whether the source of pod metadata is decided: containerd's API, or standalone (no
+    /// socket at all). NRI counts once connected (`NriStats::connected`).
+    pub fn settled(&self) -> bool {
+        self.1.load(Relaxed)
+    }
+
     pub fn get(&self) -> ActiveSource {
         match self.0.load(Relaxed) {
             1 => ActiveSource::Nri,
@@ -102,6 +108,7 @@ pub async fn run(
             }
         } else if let Some(socket) = config.containerd_socket.as_ref().filter(|s| s.exists()) {
             state.set(ActiveSource::ContainerdApi);
+            state.1.store(true, Relaxed);
             let nri_socket = config.nri.as_ref().map(|c| c.socket.clone());
             let nri_appeared = async {
                 loop {
@@ -122,6 +129,7 @@ pub async fn run(
                 }
             }
         } else {
+            state.1.store(true, Relaxed);
             "no NRI or containerd socket: containers are known by cgroup path only".to_string()
         };
         state.set(ActiveSource::None);

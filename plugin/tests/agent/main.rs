@@ -251,7 +251,12 @@ fn a_known_workload_yields_exactly_its_records() {
 }
 
 fn start_error(args: &[&str]) -> String {
-    let out = Command::new(AGENT).arg("run").args(args).output().unwrap();
+    let out = Command::new(AGENT)
+        .arg("run")
+        .args(args)
+        .env("NRI_SYSFLOW_LOG_FORMAT", "text")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1), "{args:?}");
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");

@@ -240,6 +240,7 @@ fn not_root_is_refused_with_one_line() {
     let out = Command::new(AGENT)
         .args(["run", "--output"])
         .arg(dir.path())
+        .env("NRI_SYSFLOW_LOG_FORMAT", "text")
         .uid(65534)
         .gid(65534)
         .output()
@@ -249,5 +250,106 @@ fn not_root_is_refused_with_one_line() {
     assert_eq!(
         err,
         "nri-sysflow: must run as root: loading eBPF programs needs CAP_BPF and CAP_PERFMON\n"
+    );
+}
+
+/// GET `path` from the agent's metrics port: (status, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (status, body)
+}
+
+#[test]
+fn as_a_pod_it_answers_liveness_and_readiness_and_takes_its_node_name_from_the_downward_api() {
+    let agent = Agent::start_with(
+        None,
+        &["--no-nri", "--rotate", "1"],
+        &[("NODE_NAME", "node-7")],
+    );
+    assert_eq!(http_get(&agent.metrics, "/healthz"), (200, "ok\n".into()));
+    // Standalone (no runtime socket) is a decided metadata source: ready within a tick or two.
+    let start = std::time::Instant::now();
+    let mut ready = http_get(&agent.metrics, "/readyz");
+    while ready.0 != 200 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+        ready = http_get(&agent.metrics, "/readyz");
+    }
+    assert_eq!(ready, (200, "ready\n".into()));
+    assert_eq!(http_get(&agent.metrics, "/nothing-here").0, 404);
+    std::thread::sleep(Duration::from_millis(1500));
+    let stopped = agent.stop();
+    let names: Vec<String> = stopped
+        .files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| n.starts_with("node-7-")),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn a_missing_host_mount_is_one_line_and_the_log_is_json_lines_off_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.yaml");
+    std::fs::write(&config, "host:\n  proc: /nonexistent/proc\n").unwrap();
+    let err = start_error(&["--no-nri", "--config", config.to_str().unwrap()]);
+    assert_eq!(
+        err,
+        "nri-sysflow: host.proc /nonexistent/proc is not the host's /proc (no /nonexistent/proc/1/cgroup): mount it there (hostPID, or hostPath /proc)\n"
+    );
+    std::fs::write(&config, "host:\n  cgroup: /tmp\n").unwrap();
+    let err = start_error(&["--no-nri", "--config", config.to_str().unwrap()]);
+    assert_eq!(
+        err,
+        "nri-sysflow: host.cgroup /tmp is not a cgroup2 filesystem (no cgroup.controllers): mount the host's /sys/fs/cgroup there\n"
+    );
+
+    // stderr is a pipe here: without --log-format the log is JSON lines.
+    let out = Command::new(AGENT)
+        .args([
+            "run",
+            "--no-nri",
+            "--metrics-addr",
+            "off",
+            "--duration",
+            "1",
+            "--output",
+        ])
+        .arg(dir.path().join("out"))
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let log = String::from_utf8(out.stderr).unwrap();
+    let capturing = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|j| j["fields"]["message"] == "capturing")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(capturing["level"], "INFO");
+    assert!(
+        ["dispatcher", "tracepoint"].contains(&capturing["fields"]["hooks"].as_str().unwrap()),
+        "{capturing}"
     );
 }

@@ -69,6 +69,8 @@ impl Agent {
                 "RUST_LOG",
                 std::env::var("AGENT_LOG").unwrap_or("info".into()),
             )
+            // The tests read the log as text (a pipe would get JSON lines).
+            .env("NRI_SYSFLOW_LOG_FORMAT", "text")
             .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::piped())
