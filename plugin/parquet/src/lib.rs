@@ -203,6 +203,9 @@ pub const COLUMNS: &[Column] = &[
 /// compression, small enough to bound the converter's memory.
 const BATCH_ROWS: usize = 16 * 1024;
 
+/// Rows per row group (what the writer holds in memory before writing it out).
+const ROW_GROUP_ROWS: usize = 64 * 1024;
+
 /// The Arrow schema of [`COLUMNS`].
 pub fn schema() -> SchemaRef {
     let fields: Vec<Field> = COLUMNS
@@ -316,6 +319,8 @@ impl<W: Write + Send> ParquetWriter<W> {
         let schema = schema();
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+            // A row group is held in memory until written: bounded, not the default million.
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .set_created_by(format!("nri-sysflow {}", env!("CARGO_PKG_VERSION")))
             .set_key_value_metadata(Some(vec![KeyValue::new(
                 "sysflow.source".to_string(),

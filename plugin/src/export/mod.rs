@@ -194,7 +194,10 @@ impl Exporter {
                     info!(bucket = %self.settings.bucket, "export: bucket ready");
                     self.bucket_ready = true;
                 }
-                Err(e) => return self.failed(&e, "the bucket"),
+                Err(e) => {
+                    let action = format!("creating bucket {}", self.settings.bucket);
+                    return self.failed(&e, &action);
+                }
             }
         }
         let mut left = waiting.len();
@@ -235,7 +238,11 @@ impl Exporter {
                             );
                         }
                     }
-                    Err(e) => return self.failed(&e, &file.name),
+                    Err(e) => {
+                        let action =
+                            format!("uploading {} to bucket {}", file.name, self.settings.bucket);
+                        return self.failed(&e, &action);
+                    }
                 }
             }
             left -= 1;
@@ -269,13 +276,13 @@ impl Exporter {
         }
     }
 
-    fn failed(&mut self, e: &UploadError, what: &str) -> Pass {
+    fn failed(&mut self, e: &UploadError, action: &str) -> Pass {
         let reason = e.reason();
         self.metrics.failed(reason);
         self.failures_in_row += 1;
         let message = format!(
-            "export: uploading {what} to bucket {} failed ({reason}): {e}; retrying",
-            self.settings.bucket
+            "export: {action} failed ({reason}): {}; retrying",
+            store::with_causes(e)
         );
         self.log_failure(&message);
         Pass::Failed

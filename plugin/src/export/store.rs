@@ -91,16 +91,25 @@ impl UploadError {
                 status: Some(401 | 403),
                 ..
             } => "credentials",
+            UploadError::CreateBucket {
+                status: None,
+                reason,
+                ..
+            } if reason.contains("certificate") => "tls",
             UploadError::CreateBucket { status: None, .. } => "unreachable",
             UploadError::CreateBucket { .. } => "bucket",
         }
     }
 }
 
-/// A store error that is neither 401/403 nor 404: was the store reachable at all?
+/// A store error that is neither 401/403 nor 404: was the store reachable at all, did its
+/// certificate check out?
 fn classify(e: &(dyn std::error::Error + 'static)) -> &'static str {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
+        if err.to_string().contains("certificate") {
+            return "tls";
+        }
         if let Some(http) = err.downcast_ref::<reqwest::Error>()
             && (http.is_connect() || http.is_timeout())
         {
@@ -110,7 +119,9 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> &'static str {
     }
     // The retry layer reports a request that never got a response in its text only.
     let text = e.to_string();
-    if text.contains("error sending request") || text.contains("timed out") {
+    if text.contains("certificate") || text.contains("UnknownIssuer") {
+        "tls"
+    } else if text.contains("error sending request") || text.contains("timed out") {
         "unreachable"
     } else if text.contains("InvalidAccessKeyId") || text.contains("SignatureDoesNotMatch") {
         "credentials"
@@ -218,7 +229,7 @@ impl Store {
             .body(Vec::new())
             .send()
             .await
-            .map_err(|e| failed(None, e.to_string()))?;
+            .map_err(|e| failed(None, with_causes(&e)))?;
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
         if status.is_success() || body.contains("BucketAlreadyOwnedByYou") {
@@ -312,6 +323,21 @@ impl Store {
         }
         Ok(size)
     }
+}
+
+/// An error and its causes on one line (reqwest's own text leaves out why a request failed).
+pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// An S3 error body on one line: its code and message, or the text with its line breaks

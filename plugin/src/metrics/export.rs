@@ -21,8 +21,9 @@ pub struct ReasonLabel {
 }
 
 /// Every `reason` of `export_failures_total`, present from the start so rates are 0, not absent.
-pub const FAILURE_REASONS: [&str; 7] = [
+pub const FAILURE_REASONS: [&str; 8] = [
     "unreachable",
+    "tls",
     "credentials",
     "bucket",
     "verify",

@@ -282,7 +282,7 @@ pub const EXPORT_UPLOADED: MetricName = MetricName::with_unit(
 
 pub const EXPORT_FAILURES: MetricName = MetricName::new(
     "export_failures",
-    "Failed export attempts, by reason (unreachable, credentials, bucket, verify, store, local, convert); the file stays in the spool and is retried",
+    "Failed export attempts, by reason (unreachable, tls, credentials, bucket, verify, store, local, convert); the file stays in the spool and is retried",
 );
 
 pub const EXPORT_RETRIES: MetricName = MetricName::new(

@@ -491,7 +491,7 @@ fn wrong_credentials_are_a_clear_error_and_a_metric_and_capture_goes_on() {
         .find(|l| l.contains("failed (credentials)"))
         .unwrap_or_else(|| panic!("{}", stopped.log));
     assert!(
-        line.contains("export: uploading the bucket to bucket denied failed (credentials): cannot create bucket denied: 403 Forbidden: "),
+        line.contains("export: creating bucket denied failed (credentials): cannot create bucket denied: 403 Forbidden: "),
         "{line}"
     );
     assert!(line.contains("retrying"), "{line}");
@@ -694,4 +694,123 @@ fn the_spark_job_over_the_exported_parquet_sums_what_our_reader_sums() {
         day["inputs"],
         serde_json::json!({"parquet_files": 1, "alert_files": 1, "records": 5247})
     );
+}
+
+/// A CA, and a certificate it signed for 127.0.0.1: (ca.pem, server.pem, server.key).
+fn make_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=nri-sysflow test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+#[test]
+fn over_tls_the_configured_ca_is_trusted_and_an_unknown_one_is_a_tls_failure() {
+    let work = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certificates(work.path());
+    let store = Seaweed::start_with_tls(24800, Some((cert, key)));
+    let run = |ca_bundle: Option<&Path>| {
+        let mut text =
+            "export:\n  create_bucket: true\n  scan_interval_ms: 200\n  max_backoff_secs: 1\n"
+                .to_string();
+        if let Some(ca) = ca_bundle {
+            text.push_str(&format!("  ca_bundle: {}\n", ca.display()));
+        }
+        let cfg = config(work.path(), &text);
+        let agent = Agent::start_with(
+            None,
+            &[
+                "--config",
+                cfg.to_str().unwrap(),
+                "--rotate",
+                "1",
+                "--no-nri",
+                "--export",
+                "s3://secure",
+                "--s3-endpoint",
+                &store.https_endpoint(),
+            ],
+            &ENV,
+        );
+        let uploads = series("export_uploads_total", "format=\"sysflow\"");
+        let tls = series("export_failures_total", "reason=\"tls\"");
+        let done = wait_until(Duration::from_secs(20), || {
+            agent.metric(&uploads).is_some_and(|n| n >= 1.0)
+                || agent.metric(&tls).is_some_and(|n| n >= 2.0)
+        });
+        let figures = (agent.metric(&uploads), agent.metric(&tls));
+        let stopped = agent.stop();
+        assert!(done, "{figures:?}\n{}\n{}", stopped.log, store.log_tail());
+        (figures, stopped)
+    };
+    // The CA the store's certificate comes from, in export.ca_bundle: uploads go through.
+    let ((uploads, tls), _) = run(Some(&ca));
+    assert!(
+        uploads.unwrap() >= 1.0 && tls == Some(0.0),
+        "{uploads:?} {tls:?}"
+    );
+    assert!(!store.list("secure").is_empty());
+    // Without it the system's roots do not know that CA: a TLS failure, said as such.
+    let ((uploads, tls), stopped) = run(None);
+    assert_eq!(uploads, Some(0.0));
+    assert!(tls.unwrap() >= 2.0);
+    assert!(stopped.log.contains("failed (tls)"), "{}", stopped.log);
 }

@@ -20,17 +20,24 @@ fn weed() -> PathBuf {
 }
 
 /// One SeaweedFS server (master, volume, filer and S3 gateway in one process) on the ports
-/// `base` to `base + 7` (HTTP, then gRPC). Keep `base` below the kernel's ephemeral range
+/// `base` to `base + 7` (HTTP, then gRPC), and `base + 8` for HTTPS when asked. Keep `base` below the kernel's ephemeral range
 /// (32768 up): a port the kernel may hand to any client is a port a server can lose.
 pub struct Seaweed {
     child: Option<Child>,
     dir: tempfile::TempDir,
     base: u16,
+    /// (certificate, key) PEM files: the S3 gateway also serves HTTPS on `base + 8`.
+    tls: Option<(PathBuf, PathBuf)>,
     runtime: tokio::runtime::Runtime,
 }
 
 impl Seaweed {
     pub fn start(base: u16) -> Seaweed {
+        Self::start_with_tls(base, None)
+    }
+
+    /// Also serving S3 over HTTPS on `base + 8` with this certificate and key.
+    pub fn start_with_tls(base: u16, tls: Option<(PathBuf, PathBuf)>) -> Seaweed {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("data")).unwrap();
         let config = serde_json::json!({"identities": [{
@@ -43,6 +50,7 @@ impl Seaweed {
             child: None,
             dir,
             base,
+            tls,
             runtime: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -56,12 +64,18 @@ impl Seaweed {
         format!("http://127.0.0.1:{}", self.base + 3)
     }
 
+    /// The HTTPS endpoint (with `start_with_tls`).
+    pub fn https_endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.base + 8)
+    }
+
     fn run(&mut self) {
         let d = self.dir.path();
-        let child = Command::new(weed())
+        let mut command = Command::new(weed());
+        command
             .arg("server")
             .arg(format!("-dir={}", d.join("data").display()))
-            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false"])
             // Small volumes and a fixed number of them: by default it sizes volumes at 30 GB
             // and counts how many fit on the free disk, which leaves one or none on a test
             // machine running two stores (writes then fail with "No more free space left").
@@ -78,7 +92,14 @@ impl Seaweed {
             // Its Iceberg and Lance catalogs listen on fixed ports by default: off, so that two
             // stores can run at once.
             .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
-            .arg(format!("-s3.config={}", d.join("s3.json").display()))
+            .arg(format!("-s3.config={}", d.join("s3.json").display()));
+        if let Some((cert, key)) = &self.tls {
+            command
+                .arg(format!("-s3.cert.file={}", cert.display()))
+                .arg(format!("-s3.key.file={}", key.display()))
+                .arg(format!("-s3.port.https={}", self.base + 8));
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(d.join("weed.log")).unwrap())
             .spawn()
