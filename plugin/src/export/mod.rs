@@ -202,6 +202,9 @@ impl Exporter {
         }
         let mut left = waiting.len();
         let mut left_bytes: u64 = waiting.iter().map(|w| w.bytes).sum();
+        // A file the store refused for itself (unreadable here, or held differently there)
+        // does not hold up the others; a pass that had one still backs off.
+        let mut a_file_failed = false;
         for file in &waiting {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Pass::OutOfTime;
@@ -209,8 +212,11 @@ impl Exporter {
             if file.kind == FileKind::Sysflow && self.settings.parquet {
                 self.convert(file).await;
             }
-            if file.kind == FileKind::Sysflow && !self.settings.sysflow {
-                // Converted only; the SysFlow file itself is not shipped.
+            // With Parquet only, the SysFlow file goes only if it could not be converted:
+            // nothing leaves the node unshipped.
+            let ship_sysflow = self.settings.sysflow || self.unconvertible.contains(&file.name);
+            if file.kind == FileKind::Sysflow && !ship_sysflow {
+                // Converted; the SysFlow file itself is not shipped.
                 if let Err(e) = spool::release(file, self.settings.keep_local.is_some()) {
                     warn!("export: cannot remove {}: {e}", file.path.display());
                 }
@@ -241,7 +247,12 @@ impl Exporter {
                     Err(e) => {
                         let action =
                             format!("uploading {} to bucket {}", file.name, self.settings.bucket);
-                        return self.failed(&e, &action);
+                        let outcome = self.failed(&e, &action);
+                        if !matches!(e.reason(), "local" | "verify") {
+                            return outcome;
+                        }
+                        a_file_failed = true;
+                        continue;
                     }
                 }
             }
@@ -250,7 +261,11 @@ impl Exporter {
             self.metrics.spool_files.set(left as i64);
             self.metrics.spool_bytes.set(left_bytes as i64);
         }
-        Pass::Done
+        if a_file_failed {
+            Pass::Failed
+        } else {
+            Pass::Done
+        }
     }
 
     /// Converts a completed `.sf` file into its Parquet file beside it, once.
