@@ -1,36 +1,14 @@
 //! `nri-sysflow print` as a user runs it.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::path::PathBuf;
 
-const BIN: &str = env!("CARGO_BIN_EXE_nri-sysflow");
+#[path = "support/cli.rs"]
+mod cli;
 
-/// `shared/reference-traces` beside the repository (or `SYSFLOW_REFERENCE_TRACES`): searched
-/// upwards from this crate, so any checkout layout with `shared/` beside it works.
-fn reference_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("SYSFLOW_REFERENCE_TRACES") {
-        return PathBuf::from(dir);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|a| a.join("shared/reference-traces"))
-        .find(|d| d.join("MANIFEST.md").exists())
-        .expect("shared/reference-traces not found beside the repository (or set SYSFLOW_REFERENCE_TRACES)")
-}
+use cli::{reference_dir, run};
 
 fn trace(name: &str) -> PathBuf {
     reference_dir().join(name)
-}
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
 }
 
 #[test]

@@ -1,32 +1,11 @@
 //! `nri-sysflow rules check` and `rules run` as a user runs them (no root needed).
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::path::Path;
 
-const BIN: &str = env!("CARGO_BIN_EXE_nri-sysflow");
+#[path = "support/cli.rs"]
+mod cli;
 
-/// `shared/policy-kit` beside the repository (or `SYSFLOW_POLICY_KIT`).
-fn kit() -> PathBuf {
-    if let Some(dir) = std::env::var_os("SYSFLOW_POLICY_KIT") {
-        return PathBuf::from(dir);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|a| a.join("shared/policy-kit"))
-        .find(|d| d.join("LANGUAGE.md").exists())
-        .expect("shared/policy-kit not found beside the repository (or set SYSFLOW_POLICY_KIT)")
-}
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
+use cli::{kit, run};
 
 #[test]
 fn check_counts_the_shipped_rules_and_lints_the_kits_probes() {

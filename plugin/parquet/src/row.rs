@@ -6,10 +6,9 @@
 
 use std::borrow::Cow;
 
-use serde_json::{Value as Json, json};
 use sysflow::{
-    encoding::{int_to_ipv4, long_to_ipv4, op_flags_str},
-    flat::{FlatRecord, env_str, has_cwd_env, has_entry},
+    encoding::{int_to_ipv4, op_flags_str},
+    flat::{FlatRecord, Operation, env_str, has_cwd_env, has_entry, ipv4_list, services_json},
     records::{Container, File, Pod, Process, Record},
 };
 
@@ -23,80 +22,19 @@ pub enum Value<'a> {
     Json(Option<String>),
 }
 
-/// What the record type itself carries: op flags, times, thread, return, descriptor.
-#[derive(Default)]
-struct Op {
-    flags: Option<i32>,
-    ts: Option<i64>,
-    tid: Option<i64>,
-    ret: Option<i32>,
-    fd: Option<i32>,
-    end_ts: Option<i64>,
-}
-
 /// A record prepared for its columns.
 pub struct Row<'a> {
     pub f: &'a FlatRecord,
     version: Option<i64>,
-    op: Op,
+    op: Operation,
 }
 
 impl<'a> Row<'a> {
     pub fn new(f: &'a FlatRecord) -> Row<'a> {
-        let op = match &f.record {
-            Record::ProcessEvent(e) => Op {
-                flags: Some(e.op_flags),
-                ts: Some(e.ts),
-                tid: Some(e.tid),
-                ret: Some(e.ret),
-                ..Op::default()
-            },
-            Record::FileEvent(e) => Op {
-                flags: Some(e.op_flags),
-                ts: Some(e.ts),
-                tid: Some(e.tid),
-                ret: Some(e.ret),
-                ..Op::default()
-            },
-            Record::NetworkEvent(e) => Op {
-                flags: Some(e.op_flags),
-                ts: Some(e.ts),
-                tid: Some(e.tid),
-                ret: Some(e.ret),
-                ..Op::default()
-            },
-            Record::FileFlow(e) => Op {
-                flags: Some(e.op_flags),
-                ts: Some(e.ts),
-                tid: Some(e.tid),
-                fd: Some(e.fd),
-                end_ts: Some(e.end_ts),
-                ..Op::default()
-            },
-            Record::NetworkFlow(e) => Op {
-                flags: Some(e.op_flags),
-                ts: Some(e.ts),
-                tid: Some(e.tid),
-                fd: Some(e.fd),
-                end_ts: Some(e.end_ts),
-                ..Op::default()
-            },
-            Record::ProcessFlow(e) => Op {
-                flags: Some(e.op_flags),
-                ts: Some(e.ts),
-                end_ts: Some(e.end_ts),
-                ..Op::default()
-            },
-            Record::K8sEvent(e) => Op {
-                ts: Some(e.ts),
-                ..Op::default()
-            },
-            _ => Op::default(),
-        };
         Row {
             version: f.header.as_ref().map(|h| h.version),
+            op: f.operation(),
             f,
-            op,
         }
     }
 
@@ -131,10 +69,6 @@ fn owned<'a>(s: Option<String>) -> Value<'a> {
 
 fn int(v: Option<impl Into<i64>>) -> Value<'static> {
     Value::Int(v.map(Into::into))
-}
-
-fn ips(v: &[i64]) -> Vec<String> {
-    v.iter().map(|ip| long_to_ipv4(*ip).to_string()).collect()
 }
 
 pub fn record_type<'a>(r: &Row<'a>) -> Value<'a> {
@@ -269,22 +203,9 @@ pub fn net_dip<'a>(r: &Row<'a>) -> Value<'a> {
 
 pub fn res<'a>(r: &Row<'a>) -> Value<'a> {
     match &r.f.record {
-        Record::FileFlow(_) | Record::FileEvent(_) => match &r.f.new_file {
-            None => file_path(r),
-            Some(n) => owned(Some(format!(
-                "{}, {}",
-                r.file().map(|f| f.path.as_str()).unwrap_or_default(),
-                n.path
-            ))),
-        },
-        Record::NetworkFlow(f) => owned(Some(format!(
-            "{}:{}-{}:{}",
-            int_to_ipv4(f.sip),
-            f.sport,
-            int_to_ipv4(f.dip),
-            f.dport
-        ))),
-        _ => text(None),
+        // The path alone borrows; the other cases build their text.
+        Record::FileFlow(_) | Record::FileEvent(_) if r.f.new_file.is_none() => file_path(r),
+        _ => owned(Some(r.f.resource())),
     }
 }
 
@@ -353,10 +274,10 @@ pub fn pod_node<'a>(r: &Row<'a>) -> Value<'a> {
     text(r.pod().map(|p| p.node_name.as_str()))
 }
 pub fn pod_host_ip<'a>(r: &Row<'a>) -> Value<'a> {
-    Value::List(r.pod().map(|p| ips(&p.host_ip)))
+    Value::List(r.pod().map(|p| ipv4_list(&p.host_ip)))
 }
 pub fn pod_internal_ip<'a>(r: &Row<'a>) -> Value<'a> {
-    Value::List(r.pod().map(|p| ips(&p.internal_ip)))
+    Value::List(r.pod().map(|p| ipv4_list(&p.internal_ip)))
 }
 pub fn pod_namespace<'a>(r: &Row<'a>) -> Value<'a> {
     text(r.pod().map(|p| p.namespace.as_str()))
@@ -365,24 +286,7 @@ pub fn pod_restarts<'a>(r: &Row<'a>) -> Value<'a> {
     int(r.pod().map(|p| p.restart_count))
 }
 pub fn pod_services<'a>(r: &Row<'a>) -> Value<'a> {
-    Value::Json(r.pod().map(|pod| {
-        Json::from(
-            pod.services
-                .iter()
-                .map(|s| {
-                    json!({
-                        "name": s.name, "id": s.id, "namespace": s.namespace,
-                        "portList": s.port_list.iter().map(|p| json!({
-                            "port": p.port, "targetPort": p.target_port,
-                            "nodePort": p.node_port, "proto": p.proto,
-                        })).collect::<Vec<_>>(),
-                        "clusterIP": ips(&s.cluster_ip),
-                    })
-                })
-                .collect::<Vec<_>>(),
-        )
-        .to_string()
-    }))
+    Value::Json(r.pod().map(|pod| services_json(pod).to_string()))
 }
 
 pub fn node_id<'a>(r: &Row<'a>) -> Value<'a> {

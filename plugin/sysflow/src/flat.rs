@@ -171,7 +171,107 @@ fn opt<T: Into<Json>>(v: Option<T>, empty: Json) -> Json {
     v.map(Into::into).unwrap_or(empty)
 }
 
+/// What the record itself carries beside its entities: op flags, times, thread, return code,
+/// descriptor (each only for the record types that have it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Operation {
+    pub flags: Option<i32>,
+    pub ts: Option<i64>,
+    pub tid: Option<i64>,
+    pub ret: Option<i32>,
+    pub fd: Option<i32>,
+    /// Flows only.
+    pub end_ts: Option<i64>,
+}
+
+/// Addresses as sysprint shows them (dotted quads).
+pub fn ipv4_list(v: &[i64]) -> Vec<String> {
+    v.iter().map(|ip| long_to_ipv4(*ip).to_string()).collect()
+}
+
+/// A pod's services as sysprint shows them.
+pub fn services_json(pod: &Pod) -> Json {
+    Json::from(
+        pod.services
+            .iter()
+            .map(|s| {
+                json!({
+                    "name": s.name, "id": s.id, "namespace": s.namespace,
+                    "portList": s.port_list.iter().map(|p| json!({
+                        "port": p.port, "targetPort": p.target_port,
+                        "nodePort": p.node_port, "proto": p.proto,
+                    })).collect::<Vec<_>>(),
+                    "clusterIP": ipv4_list(&s.cluster_ip),
+                })
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
 impl FlatRecord {
+    /// The record's own operation fields.
+    pub fn operation(&self) -> Operation {
+        let event = |flags, ts, tid, ret| Operation {
+            flags: Some(flags),
+            ts: Some(ts),
+            tid: Some(tid),
+            ret: Some(ret),
+            ..Operation::default()
+        };
+        let flow = |flags, ts, tid, fd, end_ts| Operation {
+            flags: Some(flags),
+            ts: Some(ts),
+            tid: Some(tid),
+            fd: Some(fd),
+            end_ts: Some(end_ts),
+            ..Operation::default()
+        };
+        match &self.record {
+            Record::ProcessEvent(e) => event(e.op_flags, e.ts, e.tid, e.ret),
+            Record::FileEvent(e) => event(e.op_flags, e.ts, e.tid, e.ret),
+            Record::NetworkEvent(e) => event(e.op_flags, e.ts, e.tid, e.ret),
+            Record::FileFlow(f) => flow(f.op_flags, f.ts, f.tid, f.fd, f.end_ts),
+            Record::NetworkFlow(f) => flow(f.op_flags, f.ts, f.tid, f.fd, f.end_ts),
+            Record::ProcessFlow(f) => Operation {
+                flags: Some(f.op_flags),
+                ts: Some(f.ts),
+                end_ts: Some(f.end_ts),
+                ..Operation::default()
+            },
+            Record::K8sEvent(e) => Operation {
+                ts: Some(e.ts),
+                ..Operation::default()
+            },
+            _ => Operation::default(),
+        }
+    }
+
+    /// sysprint's `res` column: the file path (and the new path), or the connection.
+    pub fn resource(&self) -> String {
+        match &self.record {
+            Record::FileFlow(_) | Record::FileEvent(_) => {
+                let mut s = self
+                    .file
+                    .as_ref()
+                    .map(|f| f.path.clone())
+                    .unwrap_or_default();
+                if let Some(n) = &self.new_file {
+                    s.push_str(", ");
+                    s.push_str(&n.path);
+                }
+                s
+            }
+            Record::NetworkFlow(f) => format!(
+                "{}:{}-{}:{}",
+                int_to_ipv4(f.sip),
+                f.sport,
+                int_to_ipv4(f.dip),
+                f.dport
+            ),
+            _ => String::new(),
+        }
+    }
+
     /// sysprint's `type` column.
     pub fn code(&self) -> &'static str {
         self.record.code()
@@ -181,58 +281,14 @@ impl FlatRecord {
     pub fn to_sysprint_json(&self) -> Json {
         let r = &self.record;
         let version = self.header.as_ref().map(|h| h.version);
-        let (op_flags, ts, tid, ret, fd, end_ts) = match r {
-            Record::ProcessEvent(e) => (
-                Some(e.op_flags),
-                Some(e.ts),
-                Some(e.tid),
-                Some(e.ret),
-                None,
-                None,
-            ),
-            Record::FileEvent(e) => (
-                Some(e.op_flags),
-                Some(e.ts),
-                Some(e.tid),
-                Some(e.ret),
-                None,
-                None,
-            ),
-            Record::NetworkEvent(e) => (
-                Some(e.op_flags),
-                Some(e.ts),
-                Some(e.tid),
-                Some(e.ret),
-                None,
-                None,
-            ),
-            Record::FileFlow(f) => (
-                Some(f.op_flags),
-                Some(f.ts),
-                Some(f.tid),
-                None,
-                Some(f.fd),
-                Some(f.end_ts),
-            ),
-            Record::NetworkFlow(f) => (
-                Some(f.op_flags),
-                Some(f.ts),
-                Some(f.tid),
-                None,
-                Some(f.fd),
-                Some(f.end_ts),
-            ),
-            Record::ProcessFlow(f) => (
-                Some(f.op_flags),
-                Some(f.ts),
-                None,
-                None,
-                None,
-                Some(f.end_ts),
-            ),
-            Record::K8sEvent(e) => (None, Some(e.ts), None, None, None, None),
-            _ => (None, None, None, None, None, None),
-        };
+        let Operation {
+            flags: op_flags,
+            ts,
+            tid,
+            ret,
+            fd,
+            end_ts,
+        } = self.operation();
         let is_flow = end_ts.is_some();
         let p = self.process.as_ref();
         let pp = self.parent.as_ref();
@@ -316,28 +372,7 @@ impl FlatRecord {
             Record::FileFlow(f) => Some(f),
             _ => None,
         };
-        let res = match r {
-            Record::FileFlow(_) | Record::FileEvent(_) => {
-                let mut s = self
-                    .file
-                    .as_ref()
-                    .map(|f| f.path.clone())
-                    .unwrap_or_default();
-                if let Some(n) = &self.new_file {
-                    s.push_str(", ");
-                    s.push_str(&n.path);
-                }
-                s
-            }
-            Record::NetworkFlow(f) => format!(
-                "{}:{}-{}:{}",
-                int_to_ipv4(f.sip),
-                f.sport,
-                int_to_ipv4(f.dip),
-                f.dport
-            ),
-            _ => String::new(),
-        };
+        let res = self.resource();
         let (rb, ro, wb, wo) = match r {
             Record::FileFlow(f) => (
                 Some(f.num_r_recv_bytes),
@@ -359,30 +394,8 @@ impl FlatRecord {
         };
         let c = self.container.as_ref();
         let pod = self.pod.as_ref();
-        let ips = |v: &[i64]| {
-            Json::from(
-                v.iter()
-                    .map(|ip| long_to_ipv4(*ip).to_string())
-                    .collect::<Vec<_>>(),
-            )
-        };
-        let services = pod.map(|pod| {
-            Json::from(
-                pod.services
-                    .iter()
-                    .map(|s| {
-                        json!({
-                            "name": s.name, "id": s.id, "namespace": s.namespace,
-                            "portList": s.port_list.iter().map(|p| json!({
-                                "port": p.port, "targetPort": p.target_port,
-                                "nodePort": p.node_port, "proto": p.proto,
-                            })).collect::<Vec<_>>(),
-                            "clusterIP": ips(&s.cluster_ip),
-                        })
-                    })
-                    .collect::<Vec<_>>(),
-            )
-        });
+        let ips = |v: &[i64]| Json::from(ipv4_list(v));
+        let services = pod.map(services_json);
         let h = self.header.as_ref();
         let ke = match r {
             Record::K8sEvent(e) => Some(e),

@@ -34,6 +34,29 @@ fn config(dir: &Path, text: &str) -> PathBuf {
     path
 }
 
+/// The agent with `cfg`, rotating every `rotate` seconds, exporting to `url` at `endpoint`.
+fn exporting(
+    output: Option<&Path>,
+    cfg: &Path,
+    rotate: &str,
+    url: &str,
+    endpoint: &str,
+    env: &[(&str, &str)],
+) -> Agent {
+    let args = [
+        "--config",
+        cfg.to_str().unwrap(),
+        "--rotate",
+        rotate,
+        "--no-nri",
+        "--export",
+        url,
+        "--s3-endpoint",
+        endpoint,
+    ];
+    Agent::start_with(output, &args, env)
+}
+
 fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
@@ -86,19 +109,12 @@ fn completed_files_arrive_under_their_keys_byte_identical_with_their_metadata() 
         work.path(),
         "output:\n  node_name: node-a\n  node_ip: 10.9.8.7\nexport:\n  create_bucket: true\n  cluster: c1\n  keep_local_secs: 3600\n  scan_interval_ms: 200\n",
     );
-    let agent = Agent::start_with(
+    let agent = exporting(
         None,
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--rotate",
-            "1",
-            "--no-nri",
-            "--export",
-            "s3://archive/sysflow",
-            "--s3-endpoint",
-            &store.endpoint(),
-        ],
+        &cfg,
+        "1",
+        "s3://archive/sysflow",
+        &store.endpoint(),
         &ENV,
     );
     let uploads = series("export_uploads_total", "format=\"sysflow\"");
@@ -163,21 +179,7 @@ fn sysprint_reads_a_flat_bucket_exactly_as_our_reader_reads_the_files() {
         work.path(),
         "export:\n  create_bucket: true\n  layout: flat\n  keep_local_secs: 3600\n  scan_interval_ms: 200\n",
     );
-    let agent = Agent::start_with(
-        None,
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--rotate",
-            "1",
-            "--no-nri",
-            "--export",
-            "s3://telemetry",
-            "--s3-endpoint",
-            &store.endpoint(),
-        ],
-        &ENV,
-    );
+    let agent = exporting(None, &cfg, "1", "s3://telemetry", &store.endpoint(), &ENV);
     std::thread::sleep(Duration::from_secs(3));
     let output = agent.output.clone();
     let stopped = agent.stop();
@@ -243,21 +245,7 @@ fn a_store_down_for_a_minute_loses_nothing_and_the_backlog_rises_and_falls() {
         work.path(),
         "output:\n  node_name: node-b\nexport:\n  create_bucket: true\n  keep_local_secs: 3600\n  scan_interval_ms: 200\n  max_backoff_secs: 4\n",
     );
-    let agent = Agent::start_with(
-        None,
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--rotate",
-            "2",
-            "--no-nri",
-            "--export",
-            "s3://outage",
-            "--s3-endpoint",
-            &store.endpoint(),
-        ],
-        &ENV,
-    );
+    let agent = exporting(None, &cfg, "2", "s3://outage", &store.endpoint(), &ENV);
     let uploads = series("export_uploads_total", "format=\"sysflow\"");
     let waiting = "nri_sysflow_export_spool_files";
     assert!(
@@ -331,17 +319,19 @@ fn an_agent_killed_mid_upload_leaves_no_object_and_its_restart_uploads_the_file_
         work.path(),
         "output:\n  node_name: node-c\nexport:\n  create_bucket: true\n  scan_interval_ms: 200\n",
     );
-    let args = [
-        "--config",
-        cfg.to_str().unwrap(),
-        "--no-nri",
-        "--export",
-        "s3://crash",
-        "--s3-endpoint",
-        &store.endpoint(),
-    ];
+    // The default rotation (300 s): only the waiting file goes up while the test looks.
+    let start = || {
+        exporting(
+            Some(&output),
+            &cfg,
+            "300",
+            "s3://crash",
+            &store.endpoint(),
+            &ENV,
+        )
+    };
     let key = format!("node-c/2023/11/14/{big}");
-    let mut agent = Agent::start_with(Some(&output), &args, &ENV);
+    let mut agent = start();
     assert!(wait_until(Duration::from_secs(30), || agent
         .log
         .lock()
@@ -355,7 +345,7 @@ fn an_agent_killed_mid_upload_leaves_no_object_and_its_restart_uploads_the_file_
     assert!(!store.exists("crash", &key));
     assert!(output.join(big).exists());
 
-    let agent = Agent::start_with(Some(&output), &args, &ENV);
+    let agent = start();
     assert!(wait_until(Duration::from_secs(60), || !output
         .join(big)
         .exists()));
@@ -396,19 +386,12 @@ fn a_full_spool_drops_the_oldest_files_counts_each_and_keeps_the_newest() {
         work.path(),
         "output:\n  node_name: node-d\ncapture:\n  default_mode: off\nexport:\n  spool_max_bytes: 350000\n  scan_interval_ms: 200\n  max_backoff_secs: 1\n",
     );
-    let agent = Agent::start_with(
+    let agent = exporting(
         Some(&output),
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--rotate",
-            "1",
-            "--no-nri",
-            "--export",
-            "s3://nowhere",
-            "--s3-endpoint",
-            "http://127.0.0.1:9",
-        ],
+        &cfg,
+        "1",
+        "s3://nowhere",
+        "http://127.0.0.1:9",
         &ENV,
     );
     let dropped = "nri_sysflow_export_dropped_files_total";
@@ -459,21 +442,7 @@ fn wrong_credentials_are_a_clear_error_and_a_metric_and_capture_goes_on() {
     );
     let mut env = ENV;
     env[1] = ("AWS_SECRET_ACCESS_KEY", "not-the-secret");
-    let agent = Agent::start_with(
-        None,
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--rotate",
-            "1",
-            "--no-nri",
-            "--export",
-            "s3://denied",
-            "--s3-endpoint",
-            &store.endpoint(),
-        ],
-        &env,
-    );
+    let agent = exporting(None, &cfg, "1", "s3://denied", &store.endpoint(), &env);
     let refused = series("export_failures_total", "reason=\"credentials\"");
     assert!(wait_until(Duration::from_secs(20), || agent
         .metric(&refused)
@@ -576,19 +545,12 @@ fn over_tls_the_configured_ca_is_trusted_and_an_unknown_one_is_a_tls_failure() {
             text.push_str(&format!("  ca_bundle: {}\n", ca.display()));
         }
         let cfg = config(work.path(), &text);
-        let agent = Agent::start_with(
+        let agent = exporting(
             None,
-            &[
-                "--config",
-                cfg.to_str().unwrap(),
-                "--rotate",
-                "1",
-                "--no-nri",
-                "--export",
-                "s3://secure",
-                "--s3-endpoint",
-                &store.https_endpoint(),
-            ],
+            &cfg,
+            "1",
+            "s3://secure",
+            &store.https_endpoint(),
             &ENV,
         );
         let uploads = series("export_uploads_total", "format=\"sysflow\"");

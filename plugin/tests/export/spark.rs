@@ -3,15 +3,6 @@
 
 use super::*;
 
-/// `shared/<name>` beside the repository.
-fn shared(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|a| a.join("shared").join(name))
-        .find(|d| d.exists())
-        .unwrap_or_else(|| panic!("shared/{name} not found beside the repository"))
-}
-
 /// The Spark job's four summaries, computed from SysFlow files and alert files directly with
 /// our reader, the way analytics/summarize.py defines them.
 fn summaries_from(sf_files: &[PathBuf], alert_files: &[PathBuf]) -> Json {
@@ -111,9 +102,9 @@ fn the_spark_job_over_the_exported_parquet_sums_what_our_reader_sums() {
     std::fs::create_dir(&output).unwrap();
     // A trace with pods, and the kit's runtime-integrity alerts on it, waiting from an earlier
     // run beside what the agent captures now.
-    let trace = shared("reference-traces").join("processor-v4-k8s-small.sf");
+    let trace = support::cli::reference_dir().join("processor-v4-k8s-small.sf");
     std::fs::copy(&trace, output.join("k8s-1700000000-000.sf")).unwrap();
-    let rules = shared("policy-kit").join("policies/runtimeintegrity");
+    let rules = support::cli::kit().join("policies/runtimeintegrity");
     let alerts = Command::new(AGENT)
         .args(["rules", "run", "--format", "json", "--policy"])
         .args([&rules, &trace])
@@ -125,19 +116,12 @@ fn the_spark_job_over_the_exported_parquet_sums_what_our_reader_sums() {
         work.path(),
         "export:\n  create_bucket: true\n  formats: [sysflow, parquet]\n  keep_local_secs: 3600\n  scan_interval_ms: 200\n",
     );
-    let agent = Agent::start_with(
+    let agent = exporting(
         Some(&output),
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--rotate",
-            "1",
-            "--no-nri",
-            "--export",
-            "s3://lake/sysflow",
-            "--s3-endpoint",
-            &store.endpoint(),
-        ],
+        &cfg,
+        "1",
+        "s3://lake/sysflow",
+        &store.endpoint(),
         &ENV,
     );
     std::thread::sleep(Duration::from_secs(3));
