@@ -1,7 +1,8 @@
 """Checks Kubernetes manifests against the API's own types (the `kubernetes` Python client's
 models, generated from the API's OpenAPI spec): every field known, every value of its type.
 
-Usage: check_manifests.py FILE...   (a kustomization.yaml checks the resources it lists)
+Usage: check_manifests.py FILE...   (a kustomization.yaml is rendered with `kubectl kustomize`
+and what it renders is checked)
 
 Prints one line per file (its objects, by kind) and exits 1 with one line per problem:
 file, document, the field's path, and what is wrong. Custom resources (kinds the client has
@@ -9,6 +10,7 @@ no model for) are reported as not checked.
 """
 
 import os
+import subprocess
 import sys
 
 import kubernetes.client as k8s
@@ -60,32 +62,37 @@ def check(value, type_name, path, problems):
         check(item, cls.openapi_types[attr], f"{path}.{key}", problems)
 
 
-def check_file(path, problems):
-    with open(path) as f:
-        documents = [d for d in yaml.safe_load_all(f) if d is not None]
-    if os.path.basename(path) == "kustomization.yaml":
-        kinds = []
-        for resource in documents[0].get("resources", []):
-            target = os.path.join(os.path.dirname(path), resource)
-            if not os.path.exists(target):
-                problems.append(f"{path}: resource {resource} does not exist")
-                continue
-            kinds.append(check_file(target, problems))
-        line = f"{path}: {len(kinds)} resources"
-        print(line)
-        return line
+def check_documents(label, documents, problems):
     kinds = []
     for i, doc in enumerate(documents):
-        where = f"{path} document {i + 1}"
+        where = f"{label} document {i + 1}"
         cls = model(doc.get("apiVersion", ""), doc.get("kind", ""))
         if cls is None:
             kinds.append(f"{doc.get('kind')} (custom resource, not checked)")
             continue
         check(doc, cls.__name__, f"{where} ({doc['kind']})", problems)
         kinds.append(doc["kind"])
-    line = f"{path}: {', '.join(kinds)}"
+    line = f"{label}: {', '.join(kinds)}"
     print(line)
     return line
+
+
+def check_file(path, problems):
+    if os.path.basename(path) == "kustomization.yaml":
+        # What `kubectl apply -k` would send: rendered by kubectl's own kustomize.
+        rendered = subprocess.run(
+            ["kubectl", "kustomize", os.path.dirname(path) or "."],
+            capture_output=True,
+            text=True,
+        )
+        if rendered.returncode != 0:
+            problems.append(f"{path}: kubectl kustomize failed: {rendered.stderr.strip()}")
+            return None
+        documents = [d for d in yaml.safe_load_all(rendered.stdout) if d is not None]
+        return check_documents(f"{path} (kubectl kustomize)", documents, problems)
+    with open(path) as f:
+        documents = [d for d in yaml.safe_load_all(f) if d is not None]
+    return check_documents(path, documents, problems)
 
 
 def main():

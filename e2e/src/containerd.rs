@@ -83,7 +83,8 @@ impl Containerd {
             .unwrap_or_default();
         let mut c = Containerd {
             socket: dir.join("containerd.sock"),
-            nri_socket: dir.join("nri.sock"),
+            // In a folder of its own: the agent's pod mounts that folder (/var/run/nri).
+            nri_socket: dir.join("nri/nri.sock"),
             cgroup_root: format!("/{n}"),
             log: dir.join("containerd.log"),
             dir,
@@ -102,25 +103,32 @@ impl Containerd {
         }
         c.spawn().await?;
         for archive in images(&c.tools)? {
-            run(Command::new(&c.tools.ctr)
-                .arg("--address")
-                .arg(&c.socket)
-                .args([
-                    "-n",
-                    "k8s.io",
-                    "images",
-                    "import",
-                    "--platform",
-                    "linux/amd64",
-                ])
-                .arg(&archive))?;
+            c.import_image(&archive)?;
         }
         Ok(c)
     }
 
+    /// `ctr images import` of an OCI archive into the namespace CRI uses, as an operator loads
+    /// an image onto a node without a registry.
+    pub fn import_image(&self, archive: &Path) -> anyhow::Result<()> {
+        run(Command::new(&self.tools.ctr)
+            .arg("--address")
+            .arg(&self.socket)
+            .args([
+                "-n",
+                "k8s.io",
+                "images",
+                "import",
+                "--platform",
+                "linux/amd64",
+            ])
+            .arg(archive))?;
+        Ok(())
+    }
+
     fn write_config(&self) -> anyhow::Result<()> {
         let d = self.dir.display();
-        for sub in ["nri-plugins", "nri-conf", "logs"] {
+        for sub in ["nri", "nri-plugins", "nri-conf", "logs"] {
             std::fs::create_dir_all(self.dir.join(sub))?;
         }
         let config = format!(
@@ -140,7 +148,7 @@ state = "{d}/state"
 [plugins."io.containerd.nri.v1.nri"]
   disable = {nri_disabled}
   disable_connections = false
-  socket_path = "{d}/nri.sock"
+  socket_path = "{d}/nri/nri.sock"
   plugin_path = "{d}/nri-plugins"
   plugin_config_path = "{d}/nri-conf"
 

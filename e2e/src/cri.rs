@@ -9,7 +9,7 @@ use k8s_cri::v1::{
     LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
     LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
     PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopPodSandboxRequest, runtime_service_client::RuntimeServiceClient,
+    StopContainerRequest, StopPodSandboxRequest, runtime_service_client::RuntimeServiceClient,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -120,16 +120,65 @@ impl Cri {
 
     /// RunPodSandbox; returns the sandbox id.
     pub async fn run_pod(&mut self, pod: &PodSpec) -> anyhow::Result<String> {
-        std::fs::create_dir_all(&pod.log_dir)?;
+        self.run_pod_config(pod.sandbox_config()).await
+    }
+
+    /// RunPodSandbox with a config built elsewhere (e.g. from a manifest).
+    pub async fn run_pod_config(&mut self, config: PodSandboxConfig) -> anyhow::Result<String> {
+        std::fs::create_dir_all(&config.log_directory)?;
+        let name = config
+            .metadata
+            .as_ref()
+            .map(|m| format!("{}/{}", m.namespace, m.name))
+            .unwrap_or_default();
         let r = self
             .rt
             .run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(pod.sandbox_config()),
+                config: Some(config),
                 runtime_handler: String::new(),
             })
             .await
-            .with_context(|| format!("RunPodSandbox {}/{}", pod.namespace, pod.name))?;
+            .with_context(|| format!("RunPodSandbox {name}"))?;
         Ok(r.into_inner().pod_sandbox_id)
+    }
+
+    /// CreateContainer + StartContainer with configs built elsewhere; returns its id.
+    pub async fn run_container_config(
+        &mut self,
+        pod_id: &str,
+        sandbox: &PodSandboxConfig,
+        config: ContainerConfig,
+    ) -> anyhow::Result<String> {
+        let name = config
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let id = self
+            .rt
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod_id.into(),
+                config: Some(config),
+                sandbox_config: Some(sandbox.clone()),
+            })
+            .await
+            .with_context(|| format!("CreateContainer {name}"))?
+            .into_inner()
+            .container_id;
+        self.start_container(&id).await?;
+        Ok(id)
+    }
+
+    /// StopContainer: SIGTERM, SIGKILL after `timeout_secs`, as kubelet stops a container.
+    pub async fn stop_container(&mut self, id: &str, timeout_secs: i64) -> anyhow::Result<()> {
+        self.rt
+            .stop_container(StopContainerRequest {
+                container_id: id.into(),
+                timeout: timeout_secs,
+            })
+            .await
+            .with_context(|| format!("StopContainer {id}"))?;
+        Ok(())
     }
 
     /// CreateContainer; returns the container id.

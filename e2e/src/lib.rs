@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod containerd;
 pub mod cri;
+pub mod daemonset;
 pub mod image;
 pub mod packages;
 pub mod prometheus;
@@ -62,4 +63,35 @@ pub fn run(cmd: &mut std::process::Command) -> anyhow::Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A TCP server on loopback that answers each connection's 4 bytes with "pong".
+pub fn pong_server() -> (u16, std::thread::JoinHandle<Vec<String>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(false).unwrap();
+    let handle = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        let end = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < end && got.is_empty() {
+            match listener.accept() {
+                Ok((mut s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let mut buf = [0u8; 4];
+                    use std::io::{Read as _, Write as _};
+                    if s.read_exact(&mut buf).is_ok() {
+                        got.push(String::from_utf8_lossy(&buf).into_owned());
+                        let _ = s.write_all(b"pong");
+                    }
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        got
+    });
+    (port, handle)
 }

@@ -185,7 +185,9 @@ fn start_agent(
     dir: &Path,
     store: Option<&seaweed::Seaweed>,
 ) -> (Child, SocketAddr, std::thread::JoinHandle<String>) {
-    let mut command = Command::new(AGENT);
+    // Another build of the agent (e.g. the image's static binary) when given.
+    let agent = std::env::var("NRI_SYSFLOW_BENCH_AGENT").unwrap_or_else(|_| AGENT.to_string());
+    let mut command = Command::new(agent);
     command
         .env("NRI_SYSFLOW_LOG_FORMAT", "text")
         .args(["run", "--output"])

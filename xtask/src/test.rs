@@ -6,7 +6,7 @@ use std::{path::Path, process::Command};
 use crate::{cargo, run, setup::ebpf_toolchain};
 
 /// User-space crates (the eBPF crate builds only for the BPF target).
-const USER_SPACE_CLIPPY: [&str; 19] = [
+const USER_SPACE_CLIPPY: [&str; 21] = [
     "clippy",
     "-p",
     "nri-sysflow",
@@ -22,6 +22,8 @@ const USER_SPACE_CLIPPY: [&str; 19] = [
     "xtask",
     "-p",
     "nri-sysflow-e2e",
+    "-p",
+    "oci-archive",
     "--all-targets",
     "--",
     "-D",
@@ -132,13 +134,32 @@ pub fn run_all(root: &Path) -> anyhow::Result<()> {
         "test",
         "-p",
         "nri-sysflow-e2e",
+        "--lib",
+        "--test",
+        "e2e",
+        "--test",
+        "dashboards",
         "--",
         "--test-threads",
         "1",
         "--nocapture",
     ];
     with_hooks("dispatcher", &e2e)?;
-    with_hooks("tracepoint", &e2e)
+    with_hooks("tracepoint", &e2e)?;
+    // The shipped image, read back, rebuilt, and run in containerd as the DaemonSet's pod
+    // (with the agent's default hook set, as a cluster runs it).
+    crate::image::build(root, &root.join(crate::image::DEFAULT_OUT))?;
+    cargo(&[
+        "test",
+        "-p",
+        "nri-sysflow-e2e",
+        "--test",
+        "deploy",
+        "--",
+        "--test-threads",
+        "1",
+        "--nocapture",
+    ])
 }
 
 /// `cargo +<toolchain> args...` with the agent's syscall hook set forced.

@@ -4,8 +4,6 @@
 //! The scenarios run one at a time (one containerd, two CPUs, one shim socket directory).
 
 use std::{
-    io::{Read as _, Write as _},
-    net::TcpListener,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -14,6 +12,7 @@ use nri_sysflow_e2e::{
     agent::{Agent, AgentOptions},
     containerd::{BUSYBOX_IMAGE, Containerd},
     cri::{Cri, PodSpec},
+    pong_server,
     sf::{self, container_name, exe_args, pod_name, pod_namespace},
 };
 use sysflow::{Record, encoding::op, flat::FlatRecord};
@@ -111,36 +110,6 @@ impl Env {
             .expect("container starts");
         (sandbox, id)
     }
-}
-
-/// A TCP server on loopback that answers each connection's 4 bytes with "pong".
-fn pong_server() -> (u16, std::thread::JoinHandle<Vec<String>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(false).unwrap();
-    let handle = std::thread::spawn(move || {
-        let mut got = Vec::new();
-        listener
-            .set_nonblocking(true)
-            .expect("nonblocking listener");
-        let end = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < end && got.is_empty() {
-            match listener.accept() {
-                Ok((mut s, _)) => {
-                    s.set_nonblocking(false).unwrap();
-                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                    let mut buf = [0u8; 4];
-                    if s.read_exact(&mut buf).is_ok() {
-                        got.push(String::from_utf8_lossy(&buf).into_owned());
-                        let _ = s.write_all(b"pong");
-                    }
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
-        got
-    });
-    (port, handle)
 }
 
 fn of_pod<'a>(records: &'a [FlatRecord], pod: &str) -> Vec<&'a FlatRecord> {

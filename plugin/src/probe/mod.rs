@@ -359,9 +359,13 @@ impl Probe {
             })
             .collect();
         // Loading parsed the kernel's BTF and the object (tens of MiB, all freed by now): give
-        // the freed heap back to the system.
+        // the freed heap back to the system. (The static musl build's allocator, mimalloc,
+        // returns freed memory by itself.)
         // SAFETY: no preconditions.
-        unsafe { libc::malloc_trim(0) };
+        #[cfg(target_env = "gnu")]
+        unsafe {
+            libc::malloc_trim(0)
+        };
         Ok(Probe {
             kernel,
             control,
