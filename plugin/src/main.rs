@@ -10,6 +10,11 @@ use nri_sysflow::{
     probe::{Probe, ProbeConfig},
 };
 
+/// The static (musl) build's allocator; the glibc build keeps glibc's (see plugin/Cargo.toml).
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "nri-sysflow",

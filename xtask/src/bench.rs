@@ -61,6 +61,10 @@ pub enum Which {
     /// under its workload rotating every 2 s without export and with export to a local
     /// SeaweedFS (SysFlow and Parquet), and its upload throughput for a backlog.
     Export,
+    /// The image's static (musl) binary beside the workspace's glibc build, each under the
+    /// agent benchmark with the shipped rules, as the DaemonSet runs it: the figures the
+    /// DaemonSet's requests and limits come from.
+    Image,
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
@@ -77,6 +81,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
         }
         Which::Rules => rules(),
         Which::Export => export(),
+        Which::Image => image(),
         Which::Nri => {
             cargo(&[
                 "build",
@@ -210,6 +215,98 @@ fn export() -> anyhow::Result<()> {
             "agent_cpu_ratio_sysflow_off": f(&sysflow, "agent_cpu_s") / f(&off, "agent_cpu_s"),
             "agent_cpu_ratio_sysflow_parquet_off": f(&on, "agent_cpu_s") / f(&off, "agent_cpu_s"),
             "upload": sysflow["export_upload"],
+        })
+    );
+    Ok(())
+}
+
+fn image() -> anyhow::Result<()> {
+    ensure_strace()?;
+    let root = crate::workspace_root()?;
+    let archive = root.join(crate::image::DEFAULT_OUT);
+    crate::image::build(&root, &archive)?;
+    // The binary exactly as the image holds it, with the image's environment.
+    let read = oci_archive::read(&archive)?;
+    let image_env: Vec<(String, String)> = read
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.env().clone())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| *k != "PATH")
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let files = read.files()?;
+    let (_, binary) = files
+        .get("usr/bin/nri-sysflow")
+        .ok_or_else(|| anyhow::anyhow!("{}: no usr/bin/nri-sysflow", archive.display()))?;
+    let image_binary = root.join("target/oci/nri-sysflow.from-image");
+    std::fs::write(&image_binary, binary)?;
+    std::fs::set_permissions(
+        &image_binary,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    let image_binary = image_binary.display().to_string();
+    let rules = root.join("deploy/rules").display().to_string();
+    let agent_args = ["bench", "-p", "nri-sysflow", "--bench", "agent"];
+    let glibc = bench_json(&agent_args, &[("NRI_SYSFLOW_BENCH_RULES", &rules)])?;
+    let mut env = vec![
+        ("NRI_SYSFLOW_BENCH_RULES", rules.as_str()),
+        ("NRI_SYSFLOW_BENCH_AGENT", image_binary.as_str()),
+    ];
+    env.extend(image_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let musl = bench_json(&agent_args, &env)?;
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let core_share = |v: &serde_json::Value| {
+        f(v, "agent_cpu_s")
+            / v["workload_busy_s"]["with_agent"]
+                .as_f64()
+                .unwrap_or(f64::NAN)
+    };
+    println!();
+    println!(
+        "{:<36} {:>14} {:>14} {:>9}",
+        "agent + shipped rules, mixed load", "glibc build", "image (musl)", "ratio"
+    );
+    for (label, a, b) in [
+        (
+            "agent CPU (s)",
+            f(&glibc, "agent_cpu_s"),
+            f(&musl, "agent_cpu_s"),
+        ),
+        (
+            "share of one core while loaded",
+            core_share(&glibc),
+            core_share(&musl),
+        ),
+        (
+            "us per kernel record",
+            f(&glibc, "agent_us_per_kernel_record"),
+            f(&musl, "agent_us_per_kernel_record"),
+        ),
+        (
+            "peak RSS (MiB)",
+            f(&glibc, "agent_peak_rss_mib"),
+            f(&musl, "agent_peak_rss_mib"),
+        ),
+        (
+            "kernel drops",
+            f(&glibc, "kernel_drops"),
+            f(&musl, "kernel_drops"),
+        ),
+    ] {
+        println!("{label:<36} {a:>14.2} {b:>14.2} {:>9.3}", b / a);
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "image",
+            "glibc": glibc,
+            "image": musl,
+            "image_core_share": core_share(&musl),
+            "image_peak_rss_mib": f(&musl, "agent_peak_rss_mib"),
         })
     );
     Ok(())

@@ -65,6 +65,9 @@ enum Task {
 }
 
 fn main() -> anyhow::Result<()> {
+    if let Some(code) = image::rustc_wrapper() {
+        std::process::exit(code);
+    }
     let cli = Cli::parse();
     let root = workspace_root()?;
     std::env::set_current_dir(&root)?;

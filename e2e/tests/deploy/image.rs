@@ -79,6 +79,14 @@ fn the_archive_reads_back_with_its_labels_files_and_a_working_static_binary() {
     );
     assert_eq!(config.cmd().clone().unwrap(), vec!["run"]);
     assert_eq!(config.user().as_deref(), Some("0:0"));
+    assert_eq!(
+        config.env().clone().unwrap(),
+        vec![
+            "PATH=/usr/bin",
+            "MIMALLOC_PURGE_DELAY=0",
+            "MIMALLOC_ARENA_EAGER_COMMIT=0"
+        ]
+    );
     assert_eq!(config.exposed_ports().clone().unwrap(), vec!["9464/tcp"]);
     let labels = config.labels().clone().unwrap();
     let created = image.config.created().clone().unwrap();
