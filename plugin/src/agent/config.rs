@@ -562,27 +562,4 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent.yaml");
         assert_eq!(AgentConfig::load(&path).unwrap(), AgentConfig::default());
     }
-
-    /// The DaemonSet's ConfigMap carries a valid agent config and a valid policy.
-    #[test]
-    fn the_daemonset_configmap_is_valid() {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/daemonset.yaml");
-        let text = std::fs::read_to_string(path).unwrap();
-        let config_map = serde_yaml_ng::Deserializer::from_str(&text)
-            .map(|d| serde_yaml_ng::Value::deserialize(d).unwrap())
-            .find(|v| v["kind"] == "ConfigMap")
-            .expect("a ConfigMap");
-        let agent = load(config_map["data"]["agent.yaml"].as_str().unwrap()).unwrap();
-        assert_eq!(
-            agent.capture.policy.as_deref(),
-            Some(std::path::Path::new("/etc/nri-sysflow/policy/policy.yaml"))
-        );
-        let policy = crate::policy::Policy::parse(
-            config_map["data"]["policy.yaml"].as_str().unwrap(),
-            "daemonset policy",
-        )
-        .unwrap();
-        assert_eq!(policy.rule_count(), 1);
-    }
 }
