@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod print;
 pub mod probe;
+pub mod redact;
 pub mod sink;
 pub mod state;
 pub mod workloads;

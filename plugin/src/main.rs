@@ -135,6 +135,16 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Show what the agent records of a command line: secrets replaced by <redacted>, then
+    /// how many each pattern replaced (`capture.redact_args` and `redact_flags` of --config).
+    RedactCheck {
+        /// Agent config whose `capture.redact_*` settings apply (default: the defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The program and its arguments, as they would be run.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
     /// Print SysFlow files the way sysprint does: one line per event or flow, joined with its
     /// process, container, pod and files.
     Print {
@@ -373,6 +383,29 @@ async fn real_main() -> anyhow::Result<()> {
                     files,
                 },
         } => nri_sysflow::detection::cli::run(&policy, mode, format, &files),
+        Command::RedactCheck { config, command } => {
+            let config = match config {
+                Some(path) => AgentConfig::load(&path)?,
+                None => AgentConfig::default(),
+            };
+            let redactor = nri_sysflow::redact::ArgRedactor::new(
+                config.capture.redact_args,
+                &config.capture.redact_flags,
+            );
+            let Some((program, args)) = command.split_first() else {
+                anyhow::bail!("redact-check: no command given");
+            };
+            let mut args = args.to_vec();
+            let mut counts = nri_sysflow::redact::RedactionCounts::default();
+            redactor.redact(program, &mut args, &mut counts);
+            println!("{program} {}", args.join(" "));
+            for (pattern, n) in nri_sysflow::redact::PATTERNS.iter().zip(counts) {
+                if n > 0 {
+                    println!("{pattern}: {n}");
+                }
+            }
+            Ok(())
+        }
         Command::Print {
             format,
             types,

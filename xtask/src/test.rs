@@ -61,6 +61,8 @@ pub fn run_quick(root: &Path) -> anyhow::Result<()> {
         "--test",
         "rules_cli",
         "--test",
+        "redact",
+        "--test",
         "corrupt",
         "--test",
         "encoding",

@@ -263,6 +263,11 @@ pub struct CaptureConfig {
     pub env: bool,
     /// Bytes of exec arguments captured.
     pub args_max: u32,
+    /// Replace secrets in command lines by `<redacted>` (see `redact`; `nri-sysflow
+    /// redact-check ARG...` shows what a command line becomes).
+    pub redact_args: bool,
+    /// Flags whose value is a secret, besides the built-in ones (e.g. `--vault-token`).
+    pub redact_flags: Vec<String>,
     /// Capture modes of particular cgroups outside Kubernetes (systemd services, a database
     /// under its own cgroup), by path under the cgroup2 mount, e.g.
     /// `system.slice/postgresql.service: off`. They must exist when the agent starts; the
@@ -316,6 +321,8 @@ impl Default for CaptureConfig {
             policy: None,
             env: false,
             args_max: 1024,
+            redact_args: true,
+            redact_flags: Vec::new(),
             cgroups: Default::default(),
         }
     }
@@ -362,7 +369,7 @@ pub enum ConfigError {
 
 impl AgentConfig {
     pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = crate::host::trust::read_trusted(path).map_err(|source| ConfigError::Read {
             path: path.into(),
             source,
         })?;
@@ -496,6 +503,10 @@ impl AgentConfig {
             capture_env: self.capture.env,
             process_flows: self.flows.process_flows,
             max_processes: self.kernel.max_processes,
+            redact: crate::redact::ArgRedactor::new(
+                self.capture.redact_args,
+                &self.capture.redact_flags,
+            ),
             ..StateConfig::default()
         }
     }

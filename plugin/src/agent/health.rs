@@ -67,6 +67,7 @@ pub fn update(m: &HealthMetrics, s: &Sources<'_>) {
     m.set_losses(s.losses.counts());
     m.records_filtered_by_path
         .set_total(s.state.filtered_by_path);
+    m.set_args_redacted(&s.state.args_redacted);
     m.set_tables(
         s.state.processes,
         s.state.files,

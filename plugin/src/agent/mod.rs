@@ -144,16 +144,27 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn check_output_dir(dir: &Path) -> Result<(), StartError> {
+/// The output holds every workload's command lines and paths: files 0600 in a 0700 folder.
+/// The umask covers every file any stage creates (SysFlow, alerts, Parquet, `uploaded/`); a
+/// folder that already exists is narrowed; its mode before, if it was.
+fn check_output_dir(dir: &Path) -> Result<Option<u32>, StartError> {
+    use std::os::unix::fs::PermissionsExt as _;
     let err = |source| StartError::Output {
         path: dir.into(),
         source,
     };
+    // SAFETY: umask has no preconditions; the agent has created no file yet.
+    unsafe { libc::umask(0o077) };
     std::fs::create_dir_all(dir).map_err(err)?;
+    let mode = std::fs::metadata(dir).map_err(err)?.permissions().mode() & 0o777;
+    let narrowed = mode & 0o077 != 0;
+    if narrowed {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    }
     let probe_file = dir.join(format!(".nri-sysflow-write-test-{}", std::process::id()));
     std::fs::write(&probe_file, b"").map_err(err)?;
     let _ = std::fs::remove_file(&probe_file);
-    Ok(())
+    Ok(narrowed.then_some(mode))
 }
 
 /// Waits for SIGINT or SIGTERM; a second one exits the process at once.
@@ -182,13 +193,15 @@ pub async fn run(
     if unsafe { libc::geteuid() } != 0 {
         return Err(StartError::NotRoot);
     }
-    check_output_dir(&config.output.dir)?;
+    let narrowed_from = check_output_dir(&config.output.dir)?;
     // The policy first: a bad one stops the start before anything is loaded.
     let (policy, policy_text) = match &config.capture.policy {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| StartError::PolicyRead {
-                path: path.clone(),
-                source,
+            let text = crate::host::trust::read_trusted(path).map_err(|source| {
+                StartError::PolicyRead {
+                    path: path.clone(),
+                    source,
+                }
             })?;
             (
                 Policy::parse(&text, &path.display().to_string())?,
@@ -324,6 +337,13 @@ pub async fn run(
         ))),
         _ => None,
     };
+    // Said once started: a start error stays one line.
+    if let Some(mode) = narrowed_from {
+        info!(
+            "output folder {} narrowed from mode {mode:04o} to 0700 (its files hold every workload's command lines)",
+            config.output.dir.display()
+        );
+    }
     info!(
         processes = pipeline.state_stats().processes,
         hooks = %probe.hook_set(),

@@ -29,6 +29,20 @@ pub struct LoadedRules {
     version: AtomicU64,
 }
 
+/// Every rules file under `paths`, read, each refused when other users may write it.
+pub fn read_trusted_sources(paths: &[PathBuf]) -> Result<Fingerprint, CompileError> {
+    let sources = read_sources(paths)?;
+    for (path, _) in &sources {
+        crate::host::trust::refuse_if_writable_by_others(path).map_err(|error| {
+            CompileError::Read {
+                path: path.clone(),
+                error,
+            }
+        })?;
+    }
+    Ok(sources)
+}
+
 /// The text of every rules file, as compiled (also tells a change from an event that changed
 /// nothing).
 pub type Fingerprint = Vec<(PathBuf, String)>;
@@ -36,7 +50,7 @@ pub type Fingerprint = Vec<(PathBuf, String)>;
 impl LoadedRules {
     /// Compiles the rules under `paths`; at start-up an error stops the agent.
     pub fn load(paths: Vec<PathBuf>) -> Result<(Arc<LoadedRules>, Fingerprint), CompileError> {
-        let print = read_sources(&paths)?;
+        let print = read_trusted_sources(&paths)?;
         let policy = compile_sources(&print)?;
         Ok((
             Arc::new(LoadedRules {

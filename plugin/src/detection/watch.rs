@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use sysflow_rules::compiler::{compile_sources, read_sources};
+use sysflow_rules::compiler::compile_sources;
 use tracing::{error, info, warn};
 
 use super::{Fingerprint, LoadedRules};
@@ -24,7 +24,7 @@ pub enum Reload {
 /// Compiles the rules again if their files changed since `last`; swaps them in if they
 /// compile.
 pub fn reload(rules: &LoadedRules, last: &mut Fingerprint, metrics: &DetectionMetrics) -> Reload {
-    let print = match read_sources(&rules.paths) {
+    let print = match super::read_trusted_sources(&rules.paths) {
         Ok(p) => p,
         Err(e) => {
             metrics.reloaded(false);

@@ -5,6 +5,7 @@
 
 pub mod cgroup;
 pub mod proc;
+pub mod trust;
 
 use std::path::{Path, PathBuf};
 

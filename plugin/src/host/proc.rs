@@ -21,17 +21,17 @@ const SECRET_MARKERS: [&str; 9] = [
     "CERT",
 ];
 
+/// Does a variable (or property) name look like it holds a secret?
+pub fn is_secret_name(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    SECRET_MARKERS.iter().any(|m| upper.contains(m))
+}
+
 /// Replaces the value of variables whose names look secret.
 pub fn redact_env(vars: impl IntoIterator<Item = String>) -> Vec<String> {
     vars.into_iter()
         .map(|var| match var.split_once('=') {
-            Some((name, _))
-                if SECRET_MARKERS
-                    .iter()
-                    .any(|m| name.to_ascii_uppercase().contains(m)) =>
-            {
-                format!("{name}=<redacted>")
-            }
+            Some((name, _)) if is_secret_name(name) => format!("{name}=<redacted>"),
             _ => var,
         })
         .collect()
@@ -77,7 +77,8 @@ pub struct ProcSnapshot {
     pub parent_tgid: u32,
     pub start_boot_ns: u64,
     pub exe: String,
-    pub args: String,
+    /// argv without argv[0], as /proc shows it (not yet redacted).
+    pub args: Vec<String>,
     pub uid: u32,
     pub gid: u32,
     pub tty: bool,
@@ -96,7 +97,7 @@ impl ProcSnapshot {
             parent_tgid: 0,
             start_boot_ns,
             exe: String::new(),
-            args: String::new(),
+            args: Vec::new(),
             uid: 0,
             gid: 0,
             tty: false,
@@ -156,7 +157,7 @@ pub fn snapshot(proc_root: &Path, pid: u32, with_env: bool) -> Option<ProcSnapsh
         parent_tgid: stat.ppid,
         start_boot_ns: stat.start_ticks * TICK_NS,
         exe,
-        args: argv.get(1..).map(|a| a.join(" ")).unwrap_or_default(),
+        args: argv.get(1..).map(<[String]>::to_vec).unwrap_or_default(),
         uid: status_ids(&status, "Uid:").unwrap_or(0),
         gid: status_ids(&status, "Gid:").unwrap_or(0),
         tty: stat.tty_nr != 0,

@@ -61,6 +61,11 @@ pub struct WhatLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PatternLabel {
+    pub pattern: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TableLabel {
     pub table: &'static str,
 }
@@ -95,6 +100,8 @@ pub struct HealthMetrics {
     pub losses: Family<WhatLabel, Counter>,
     losses_last: [AtomicU64; Loss::ALL.len()],
     pub records_filtered_by_path: MirroredCounter,
+    pub args_redacted: Family<PatternLabel, Counter>,
+    args_redacted_last: [AtomicU64; crate::redact::PATTERNS.len()],
     pub strings_truncated: MirroredCounter,
     pub ring_fill: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub queue_length: Gauge,
@@ -175,6 +182,8 @@ impl HealthMetrics {
             losses: Family::default(),
             losses_last: Default::default(),
             records_filtered_by_path: MirroredCounter::default(),
+            args_redacted: Family::default(),
+            args_redacted_last: Default::default(),
             strings_truncated: MirroredCounter::default(),
             ring_fill: Gauge::default(),
             queue_length: Gauge::default(),
@@ -210,6 +219,7 @@ impl HealthMetrics {
         names::KERNEL_RECORDS_DROPPED.register(r, self.kernel_dropped.clone());
         names::LOSSES.register(r, self.losses.clone());
         names::RECORDS_FILTERED_BY_PATH.register(r, self.records_filtered_by_path.counter.clone());
+        names::ARGS_REDACTED.register(r, self.args_redacted.clone());
         names::SYSCALL_HOOKS_ATTACHED.register(r, self.syscall_hooks_attached.clone());
         names::KERNEL_STRINGS_TRUNCATED.register(r, self.strings_truncated.counter.clone());
         names::RING_BUFFER_FILL.register(r, self.ring_fill.clone());
@@ -285,6 +295,16 @@ impl HealthMetrics {
                 .policy_reloads
                 .get_or_create_owned(&ResultLabel { result });
             add_delta(&c, &self.reloads_last[i], total);
+        }
+    }
+
+    /// Every pattern's series exists from the start, at 0 until a redaction.
+    pub fn set_args_redacted(&self, counts: &crate::redact::RedactionCounts) {
+        for (i, pattern) in crate::redact::PATTERNS.into_iter().enumerate() {
+            let c = self
+                .args_redacted
+                .get_or_create_owned(&PatternLabel { pattern });
+            add_delta(&c, &self.args_redacted_last[i], counts[i]);
         }
     }
 

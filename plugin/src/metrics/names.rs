@@ -93,6 +93,11 @@ pub const LOSSES: MetricName = MetricName::new(
     "What the agent lost or gave up outside the kernel, by what: undecodable_kernel_records, dropped_workload_updates (container updates the workload update queue had no room for), unresolved_container_cgroups, untracked_containers (workload table full), kernel_map_errors, sysflow_records_lost (output failed), sysflow_records_refused (a bug), missing_ancestors (dangling parent OIDs), rules_records_dropped (the detection rules' queue was full), alerts_lost (the alert file could not be written), export_files_dropped (completed files dropped from a full export spool)",
 );
 
+pub const ARGS_REDACTED: MetricName = MetricName::new(
+    "args_redacted",
+    "Secrets replaced by <redacted> in captured command lines, by pattern: flag (--password=...), assignment (NAME=value with a secret-looking name), url_password (user:password@ in a URL), client_flag (mysql -p..., sshpass -p, redis-cli -a, curl -u), auth_header (Authorization: ...)",
+);
+
 pub const RECORDS_FILTERED_BY_PATH: MetricName = MetricName::new(
     "records_filtered_by_path",
     "File records a container's path policy left out",
@@ -203,11 +208,12 @@ pub const BUILD_INFO: MetricName =
     MetricName::new("build_info", "Always 1; the version as a label");
 
 /// The agent metrics, in the order they are exported.
-pub const HEALTH: [&MetricName; 26] = [
+pub const HEALTH: [&MetricName; 27] = [
     &KERNEL_RECORDS,
     &KERNEL_RECORDS_DROPPED,
     &LOSSES,
     &RECORDS_FILTERED_BY_PATH,
+    &ARGS_REDACTED,
     &SYSCALL_HOOKS_ATTACHED,
     &KERNEL_STRINGS_TRUNCATED,
     &RING_BUFFER_FILL,

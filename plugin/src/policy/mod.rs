@@ -199,10 +199,11 @@ impl Policy {
 
     /// Reads and parses a policy file.
     pub fn load(path: &Path) -> Result<Policy, PolicyLoadError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyLoadError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let text =
+            crate::host::trust::read_trusted(path).map_err(|source| PolicyLoadError::Read {
+                path: path.into(),
+                source,
+            })?;
         Ok(Policy::parse(&text, &path.display().to_string())?)
     }
 }

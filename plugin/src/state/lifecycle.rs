@@ -86,6 +86,9 @@ impl State {
         entry.container_id = self.container_of(cgroup_id, tgid);
         entry.entry = s.entry;
         let fds = std::mem::take(&mut s.fds);
+        self.config
+            .redact
+            .redact(&s.exe, &mut s.args, &mut self.stats.args_redacted);
         entry.take_identity(s);
         for (fd, target, cloexec) in fds {
             if let Some(kind) = self.kind_from_link(&target, entry.container_id.as_deref(), ts) {
@@ -195,7 +198,10 @@ impl State {
                 }
             }
             None => {
-                if let Some(s) = self.host.process(c.tgid, self.config.capture_env) {
+                if let Some(mut s) = self.host.process(c.tgid, self.config.capture_env) {
+                    self.config
+                        .redact
+                        .redact(&s.exe, &mut s.args, &mut self.stats.args_redacted);
                     entry.take_identity(s);
                 }
             }
@@ -227,7 +233,11 @@ impl State {
             return;
         };
         entry.exe = super::paths::resolve(Some(&entry.cwd), &e.filename);
-        entry.args = e.args.get(1..).map(|a| a.join(" ")).unwrap_or_default();
+        let mut args = e.args.get(1..).map(<[String]>::to_vec).unwrap_or_default();
+        self.config
+            .redact
+            .redact(&entry.exe, &mut args, &mut self.stats.args_redacted);
+        entry.args = args.join(" ");
         entry.uid = e.uid;
         entry.gid = e.gid;
         entry.env = env;

@@ -51,6 +51,8 @@ pub struct StateConfig {
     pub exit_grace_ns: i64,
     /// Most file entities kept beyond those open descriptors refer to.
     pub max_files: usize,
+    /// Secrets in command lines (`capture.redact_args`).
+    pub redact: crate::redact::ArgRedactor,
 }
 
 impl Default for StateConfig {
@@ -61,6 +63,7 @@ impl Default for StateConfig {
             max_processes: 65_536,
             exit_grace_ns: 10_000_000_000,
             max_files: 100_000,
+            redact: crate::redact::ArgRedactor::default(),
         }
     }
 }
@@ -76,6 +79,8 @@ pub struct StateStats {
     pub files_evicted: u64,
     /// File flows and events a container's path policy left out.
     pub filtered_by_path: u64,
+    /// Secrets replaced in command lines, by pattern (`redact::PATTERNS`).
+    pub args_redacted: crate::redact::RedactionCounts,
     pub processes: usize,
     pub files: usize,
 }

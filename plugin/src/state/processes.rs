@@ -90,7 +90,7 @@ impl ProcEntry {
     /// (its descriptors and namespace-init flag are the caller's to take).
     pub fn take_identity(&mut self, s: ProcSnapshot) {
         self.exe = s.exe;
-        self.args = s.args;
+        self.args = s.args.join(" ");
         self.uid = s.uid;
         self.gid = s.gid;
         self.tty = s.tty;

@@ -25,7 +25,7 @@ pub enum Reload {
 
 /// Reads the file and applies it if it is valid and different from `last`.
 pub fn reload(path: &Path, last: &mut Option<String>, workloads: &Workloads) -> Reload {
-    let text = match std::fs::read_to_string(path) {
+    let text = match crate::host::trust::read_trusted(path) {
         Ok(t) => t,
         Err(source) => {
             workloads.stats.policy_reloads_failed.fetch_add(1, Relaxed);

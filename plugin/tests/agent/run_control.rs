@@ -353,3 +353,77 @@ fn a_missing_host_mount_is_one_line_and_the_log_is_json_lines_off_a_terminal() {
         "{capturing}"
     );
 }
+
+#[test]
+fn secrets_in_command_lines_are_redacted_and_counted_and_the_output_is_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    // An output folder others could read: the agent narrows it.
+    let parent = tempfile::tempdir().unwrap();
+    let output = parent.path().join("out");
+    std::fs::create_dir(&output).unwrap();
+    std::fs::set_permissions(&output, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let agent = Agent::start_writing_to(Some(&output), &[]);
+    let cgroup = TestCgroup::new("redact");
+    let status = cgroup
+        .command("/bin/true")
+        .args([
+            "--password=hunter2",
+            "--user",
+            "bob",
+            "https://alice:s3cret@db.example/x",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Health metrics are copied once a second.
+    let series =
+        |pattern: &str| format!("nri_sysflow_args_redacted_total{{pattern=\"{pattern}\"}}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while agent.metric(&series("url_password")) != Some(1.0) && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        [
+            "flag",
+            "assignment",
+            "url_password",
+            "client_flag",
+            "auth_header"
+        ]
+        .map(|p| agent.metric(&series(p))),
+        [Some(1.0), Some(0.0), Some(1.0), Some(0.0), Some(0.0)]
+    );
+    let stopped = agent.stop();
+
+    let mut args_of_true = Vec::new();
+    for file in &stopped.files {
+        for record in sysflow::SysFlowReader::open(file).unwrap() {
+            if let Ok(sysflow::reader::ReadItem::Record(sysflow::Record::Process(p))) = record {
+                assert!(
+                    !p.exe_args.contains("hunter2") && !p.exe_args.contains("s3cret"),
+                    "a secret was recorded: {}",
+                    p.exe_args
+                );
+                if p.exe.ends_with("/true") && p.exe_args.starts_with("--password") {
+                    args_of_true.push(p.exe_args);
+                }
+            }
+        }
+    }
+    assert!(
+        args_of_true
+            .iter()
+            .all(|a| a == "--password=<redacted> --user bob https://alice:<redacted>@db.example/x"),
+        "{args_of_true:?}"
+    );
+    assert!(!args_of_true.is_empty(), "no Process record of /bin/true");
+    // Files 0600 in a 0700 folder.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&output), 0o700);
+    assert!(!stopped.files.is_empty());
+    for file in std::fs::read_dir(&output).unwrap() {
+        let path = file.unwrap().path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+}
