@@ -93,3 +93,42 @@ pub fn exe_args(r: &FlatRecord) -> &str {
         .map(|p| p.exe_args.as_str())
         .unwrap_or("")
 }
+
+/// (destination port, bytes sent, bytes received) of every NetworkFlow among `records`.
+pub fn network_flows<'a>(
+    records: impl IntoIterator<Item = &'a FlatRecord>,
+) -> Vec<(i32, i64, i64)> {
+    records
+        .into_iter()
+        .filter_map(|r| match &r.record {
+            Record::NetworkFlow(n) => Some((n.dport, n.num_w_send_bytes, n.num_r_recv_bytes)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every alert of the `alerts-*` files in `dir` (the one being written included: its lines are
+/// flushed whole), in file order.
+pub fn alerts(dir: &Path) -> anyhow::Result<Vec<Json>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .starts_with("alerts-")
+        })
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        for line in std::fs::read_to_string(&f)?.lines() {
+            out.push(
+                serde_json::from_str(line)
+                    .with_context(|| format!("{}: not a JSON line: {line}", f.display()))?,
+            );
+        }
+    }
+    Ok(out)
+}

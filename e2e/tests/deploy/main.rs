@@ -308,30 +308,15 @@ async fn the_daemonset_pod_runs_the_image_and_captures_another_pod() {
         })
         .sum();
     assert_eq!(written, 6, "bytes written to /data/out.txt");
-    let flows: Vec<(i32, i64, i64)> = web_records
-        .iter()
-        .filter_map(|r| match &r.record {
-            Record::NetworkFlow(n) => Some((n.dport, n.num_w_send_bytes, n.num_r_recv_bytes)),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(flows, vec![(port as i32, 4, 4)]);
+    assert_eq!(
+        sf::network_flows(web_records.iter().copied()),
+        vec![(port as i32, 4, 4)]
+    );
     // The alert file holds the same alert, with the pod.
-    let alerts: Vec<serde_json::Value> = std::fs::read_dir(&output)
+    let alerts: Vec<serde_json::Value> = sf::alerts(&output)
         .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            name.starts_with("alerts-") && name.ends_with(".jsonl")
-        })
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect::<Vec<_>>()
-        })
-        .filter(|a: &serde_json::Value| a["pod"]["name"] == "web-0")
+        .into_iter()
+        .filter(|a| a["pod"]["name"] == "web-0")
         .collect();
     let rules: Vec<&str> = alerts
         .iter()

@@ -232,14 +232,10 @@ async fn captured_namespace_is_tagged_and_off_namespace_yields_nothing() {
         vec![("/data/out.txt".to_string(), "/data/d/moved.txt".to_string())]
     );
     // The connection: 4 bytes each way to the test's port.
-    let flows: Vec<(i32, i64, i64)> = web_records
-        .iter()
-        .filter_map(|r| match &r.record {
-            Record::NetworkFlow(n) => Some((n.dport, n.num_w_send_bytes, n.num_r_recv_bytes)),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(flows, vec![(port as i32, 4, 4)]);
+    assert_eq!(
+        sf::network_flows(web_records.iter().copied()),
+        vec![(port as i32, 4, 4)]
+    );
     // The shell's exit code.
     let exits: Vec<i32> = web_records
         .iter()

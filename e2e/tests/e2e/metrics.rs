@@ -101,22 +101,9 @@ async fn prometheus_scrapes_metrics_that_agree_with_the_sysflow_files() {
         format!(r#"nri_sysflow_alerts_total{{rule="Sensitive file read",priority="high",{sel}}}"#);
     wait_until(Duration::from_secs(10), || scalar(&alerts) == Some(1.0))
         .unwrap_or_else(|| panic!("{alerts} is {:?}", scalar(&alerts)));
-    let lines: Vec<serde_json::Value> = std::fs::read_dir(&agent.out_dir)
+    let lines: Vec<serde_json::Value> = nri_sysflow_e2e::sf::alerts(&agent.out_dir)
         .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("alerts-")
-        })
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect::<Vec<_>>()
-        })
+        .into_iter()
         .filter(|a: &serde_json::Value| {
             a["policies"][0]["id"] == "Sensitive file read" && a["pod"]["name"] == "metrics-0"
         })
