@@ -63,6 +63,8 @@ pub fn run_quick(root: &Path) -> anyhow::Result<()> {
         "--test",
         "redact",
         "--test",
+        "hostile_files",
+        "--test",
         "corrupt",
         "--test",
         "encoding",

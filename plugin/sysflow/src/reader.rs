@@ -11,6 +11,10 @@ use std::{
     fs,
     io::{BufReader, Read},
     path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
 };
 
 use apache_avro::{Schema, types::Value};
@@ -38,11 +42,13 @@ pub enum ReadError {
     /// An Avro container file, but not SysFlow (no `rec` union of records).
     #[error("{path}: not SysFlow: {reason}")]
     NotSysFlow { path: String, reason: String },
-    /// A block or record could not be decoded (truncated or corrupt data).
-    #[error("{path}: record {index}: {source}")]
+    /// A block or record could not be decoded (truncated or corrupt data). `offset`: the bytes
+    /// of the file read when it failed (the end of the block being decoded).
+    #[error("{path}: record {index} (at byte {offset}): {source}")]
     Record {
         path: String,
         index: u64,
+        offset: u64,
         source: Box<apache_avro::Error>,
     },
     /// A record decoded but does not have the shape its type needs.
@@ -69,9 +75,24 @@ pub enum ReadItem {
     },
 }
 
+/// Counts the bytes the Avro reader takes, so an error can say where in the file it was.
+struct Counting<R> {
+    inner: R,
+    read: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Relaxed);
+        Ok(n)
+    }
+}
+
 /// Streams the records of one SysFlow file.
 pub struct SysFlowReader<R: Read> {
-    avro: apache_avro::Reader<'static, R>,
+    avro: apache_avro::Reader<'static, Counting<R>>,
+    bytes_read: Arc<AtomicU64>,
     branches: Vec<String>,
     path: String,
     index: u64,
@@ -92,6 +113,11 @@ impl<R: Read> SysFlowReader<R> {
     /// `name` is used in error messages.
     pub fn new(input: R, name: &str) -> Result<Self, ReadError> {
         apache_avro::util::max_allocation_bytes(MAX_ALLOCATION);
+        let bytes_read = Arc::new(AtomicU64::new(0));
+        let input = Counting {
+            inner: input,
+            read: bytes_read.clone(),
+        };
         let avro = apache_avro::Reader::new(input).map_err(|e| ReadError::Container {
             path: name.into(),
             source: Box::new(e),
@@ -103,6 +129,7 @@ impl<R: Read> SysFlowReader<R> {
             })?;
         Ok(SysFlowReader {
             avro,
+            bytes_read,
             branches,
             path: name.into(),
             index: 0,
@@ -173,6 +200,7 @@ impl<R: Read> Iterator for SysFlowReader<R> {
                 return Some(Err(ReadError::Record {
                     path: self.path.clone(),
                     index: self.index,
+                    offset: self.bytes_read.load(Relaxed),
                     source: Box::new(e),
                 }));
             }
