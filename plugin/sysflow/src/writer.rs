@@ -679,7 +679,69 @@ fn sanitize(node: &str) -> String {
     if s.is_empty() { "node".into() } else { s }
 }
 
-/// Renames `*.sf.partial` files left by a crash to `*.sf`. Returns the recovered paths.
+/// A zig-zag varint Avro long at `pos`, advancing it.
+fn read_long(bytes: &[u8], pos: &mut usize) -> Option<i64> {
+    let mut value: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes.get(*pos)?;
+        *pos += 1;
+        value |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some((value >> 1) as i64 ^ -((value & 1) as i64));
+        }
+    }
+    None
+}
+
+/// The length of the longest prefix of `bytes` that is a whole Avro container file: the header
+/// and every block whose data and sync marker are all there. None when the header is not.
+fn whole_blocks_len(bytes: &[u8]) -> Option<usize> {
+    let skip = |pos: &mut usize, len: i64| -> Option<()> {
+        *pos = pos.checked_add(usize::try_from(len).ok()?)?;
+        (*pos <= bytes.len()).then_some(())
+    };
+    if bytes.get(..4)? != b"Obj\x01" {
+        return None;
+    }
+    let mut pos = 4;
+    // The metadata map: blocks of entries (a negative count is followed by the block's size).
+    loop {
+        let count = read_long(bytes, &mut pos)?;
+        if count == 0 {
+            break;
+        }
+        if count < 0 {
+            read_long(bytes, &mut pos)?;
+        }
+        for _ in 0..count.unsigned_abs() {
+            let key = read_long(bytes, &mut pos)?;
+            skip(&mut pos, key)?;
+            let value = read_long(bytes, &mut pos)?;
+            skip(&mut pos, value)?;
+        }
+    }
+    let sync = bytes.get(pos..pos + 16)?;
+    let mut whole = pos + 16;
+    loop {
+        let mut p = whole;
+        let (Some(_count), Some(size)) = (read_long(bytes, &mut p), read_long(bytes, &mut p))
+        else {
+            break;
+        };
+        let end = usize::try_from(size)
+            .ok()
+            .and_then(|s| p.checked_add(s)?.checked_add(16));
+        match end {
+            Some(end) if end <= bytes.len() && &bytes[end - 16..end] == sync => whole = end,
+            _ => break,
+        }
+    }
+    Some(whole)
+}
+
+/// Renames `*.sf.partial` files left by a crash to `*.sf`, cut after their last whole block
+/// (a block is written in one `write`, but a node that lost power, or a write cut short, can
+/// leave a torn one); a file whose header is not whole is removed. Returns the recovered paths.
 pub fn recover_partials(dir: &Path) -> Result<Vec<PathBuf>, SysflowWriteError> {
     let mut recovered = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err(dir))? {
@@ -688,10 +750,21 @@ pub fn recover_partials(dir: &Path) -> Result<Vec<PathBuf>, SysflowWriteError> {
             continue;
         };
         if let Some(stem) = name.strip_suffix(PARTIAL_SUFFIX) {
-            // A file whose header never made it holds nothing to keep.
-            if fs::metadata(&path).map_err(io_err(&path))?.len() == 0 {
-                fs::remove_file(&path).map_err(io_err(&path))?;
-                continue;
+            let bytes = fs::read(&path).map_err(io_err(&path))?;
+            match whole_blocks_len(&bytes) {
+                // A file whose header never made it holds nothing to keep.
+                None => {
+                    fs::remove_file(&path).map_err(io_err(&path))?;
+                    continue;
+                }
+                Some(whole) if whole < bytes.len() => {
+                    let file = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(io_err(&path))?;
+                    file.set_len(whole as u64).map_err(io_err(&path))?;
+                }
+                Some(_) => {}
             }
             let target = dir.join(format!("{stem}.sf"));
             fs::rename(&path, &target).map_err(io_err(&path))?;

@@ -315,3 +315,53 @@ fn a_vanished_output_directory_is_counted_and_writing_resumes_when_it_returns() 
         .collect();
     assert_eq!(flows, [4]);
 }
+
+#[test]
+fn recovery_cuts_a_torn_last_block_and_drops_a_file_without_a_whole_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = WriterConfig {
+        block_bytes: 2048,
+        ..WriterConfig::default()
+    };
+    let mut w = SysFlowWriter::to_directory(dir.path(), config).unwrap();
+    let s = support::sample();
+    support::write_sample(&mut w, &s);
+    for i in 0..2000 {
+        w.write(&flow(&s, i)).unwrap();
+    }
+    w.close().unwrap();
+    let whole = std::fs::read(&files_in(dir.path(), ".sf")[0]).unwrap();
+    let (all, err) = read(&files_in(dir.path(), ".sf")[0]);
+    assert_eq!(err, None);
+    // Cut inside the last block's sync marker, inside its data, in the middle of the file,
+    // and inside the header.
+    for (cut, keeps_a_file) in [
+        (whole.len() - 1, true),
+        (whole.len() - 40, true),
+        (whole.len() / 2, true),
+        (20, false),
+    ] {
+        let scratch = tempfile::tempdir().unwrap();
+        let partial = scratch.path().join("node-1700000000-000001.sf.partial");
+        std::fs::write(&partial, &whole[..cut]).unwrap();
+        // What a reader takes from the torn file before its error.
+        let (before, _) = if keeps_a_file {
+            read(&partial)
+        } else {
+            (Vec::new(), None)
+        };
+        let recovered = sysflow::writer::recover_partials(scratch.path()).unwrap();
+        assert!(!partial.exists());
+        if !keeps_a_file {
+            assert_eq!(recovered, Vec::<PathBuf>::new(), "cut at {cut}");
+            continue;
+        }
+        let (records, err) = read(&recovered[0]);
+        assert_eq!(err, None, "cut at {cut}");
+        assert_eq!(records, before, "cut at {cut}");
+        assert!(
+            records.len() < all.len() && !records.is_empty(),
+            "cut at {cut}"
+        );
+    }
+}

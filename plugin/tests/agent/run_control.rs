@@ -427,3 +427,63 @@ fn secrets_in_command_lines_are_redacted_and_counted_and_the_output_is_private()
         assert_eq!(mode(&path), 0o600, "{}", path.display());
     }
 }
+
+#[test]
+fn killed_while_rotating_every_second_the_next_start_leaves_every_file_whole() {
+    let root = tempfile::tempdir().unwrap();
+    let output = root.path().join("out");
+    let config = root.path().join("agent.yaml");
+    std::fs::write(&config, "output:\n  flush_secs: 1\n  rotate_secs: 1\n").unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let mut agent = Agent::start_writing_to(Some(&output), &["--config", &config]);
+    // Load the whole time, so blocks and rotations are under way when the kill comes.
+    let cgroup = TestCgroup::new("agent-rotating-kill");
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(3300) {
+        let status = cgroup
+            .workload(&["loop-open", "/etc/hostname", "2000"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    agent.child.kill().unwrap();
+    agent.child.wait().unwrap();
+    drop(agent);
+    let names = |suffix: &str| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&output)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(suffix))
+            .collect();
+        v.sort();
+        v
+    };
+    let reads_whole = |file: &Path| {
+        let mut n = 0;
+        for item in SysFlowReader::open(file).unwrap() {
+            item.unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            n += 1;
+        }
+        n
+    };
+    // Under a final name, only whole files.
+    let completed = names(".sf");
+    assert!(completed.len() >= 2, "{completed:?}");
+    for f in &completed {
+        assert!(reads_whole(f) >= 1);
+    }
+    assert_eq!(
+        names(".sf.partial").len(),
+        1,
+        "the file being written when killed"
+    );
+
+    // The next start recovers it; every file reads whole and none is left partial.
+    let agent = Agent::start_writing_to(Some(&output), &["--config", &config]);
+    let stopped = agent.stop();
+    assert!(names(".sf.partial").is_empty(), "{:?}", stopped.files);
+    for f in names(".sf") {
+        reads_whole(&f);
+    }
+    assert!(names(".sf").len() > completed.len());
+}
