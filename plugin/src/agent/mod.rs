@@ -337,6 +337,8 @@ pub async fn run(
         ))),
         _ => None,
     };
+    // Signals are handled before "capturing" is said: a stop right after it is a clean one.
+    let mut stop = stop_signal().map_err(StartError::Signals)?;
     // Said once started: a start error stays one line.
     if let Some(mode) = narrowed_from {
         info!(
@@ -352,7 +354,6 @@ pub async fn run(
         "capturing"
     );
 
-    let mut stop = stop_signal().map_err(StartError::Signals)?;
     let deadline = tokio::time::sleep(duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
     tokio::pin!(deadline);
     let mut tick = tokio::time::interval(Duration::from_secs(1));

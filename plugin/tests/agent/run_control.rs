@@ -472,11 +472,9 @@ fn killed_while_rotating_every_second_the_next_start_leaves_every_file_whole() {
     for f in &completed {
         assert!(reads_whole(f) >= 1);
     }
-    assert_eq!(
-        names(".sf.partial").len(),
-        1,
-        "the file being written when killed"
-    );
+    // The file being written when killed (none if the kill fell between a rename and the
+    // next file's start).
+    assert!(names(".sf.partial").len() <= 1);
 
     // The next start recovers it; every file reads whole and none is left partial.
     let agent = Agent::start_writing_to(Some(&output), &["--config", &config]);
