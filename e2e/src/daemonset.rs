@@ -85,6 +85,15 @@ pub struct PodConfigs {
     pub probes: Vec<HttpProbe>,
 }
 
+/// The strings of a JSON array (none when it is not one).
+fn strings(v: &Json) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(String::from))
+        .collect()
+}
+
 fn str_of<'a>(v: &'a Json, what: &str) -> anyhow::Result<&'a str> {
     v.as_str()
         .ok_or_else(|| anyhow!("{what}: expected a string, got {v}"))
@@ -367,13 +376,6 @@ impl Translation<'_> {
         namespaces: NamespaceOption,
     ) -> anyhow::Result<LinuxContainerSecurityContext> {
         let sc = &container["securityContext"];
-        let strings = |v: &Json| -> Vec<String> {
-            v.as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|c| c.as_str().map(String::from))
-                .collect()
-        };
         let capabilities = (sc.get("capabilities").is_some()).then(|| Capability {
             add_capabilities: strings(&sc["capabilities"]["add"]),
             drop_capabilities: strings(&sc["capabilities"]["drop"]),
@@ -489,13 +491,6 @@ impl Node {
         for c in containers {
             known_fields(c, CONTAINER_FIELDS, "a container")?;
             let name = str_of(&c["name"], "container name")?.to_string();
-            let strings = |v: &Json| -> Vec<String> {
-                v.as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|a| a.as_str().map(String::from))
-                    .collect()
-            };
             let mut container_labels = HashMap::from([
                 ("io.kubernetes.container.name".to_string(), name.clone()),
                 ("io.kubernetes.pod.name".to_string(), pod_name.to_string()),

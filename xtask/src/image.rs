@@ -201,14 +201,13 @@ fn compiled_packages(metadata: &Json, root_name: &str) -> anyhow::Result<Vec<Jso
         .collect())
 }
 
-/// An SPDX 2.3 document listing every crate in the binary and in its eBPF object.
-fn sbom(version: &str, revision: &str, created: &str) -> anyhow::Result<String> {
+/// An SPDX 2.3 document listing every crate in the binary (`workspace`: cargo metadata for
+/// the musl target) and in its eBPF object.
+fn sbom(workspace: &Json, version: &str, revision: &str, created: &str) -> anyhow::Result<String> {
     let mut crates: BTreeMap<(String, String), Json> = BTreeMap::new();
-    for (platform, root) in [
-        (TARGET, "nri-sysflow"),
-        ("bpfel-unknown-none", "sysflow-ebpf"),
-    ] {
-        for p in compiled_packages(&metadata(platform)?, root)? {
+    let ebpf = metadata("bpfel-unknown-none")?;
+    for (metadata, root) in [(workspace, "nri-sysflow"), (&ebpf, "sysflow-ebpf")] {
+        for p in compiled_packages(metadata, root)? {
             let key = (
                 p["name"].as_str().unwrap_or("").to_string(),
                 p["version"].as_str().unwrap_or("").to_string(),
@@ -319,7 +318,7 @@ pub fn build(root: &Path, out: &Path) -> anyhow::Result<()> {
         .file(
             "usr/share/doc/nri-sysflow/sbom.spdx.json",
             0o644,
-            sbom(&version, &revision, &created)?.as_bytes(),
+            sbom(&workspace, &version, &revision, &created)?.as_bytes(),
         )?
         .dir("var", 0o755)?
         .dir("var/lib", 0o755)?

@@ -20,7 +20,7 @@
 use std::{
     collections::HashMap,
     fs::{self, OpenOptions},
-    io::Write,
+    io::{BufReader, Read, Seek, Write},
     path::{Path, PathBuf},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -679,64 +679,77 @@ fn sanitize(node: &str) -> String {
     if s.is_empty() { "node".into() } else { s }
 }
 
-/// A zig-zag varint Avro long at `pos`, advancing it.
-fn read_long(bytes: &[u8], pos: &mut usize) -> Option<i64> {
+/// A zig-zag varint Avro long; None at the end of the file (or a read error).
+fn read_long(r: &mut impl Read) -> Option<i64> {
     let mut value: u64 = 0;
     for shift in (0..64).step_by(7) {
-        let b = *bytes.get(*pos)?;
-        *pos += 1;
-        value |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
+        let mut b = [0u8; 1];
+        r.read_exact(&mut b).ok()?;
+        value |= u64::from(b[0] & 0x7f) << shift;
+        if b[0] & 0x80 == 0 {
             return Some((value >> 1) as i64 ^ -((value & 1) as i64));
         }
     }
     None
 }
 
-/// The length of the longest prefix of `bytes` that is a whole Avro container file: the header
-/// and every block whose data and sync marker are all there. None when the header is not.
-fn whole_blocks_len(bytes: &[u8]) -> Option<usize> {
-    let skip = |pos: &mut usize, len: i64| -> Option<()> {
-        *pos = pos.checked_add(usize::try_from(len).ok()?)?;
-        (*pos <= bytes.len()).then_some(())
+/// The length of the longest prefix of the file that is a whole Avro container file: the
+/// header and every block whose data and sync marker are all there. None when the header is
+/// not. Block data is skipped, not read: a partial file can be hundreds of MiB.
+fn whole_blocks_len(path: &Path) -> std::io::Result<Option<u64>> {
+    let file = fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut r = BufReader::new(file);
+    // Moves past `n` bytes if the file has them all.
+    let skip = |r: &mut BufReader<fs::File>, n: i64| -> std::io::Result<bool> {
+        let pos = r.stream_position()?;
+        match u64::try_from(n).ok().and_then(|n| pos.checked_add(n)) {
+            Some(end) if end <= len => {
+                r.seek_relative(n)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     };
-    if bytes.get(..4)? != b"Obj\x01" {
-        return None;
+    let mut magic = [0u8; 4];
+    if r.read_exact(&mut magic).is_err() || &magic != b"Obj\x01" {
+        return Ok(None);
     }
-    let mut pos = 4;
     // The metadata map: blocks of entries (a negative count is followed by the block's size).
     loop {
-        let count = read_long(bytes, &mut pos)?;
+        let Some(count) = read_long(&mut r) else {
+            return Ok(None);
+        };
         if count == 0 {
             break;
         }
-        if count < 0 {
-            read_long(bytes, &mut pos)?;
+        if count < 0 && read_long(&mut r).is_none() {
+            return Ok(None);
         }
         for _ in 0..count.unsigned_abs() {
-            let key = read_long(bytes, &mut pos)?;
-            skip(&mut pos, key)?;
-            let value = read_long(bytes, &mut pos)?;
-            skip(&mut pos, value)?;
+            for _ in 0..2 {
+                let Some(n) = read_long(&mut r) else {
+                    return Ok(None);
+                };
+                if !skip(&mut r, n)? {
+                    return Ok(None);
+                }
+            }
         }
     }
-    let sync = bytes.get(pos..pos + 16)?;
-    let mut whole = pos + 16;
-    loop {
-        let mut p = whole;
-        let (Some(_count), Some(size)) = (read_long(bytes, &mut p), read_long(bytes, &mut p))
-        else {
+    let mut sync = [0u8; 16];
+    if r.read_exact(&mut sync).is_err() {
+        return Ok(None);
+    }
+    let mut whole = r.stream_position()?;
+    let mut marker = [0u8; 16];
+    while let (Some(_count), Some(size)) = (read_long(&mut r), read_long(&mut r)) {
+        if !skip(&mut r, size)? || r.read_exact(&mut marker).is_err() || marker != sync {
             break;
-        };
-        let end = usize::try_from(size)
-            .ok()
-            .and_then(|s| p.checked_add(s)?.checked_add(16));
-        match end {
-            Some(end) if end <= bytes.len() && &bytes[end - 16..end] == sync => whole = end,
-            _ => break,
         }
+        whole = r.stream_position()?;
     }
-    Some(whole)
+    Ok(Some(whole))
 }
 
 /// Renames `*.sf.partial` files left by a crash to `*.sf`, cut after their last whole block
@@ -750,19 +763,19 @@ pub fn recover_partials(dir: &Path) -> Result<Vec<PathBuf>, SysflowWriteError> {
             continue;
         };
         if let Some(stem) = name.strip_suffix(PARTIAL_SUFFIX) {
-            let bytes = fs::read(&path).map_err(io_err(&path))?;
-            match whole_blocks_len(&bytes) {
+            let len = fs::metadata(&path).map_err(io_err(&path))?.len();
+            match whole_blocks_len(&path).map_err(io_err(&path))? {
                 // A file whose header never made it holds nothing to keep.
                 None => {
                     fs::remove_file(&path).map_err(io_err(&path))?;
                     continue;
                 }
-                Some(whole) if whole < bytes.len() => {
+                Some(whole) if whole < len => {
                     let file = OpenOptions::new()
                         .write(true)
                         .open(&path)
                         .map_err(io_err(&path))?;
-                    file.set_len(whole as u64).map_err(io_err(&path))?;
+                    file.set_len(whole).map_err(io_err(&path))?;
                 }
                 Some(_) => {}
             }
