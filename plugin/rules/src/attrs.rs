@@ -186,6 +186,28 @@ impl Attr {
             .map_or("?", |(n, _)| n)
     }
 
+    /// What the value depends on (see [`Scope`]).
+    pub fn scope(self) -> Scope {
+        use Attr::*;
+        match self {
+            ProcOid | ProcPid | ProcName | ProcExe | ProcArgs | ProcUid | ProcUser | ProcGid
+            | ProcGroup | ProcCreateTs | ProcTty | ProcEntry | ProcCmdline | ProcAName
+            | ProcAExe | ProcACmdline | ProcAPid | PProcOid | PProcPid | PProcName | PProcExe
+            | PProcArgs | PProcUid | PProcUser | PProcGid | PProcGroup | PProcCreateTs
+            | PProcTty | PProcEntry | PProcCmdline | ContainerId | ContainerName
+            | ContainerImageId | ContainerImage | ContainerType | ContainerPrivileged | PodTs
+            | PodId | PodName | PodNodeName | PodNamespace | PodRestartCount | PodHostIpJson
+            | PodHostIp | PodInternalIpJson | PodInternalIp | PodServicesJson | PodServices
+            | NodeId | NodeIp | MetaSchema | MetaTraceName | EvtDir => Scope::Process,
+            FileName | FilePath | FileSymlink | FileOid | FileDirectory | FileType => Scope::File,
+            Type | OpFlags | Ret | Ts | EndTs | ProcTid | FileNewName | FileNewPath
+            | FileNewSymlink | FileNewOid | FileNewDirectory | FileIsOpenWrite | FileIsOpenRead
+            | FileFd | FileOpenFlags | NetProto | NetSport | NetDport | NetPort | NetSip
+            | NetDip | NetIp | FlowRBytes | FlowROps | FlowWBytes | FlowWOps | KeAction
+            | KeKind | KeMessage => Scope::Record,
+        }
+    }
+
     /// Whether the value is always a 64-bit integer (what `<`, `<=`, `>`, `>=` compare).
     pub fn always_int64(self) -> bool {
         use Attr::*;
@@ -216,6 +238,19 @@ impl Attr {
                 | MetaSchema
         )
     }
+}
+
+/// What an attribute's value depends on: many records share a process snapshot or a file, so
+/// a term that reads only one of them has the same answer for all their records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// The process, its ancestors, its container and pod, or the trace header: the same for
+    /// every record of a process snapshot.
+    Process,
+    /// The record's file (not the new file of a rename or link).
+    File,
+    /// The record itself: type, thread, operation, flags, counters, addresses, new file.
+    Record,
 }
 
 /// A value as sf-processor's mapper returns it: the Go type decides how it prints, compares

@@ -95,6 +95,13 @@ pub struct Policy {
     pub index: crate::index::RuleIndex,
     /// Terms several rules or filters share, evaluated once per record.
     pub shared_terms: usize,
+    /// Terms that read only a record's process snapshot (the process, its ancestors,
+    /// container, pod, header), evaluated once per snapshot.
+    pub process_terms: usize,
+    /// Terms that read only a record's file, evaluated once per file.
+    pub file_terms: usize,
+    /// Tells this policy's per-process memos from another's (unique per compilation).
+    pub id: u64,
 }
 
 /// Something accepted that probably does not do what its author meant.
@@ -333,7 +340,12 @@ impl Compiler {
             .map(|r| &mut r.condition)
             .chain(self.policy.filters.iter_mut().map(|f| &mut f.condition))
             .collect();
+        conditions.iter_mut().for_each(|c| c.test_flags_as_bits());
+        (self.policy.process_terms, self.policy.file_terms) =
+            Expr::memoize_by_entity(&mut conditions);
         self.policy.shared_terms = Expr::share_common_terms(&mut conditions);
+        static COMPILED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        self.policy.id = COMPILED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.policy.lists = self.first_lists.len();
         self.policy.macros = self.first_macros.len();
         self.policy

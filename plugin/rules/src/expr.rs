@@ -7,11 +7,19 @@ use std::borrow::Cow;
 
 use foldhash::HashSet;
 
-use crate::attrs::{Attr, Operand, Value};
+use crate::{
+    attrs::{Attr, Operand, Scope, Value},
+    golang,
+};
 
 /// What a compiled condition reads from a record.
 pub trait Fields {
     fn value(&self, attr: Attr) -> Value<'_>;
+    /// The raw operation flags and whether the record is a network flow (whose bits 8 and 9
+    /// are named RECV and SEND); None for a record without operation flags.
+    fn op_flags(&self) -> Option<(i32, bool)>;
+    /// The open flags slot (a network flow's source address).
+    fn open_flags(&self) -> i64;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +79,49 @@ pub enum Expr {
         id: u32,
         term: Box<Expr>,
     },
+    /// `sf.opflags in (...)` (or `= ...`) as a bit test: true when the flags have a named bit
+    /// whose name is listed (`masks` for other records and for network flows), or none and ""
+    /// is listed (`none`). The same answer as splitting the comma-joined names, without them.
+    OpFlagsAny {
+        masks: [i32; 2],
+        none: bool,
+    },
+    /// `sf.file.openflags in (...)` (or `= ...`) as a bit test: true when all bits of one of
+    /// the listed names' `masks` are set, when the flags are 0 and NONE is listed (`zero`), or
+    /// when they are not 0 but name nothing and "" is listed (`unnamed`).
+    OpenFlagsAny {
+        masks: Vec<i64>,
+        zero: bool,
+        unnamed: bool,
+    },
+    /// A term that reads only the record's process snapshot or only its file (`scope`):
+    /// evaluated at most once per snapshot or file, its result kept in slot `id` of that
+    /// entity's memo.
+    Memoized {
+        scope: Scope,
+        id: u32,
+        term: Box<Expr>,
+    },
+}
+
+/// Results of terms already evaluated, one byte per slot (0: not yet, 1: false, 2: true):
+/// for this record ([`Expr::Shared`]), its process snapshot and its file ([`Expr::Memoized`]).
+/// A term whose slot is missing is evaluated.
+#[derive(Debug, Default)]
+pub struct Memo<'a> {
+    pub record: &'a mut [u8],
+    pub process: &'a mut [u8],
+    pub file: &'a mut [u8],
+}
+
+impl Memo<'_> {
+    fn slots(&mut self, scope: Scope) -> &mut [u8] {
+        match scope {
+            Scope::Process => self.process,
+            Scope::File => self.file,
+            Scope::Record => self.record,
+        }
+    }
 }
 
 impl Expr {
@@ -227,7 +278,7 @@ impl Expr {
                 Some(parts.iter().any(|p| code.contains(p.as_str())))
             }
             Expr::Exists(o) if is_type(o) => Some(true),
-            Expr::Shared { term, .. } => term.given_type(code),
+            Expr::Shared { term, .. } | Expr::Memoized { term, .. } => term.given_type(code),
             _ => None,
         }
     }
@@ -250,11 +301,14 @@ impl Expr {
                 base + operand(left) + operand(right)
             }
             Expr::In { left, .. } => 3 + operand(left),
+            Expr::OpFlagsAny { .. } | Expr::OpenFlagsAny { .. } => 1,
             Expr::PMatch { left, parts } => 2 + operand(left) + parts.len() as u64,
             // An exclusion ("and not x in (...)") rarely decides: test it after the rest.
             Expr::Not(e) => e.cost() + 16,
             Expr::All(terms) | Expr::Any(terms) => terms.iter().map(Expr::cost).sum(),
             Expr::Shared { term, .. } => term.cost(),
+            // Evaluated for an entity's first record only: after that, a memo lookup.
+            Expr::Memoized { .. } => 1,
         }
     }
 
@@ -275,7 +329,7 @@ impl Expr {
                 "Any({})",
                 t.iter().map(Expr::key).collect::<Vec<_>>().join(";")
             ),
-            Expr::Shared { term, .. } => term.key(),
+            Expr::Shared { term, .. } | Expr::Memoized { term, .. } => term.key(),
             other => format!("{other:?}"),
         }
     }
@@ -284,7 +338,8 @@ impl Expr {
     /// [`Expr::Shared`], so a record evaluates each once; returns the number of shared terms.
     pub fn share_common_terms(exprs: &mut [&mut Expr]) -> usize {
         fn count(e: &Expr, seen: &mut std::collections::HashMap<String, u32>) {
-            if matches!(e, Expr::Const(_)) {
+            // A memoized term is already evaluated once (per entity, not per record).
+            if matches!(e, Expr::Const(_) | Expr::Memoized { .. }) {
                 return;
             }
             *seen.entry(e.key()).or_default() += 1;
@@ -327,30 +382,176 @@ impl Expr {
         ids.len()
     }
 
-    /// Whether the record satisfies the condition (short-circuiting).
-    pub fn eval(&self, r: &impl Fields) -> bool {
-        self.eval_in(r, &mut [])
+    /// Flag tests as bit tests ([`Expr::OpFlagsAny`], [`Expr::OpenFlagsAny`]), everywhere in
+    /// the condition.
+    pub fn test_flags_as_bits(&mut self) {
+        let listed = match self {
+            Expr::In {
+                left: Operand::Attr(a @ (Attr::OpFlags | Attr::FileOpenFlags)),
+                parts,
+            } => Some((*a, parts.iter().map(String::as_str).collect::<Vec<_>>())),
+            Expr::Str {
+                op: StrOp::Eq,
+                left: Operand::Attr(a @ (Attr::OpFlags | Attr::FileOpenFlags)),
+                right: Operand::Literal(lit),
+            } => Some((*a, lit.parts.iter().map(String::as_str).collect())),
+            _ => None,
+        };
+        match listed {
+            Some((Attr::OpFlags, listed)) => {
+                let mask = |network| {
+                    golang::op_flag_names_by_bit(network)
+                        .filter(|(_, name)| listed.contains(name))
+                        .fold(0, |mask, (bit, _)| mask | bit)
+                };
+                *self = Expr::OpFlagsAny {
+                    masks: [mask(false), mask(true)],
+                    none: listed.contains(&""),
+                };
+            }
+            Some((_, listed)) => {
+                *self = Expr::OpenFlagsAny {
+                    masks: golang::OPEN_FLAG_NAMES
+                        .iter()
+                        .filter(|(_, name)| listed.contains(name))
+                        .map(|&(mask, _)| mask)
+                        .collect(),
+                    zero: listed.contains(&"NONE"),
+                    unnamed: listed.contains(&""),
+                };
+            }
+            None => match self {
+                Expr::Not(e) => e.test_flags_as_bits(),
+                Expr::All(t) | Expr::Any(t) => t.iter_mut().for_each(Expr::test_flags_as_bits),
+                Expr::Shared { term, .. } | Expr::Memoized { term, .. } => {
+                    term.test_flags_as_bits()
+                }
+                _ => {}
+            },
+        }
     }
 
-    /// `eval`, with the record's memo of shared terms (0: not evaluated yet, 1: false,
-    /// 2: true; a term without a slot is evaluated).
-    pub fn eval_in(&self, r: &impl Fields, memo: &mut [u8]) -> bool {
+    /// What the term reads: None when no attribute (constants and literals only).
+    fn scope(&self) -> Option<Scope> {
+        fn join(a: Option<Scope>, b: Option<Scope>) -> Option<Scope> {
+            match (a, b) {
+                (None, s) | (s, None) => s,
+                (Some(a), Some(b)) if a == b => Some(a),
+                _ => Some(Scope::Record),
+            }
+        }
+        let operand = |o: &Operand| match o {
+            Operand::Literal(_) => None,
+            Operand::Attr(a) | Operand::Path(a, _) => Some(a.scope()),
+        };
+        match self {
+            Expr::Const(_) => None,
+            Expr::Not(e) => e.scope(),
+            Expr::All(t) | Expr::Any(t) => t.iter().map(Expr::scope).fold(None, join),
+            Expr::Exists(o) | Expr::In { left: o, .. } | Expr::PMatch { left: o, .. } => operand(o),
+            Expr::Str { left, right, .. } | Expr::Int { left, right, .. } => {
+                join(operand(left), operand(right))
+            }
+            Expr::OpFlagsAny { .. } | Expr::OpenFlagsAny { .. } => Some(Scope::Record),
+            Expr::Shared { term, .. } | Expr::Memoized { term, .. } => term.scope(),
+        }
+    }
+
+    /// Wraps the largest terms of `exprs` that read only the process snapshot or only the
+    /// file as [`Expr::Memoized`] (the same term in several places gets one slot); returns
+    /// the number of slots per process and per file. Such a term is then evaluated for the
+    /// first record of its snapshot or file only: most records repeat what earlier records
+    /// of the same process and file were tested for. Conjunctions and disjunctions are sorted
+    /// again, cheapest first, with memoized terms now the cheapest.
+    pub fn memoize_by_entity(exprs: &mut [&mut Expr]) -> (usize, usize) {
+        type Ids = std::collections::HashMap<(Scope, String), u32>;
+        fn wrap(e: &mut Expr, ids: &mut Ids, counts: &mut [u32; 2]) {
+            let scope = match e.scope() {
+                Some(s @ (Scope::Process | Scope::File)) => s,
+                // Constants: nothing to remember.
+                None => return,
+                Some(Scope::Record) => {
+                    match e {
+                        Expr::Not(inner) => wrap(inner, ids, counts),
+                        Expr::All(t) | Expr::Any(t) => {
+                            t.iter_mut().for_each(|e| wrap(e, ids, counts));
+                            t.sort_by_key(Expr::cost);
+                        }
+                        _ => {}
+                    }
+                    return;
+                }
+            };
+            let count = &mut counts[usize::from(scope == Scope::File)];
+            let id = *ids.entry((scope, e.key())).or_insert_with(|| {
+                *count += 1;
+                *count - 1
+            });
+            let term = std::mem::replace(e, Expr::Const(false));
+            *e = Expr::Memoized {
+                scope,
+                id,
+                term: Box::new(term),
+            };
+        }
+        let mut ids = Ids::new();
+        let mut counts = [0; 2];
+        for e in exprs.iter_mut() {
+            wrap(e, &mut ids, &mut counts);
+        }
+        (counts[0] as usize, counts[1] as usize)
+    }
+
+    /// Whether the record satisfies the condition (short-circuiting).
+    pub fn eval(&self, r: &impl Fields) -> bool {
+        self.eval_in(r, &mut Memo::default())
+    }
+
+    /// `eval`, with the memos of terms already evaluated for this record and its process.
+    pub fn eval_in(&self, r: &impl Fields, memo: &mut Memo) -> bool {
         match self {
             Expr::Const(b) => *b,
             Expr::Not(e) => !e.eval_in(r, memo),
             Expr::All(all) => all.iter().all(|e| e.eval_in(r, memo)),
             Expr::Any(any) => any.iter().any(|e| e.eval_in(r, memo)),
-            Expr::Shared { id, term } => match memo.get(*id as usize).copied() {
+            Expr::Shared { id, term } => match memo.record.get(*id as usize).copied() {
                 Some(1) => false,
                 Some(2) => true,
                 Some(_) => {
                     let v = term.eval_in(r, memo);
-                    memo[*id as usize] = 1 + u8::from(v);
+                    memo.record[*id as usize] = 1 + u8::from(v);
                     v
                 }
                 None => term.eval_in(r, memo),
             },
+            Expr::Memoized { scope, id, term } => {
+                match memo.slots(*scope).get(*id as usize).copied() {
+                    Some(1) => false,
+                    Some(2) => true,
+                    Some(_) => {
+                        let v = term.eval_in(r, memo);
+                        memo.slots(*scope)[*id as usize] = 1 + u8::from(v);
+                        v
+                    }
+                    None => term.eval_in(r, memo),
+                }
+            }
             Expr::Exists(o) => exists(o, r),
+            Expr::OpFlagsAny { masks, none } => match r.op_flags() {
+                Some((flags, network)) if flags & golang::NAMED_OP_FLAGS != 0 => {
+                    flags & masks[usize::from(network)] != 0
+                }
+                _ => *none,
+            },
+            Expr::OpenFlagsAny {
+                masks,
+                zero,
+                unnamed,
+            } => match r.open_flags() {
+                0 => *zero,
+                flags if flags & golang::NAMED_OPEN_FLAGS == 0 => *unnamed,
+                flags => masks.iter().any(|&m| m & !flags == 0),
+            },
             Expr::Str { op, left, right } => {
                 let l = text(left, r);
                 match right {

@@ -134,7 +134,15 @@ pub fn is_open_read(flags: i64) -> bool {
 /// sf-apis `GetOpFlags`' names in its order; bit 9 and 8 are SEND/RECV on network flows,
 /// WRITE/READ otherwise.
 pub fn op_flag_names(flags: i32, network: bool) -> Vec<&'static str> {
-    let table: [(i32, &str); 21] = [
+    op_flag_names_by_bit(network)
+        .filter(|(bit, _)| flags & bit == *bit)
+        .map(|(_, name)| name)
+        .collect()
+}
+
+/// Every named operation flag bit, in `GetOpFlags`' order.
+pub fn op_flag_names_by_bit(network: bool) -> impl Iterator<Item = (i32, &'static str)> {
+    [
         (1 << 15, "MKDIR"),
         (1 << 16, "RMDIR"),
         (1 << 17, "LINK"),
@@ -156,41 +164,46 @@ pub fn op_flag_names(flags: i32, network: bool) -> Vec<&'static str> {
         (1 << 12, "SHUTDOWN"),
         (1 << 11, "TRUNCATE"),
         (1 << 14, "DIGEST"),
-    ];
-    table
-        .iter()
-        .filter(|(bit, _)| flags & bit == *bit)
-        .map(|&(_, name)| name)
-        .collect()
+    ]
+    .into_iter()
 }
+
+/// The bits [`op_flag_names`] names (0 through 20).
+pub const NAMED_OP_FLAGS: i32 = (1 << 21) - 1;
 
 /// sf-apis `GetOpenFlags`' names in its order (RDWR also lists RDONLY and WRONLY).
 pub fn open_flag_names(flags: i64) -> Vec<&'static str> {
     if flags == 0 {
         return vec!["NONE"];
     }
-    let table: [(i64, &str); 14] = [
-        (1, "RDONLY"),
-        (2, "WRONLY"),
-        (3, "RDWR"),
-        (4, "CREAT"),
-        (32, "EXCL"),
-        (256, "TRUNC"),
-        (8, "APPEND"),
-        (64, "NONBLOCK"),
-        (16, "DSYNC"),
-        (512, "DIRECT"),
-        (2048, "LARGEFILE"),
-        (1024, "DIRECTORY"),
-        (4096, "CLOEXEC"),
-        (128, "SYNC"),
-    ];
-    table
+    OPEN_FLAG_NAMES
         .iter()
-        .filter(|(bit, _)| flags & bit == *bit)
+        .filter(|(bits, _)| flags & bits == *bits)
         .map(|&(_, name)| name)
         .collect()
 }
+
+/// `GetOpenFlags`' table: a name for each set of bits all set.
+pub const OPEN_FLAG_NAMES: [(i64, &str); 14] = [
+    (1, "RDONLY"),
+    (2, "WRONLY"),
+    (3, "RDWR"),
+    (4, "CREAT"),
+    (32, "EXCL"),
+    (256, "TRUNC"),
+    (8, "APPEND"),
+    (64, "NONBLOCK"),
+    (16, "DSYNC"),
+    (512, "DIRECT"),
+    (2048, "LARGEFILE"),
+    (1024, "DIRECTORY"),
+    (4096, "CLOEXEC"),
+    (128, "SYNC"),
+];
+
+/// The bits some name of [`OPEN_FLAG_NAMES`] has (0 through 12): flags without any name
+/// nothing.
+pub const NAMED_OPEN_FLAGS: i64 = (1 << 13) - 1;
 
 pub fn container_type(v: i64) -> &'static str {
     const NAMES: [&str; 10] = [

@@ -8,7 +8,7 @@
 use foldhash::HashMap;
 
 use crate::{
-    attrs::{Attr, Operand},
+    attrs::{Attr, Operand, Scope},
     compiler::Rule,
     expr::{Expr, Fields, StrOp, text},
 };
@@ -77,18 +77,46 @@ impl RuleIndex {
     }
 
     /// Marks in `candidates` (one flag per rule) the rules that can match `record`: every
-    /// rule not in the index, and the indexed ones whose values it has.
-    pub fn candidates(&self, record: &impl Fields, candidates: &mut Vec<bool>) {
+    /// rule not in the index, and the indexed ones whose values it has. What the attributes
+    /// of the record's process snapshot and of its file select is looked up once per entity
+    /// and kept in its memo, when there is one.
+    pub fn candidates(
+        &self,
+        record: &impl Fields,
+        candidates: &mut Vec<bool>,
+        process: Option<&mut Option<Vec<u32>>>,
+        file: Option<&mut Option<Vec<u32>>>,
+    ) {
         candidates.clear();
         candidates.extend(self.indexed.iter().map(|&indexed| !indexed));
+        let mut mark = |i: usize| candidates[i] = true;
+        for (scope, memo) in [(Scope::Process, process), (Scope::File, file)] {
+            match memo {
+                Some(Some(selected)) => selected.iter().for_each(|&i| mark(i as usize)),
+                Some(memo @ None) => {
+                    let mut selected = Vec::new();
+                    self.lookup(record, scope, &mut |i| selected.push(i as u32));
+                    selected.iter().for_each(|&i| mark(i as usize));
+                    *memo = Some(selected);
+                }
+                None => self.lookup(record, scope, &mut mark),
+            }
+        }
+        self.lookup(record, Scope::Record, &mut mark);
+    }
+
+    /// Calls `mark` with every rule whose values `record` has in the indexed attributes of
+    /// `scope`.
+    fn lookup(&self, record: &impl Fields, scope: Scope, mark: &mut impl FnMut(usize)) {
         for (attr, rules_by_value) in &self.by_attr {
+            if attr.scope() != scope {
+                continue;
+            }
             let operand = Operand::Attr(*attr);
             let value = text(&operand, record);
             for part in value.split(',') {
                 if let Some(rules) = rules_by_value.get(part) {
-                    for &i in rules {
-                        candidates[i] = true;
-                    }
+                    rules.iter().for_each(|&i| mark(i));
                 }
             }
         }

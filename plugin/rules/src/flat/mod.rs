@@ -19,12 +19,16 @@ use std::{
     cell::OnceCell,
     collections::HashMap,
     fmt::Write as _,
-    sync::{Arc, OnceLock},
+    sync::{Arc, MutexGuard, OnceLock},
 };
 
+mod entities;
 mod values;
 
-use sysflow::{Container, File, Foid, Oid, Pod, Process, Record, SfObjectState};
+pub use entities::{EntityMemo, FileEntry, ProcessEntry, Tree};
+use entities::{MemoKey, lock};
+
+use sysflow::{Container, Foid, Oid, Pod, Process, Record, SfObjectState};
 
 use crate::{
     attrs::{Attr, Value},
@@ -96,7 +100,7 @@ pub struct Context {
     pods: HashMap<String, Arc<PodEntry>>,
     /// By OID, one slot per state (CREATED, MODIFIED, REUP).
     processes: HashMap<Oid, [Option<Arc<ProcessEntry>>; 3]>,
-    files: HashMap<Foid, Arc<File>>,
+    files: HashMap<Foid, Arc<FileEntry>>,
     /// Process trees as first looked up since the last header.
     trees: HashMap<Oid, Arc<Tree>>,
 }
@@ -203,7 +207,7 @@ impl Context {
             }
             Record::File(mut f) => {
                 f.path = f.path.trim().to_string();
-                self.files.insert(f.oid, Arc::new(f));
+                self.files.insert(f.oid, Arc::new(FileEntry::new(f)));
                 None
             }
             Record::ProcessEvent(e) => {
@@ -331,6 +335,7 @@ impl Context {
         let tree = Arc::new(Tree {
             processes: tree,
             lists: Default::default(),
+            memo: Default::default(),
         });
         self.trees.insert(oid, tree.clone());
         tree
@@ -407,45 +412,6 @@ pub fn ipv4(ip: i64) -> String {
     )
 }
 
-/// A process as cached, with its command line (`exe args`, always with the space) made once
-/// for all its records.
-#[derive(Debug)]
-pub struct ProcessEntry {
-    pub process: Process,
-    cmdline: OnceLock<String>,
-}
-
-impl std::ops::Deref for ProcessEntry {
-    type Target = Process;
-    fn deref(&self) -> &Process {
-        &self.process
-    }
-}
-
-impl ProcessEntry {
-    pub fn cmdline(&self) -> &str {
-        self.cmdline
-            .get_or_init(|| format!("{} {}", self.exe, self.exe_args))
-    }
-}
-
-/// A process and its ancestors as first looked up (sf-processor keeps this snapshot until the
-/// next header), with the comma-joined lists its attributes read, made once per snapshot: every
-/// record of the process shares them.
-#[derive(Debug)]
-pub struct Tree {
-    pub processes: Vec<Arc<ProcessEntry>>,
-    /// aname, aexe, acmdline, apid.
-    lists: [OnceLock<String>; 4],
-}
-
-impl std::ops::Deref for Tree {
-    type Target = [Arc<ProcessEntry>];
-    fn deref(&self) -> &[Arc<ProcessEntry>] {
-        &self.processes
-    }
-}
-
 /// What a file flow and a network flow both put in the flat record.
 struct FlowSlots {
     ts: i64,
@@ -470,8 +436,8 @@ pub struct Flat {
     pub tree: Option<Arc<Tree>>,
     pub container: Option<Arc<Container>>,
     pub pod: Option<Arc<PodEntry>>,
-    file: Option<Arc<File>>,
-    new_file: Option<Arc<File>>,
+    file: Option<Arc<FileEntry>>,
+    new_file: Option<Arc<FileEntry>>,
     ke_message: String,
     /// Text values derived from the slots, made at their first use: a record is evaluated by
     /// every rule, and most rules read the same few attributes.
@@ -485,14 +451,6 @@ struct Derived {
     proc_oid: OnceCell<String>,
     pproc_oid: OnceCell<String>,
     pproc_cmdline: OnceCell<String>,
-    /// (path, symlink) of the file and of the new file.
-    /// None: the path has no `src->dst` prefix (the usual case), so it is the raw path.
-    file: OnceCell<Option<(String, String)>>,
-    new_file: OnceCell<Option<(String, String)>>,
-    directory: OnceCell<String>,
-    new_directory: OnceCell<String>,
-    file_oid: OnceCell<String>,
-    new_file_oid: OnceCell<String>,
     file_type: OnceCell<String>,
     sip: OnceCell<String>,
     dip: OnceCell<String>,
@@ -537,7 +495,7 @@ impl Flat {
         self.value(attr).into_text(attr)
     }
 
-    fn set_file(&mut self, file: Option<Arc<File>>) {
+    fn set_file(&mut self, file: Option<Arc<FileEntry>>) {
         if let Some(f) = &file {
             self.ints[FILE_STATE] = state_slot(f.state) as i64;
             self.ints[FILE_TS] = f.ts;
@@ -546,48 +504,53 @@ impl Flat {
         self.file = file;
     }
 
-    /// Drops the derived values (benchmarks evaluate a record more than once, the agent never).
-    pub fn forget_derived(&mut self) {
-        self.derived = Derived::default();
+    /// The memo of the process snapshot's terms under policy `policy` (`slots` of them),
+    /// emptied if it was made for another policy or other entities; None when the process is
+    /// unknown.
+    pub fn process_memo(&self, policy: u64, slots: usize) -> Option<MutexGuard<'_, EntityMemo>> {
+        let mut memo = lock(&self.tree.as_ref()?.memo);
+        let key = MemoKey {
+            policy,
+            process: self.process.clone(),
+            container: self.container.clone(),
+            pod: self.pod.clone(),
+            header: self.header.clone(),
+        };
+        memo.for_key(key, slots);
+        Some(memo)
+    }
+
+    /// The memo of the file's terms under policy `policy` (`slots` of them); None without a
+    /// file.
+    pub fn file_memo(&self, policy: u64, slots: usize) -> Option<MutexGuard<'_, EntityMemo>> {
+        let mut memo = lock(&self.file.as_ref()?.memo);
+        let key = MemoKey {
+            policy,
+            process: None,
+            container: None,
+            pod: None,
+            header: None,
+        };
+        memo.for_key(key, slots);
+        Some(memo)
     }
 
     /// The file's (path, symlink), `src->dst target` paths split.
     fn sym(&self, new: bool) -> (&str, &str) {
-        let cell = if new {
-            &self.derived.new_file
-        } else {
-            &self.derived.file
-        };
-        let raw = self.file_path(new);
-        let parsed = cell.get_or_init(|| {
-            // Only a path starting with a hex digit can have the prefix.
-            if raw.starts_with(|c: char| c.is_ascii_hexdigit()) {
-                let (path, link) = golang::sym_path(raw);
-                (!link.is_empty()).then_some((path, link))
-            } else {
-                None
-            }
-        });
-        match parsed {
-            Some((path, link)) => (path, link),
-            None => (raw, ""),
+        self.file_entry(new).map_or(("", ""), FileEntry::sym)
+    }
+
+    /// `filepath.Dir` of the (parsed) path.
+    fn directory(&self, new: bool) -> &str {
+        static NO_FILE: OnceLock<String> = OnceLock::new();
+        match self.file_entry(new) {
+            Some(f) => f.directory(),
+            None => NO_FILE.get_or_init(|| golang::dir("")),
         }
     }
 
-    /// `filepath.Dir` of the (parsed) path, borrowed from it when it is already clean.
-    fn directory(&self, new: bool) -> &str {
-        let path = self.sym(new).0;
-        match golang::dir_if_clean(path) {
-            Some(dir) => dir,
-            None => {
-                let cell = if new {
-                    &self.derived.new_directory
-                } else {
-                    &self.derived.directory
-                };
-                cell.get_or_init(|| golang::dir(path))
-            }
-        }
+    fn file_entry(&self, new: bool) -> Option<&FileEntry> {
+        if new { &self.new_file } else { &self.file }.as_deref()
     }
 
     pub fn ts(&self) -> i64 {
@@ -619,13 +582,11 @@ impl Flat {
     }
 
     fn file_path(&self, new: bool) -> &str {
-        let file = if new { &self.new_file } else { &self.file };
-        file.as_deref().map_or("", |f| &f.path)
+        self.file_entry(new).map_or("", |f| &f.path)
     }
 
-    fn file_oid(&self, new: bool) -> String {
-        let file = if new { &self.new_file } else { &self.file };
-        file.as_deref().map_or_else(String::new, |f| hex(&f.oid.0))
+    fn file_oid(&self, new: bool) -> &str {
+        self.file_entry(new).map_or("", FileEntry::oid)
     }
 
     /// sf-processor's opflags names, READ/WRITE or RECV/SEND by this record's type.
@@ -649,14 +610,6 @@ impl Flat {
     pub fn raw_new_path(&self) -> &str {
         self.file_path(true)
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
 }
 
 /// sf-processor's OID attribute: xxHash64 of the pid and creation time in decimal, in hex.

@@ -4,6 +4,15 @@
 use super::*;
 
 impl Fields for Flat {
+    fn open_flags(&self) -> i64 {
+        self.ints[OPENFLAGS_SIP]
+    }
+
+    fn op_flags(&self) -> Option<(i32, bool)> {
+        (self.kind != Kind::K8sEvent)
+            .then(|| (self.ints[OPFLAGS] as i32, self.kind == Kind::NetworkFlow))
+    }
+
     fn value(&self, attr: Attr) -> Value<'_> {
         use Attr::*;
         let i = &self.ints;
@@ -80,12 +89,12 @@ impl Fields for Flat {
             FileName => s(golang::base(self.file_path(false))),
             FilePath => s(self.sym(false).0),
             FileSymlink => s(self.sym(false).1),
-            FileOid => s(cached(&d.file_oid, || self.file_oid(false))),
+            FileOid => s(self.file_oid(false)),
             FileDirectory => s(self.directory(false)),
             FileNewName => s(golang::base(self.file_path(true))),
             FileNewPath => s(self.sym(true).0),
             FileNewSymlink => s(self.sym(true).1),
-            FileNewOid => s(cached(&d.new_file_oid, || self.file_oid(true))),
+            FileNewOid => s(self.file_oid(true)),
             FileNewDirectory => s(self.directory(true)),
             FileType => s(match golang::ascii_rune(i[FILE_RESTYPE]) {
                 Some(c) => c,

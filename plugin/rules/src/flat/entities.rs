@@ -1,0 +1,182 @@
+//! The entities flat records share (a process with its ancestors, a file), with what is made
+//! once per entity for all its records: text forms, parsed paths, and the memos of terms that
+//! read only the entity.
+
+use std::{
+    fmt::Write as _,
+    sync::{Arc, Mutex, MutexGuard, OnceLock},
+};
+
+use sysflow::{Container, File, Process};
+
+use super::{Header, PodEntry};
+use crate::golang;
+
+/// A process as cached, with its command line (`exe args`, always with the space) made once
+/// for all its records.
+#[derive(Debug)]
+pub struct ProcessEntry {
+    pub process: Process,
+    pub(super) cmdline: OnceLock<String>,
+}
+
+impl std::ops::Deref for ProcessEntry {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.process
+    }
+}
+
+impl ProcessEntry {
+    pub fn cmdline(&self) -> &str {
+        self.cmdline
+            .get_or_init(|| format!("{} {}", self.exe, self.exe_args))
+    }
+}
+
+/// A process and its ancestors as first looked up (sf-processor keeps this snapshot until the
+/// next header), with the comma-joined lists its attributes read, made once per snapshot: every
+/// record of the process shares them.
+#[derive(Debug)]
+pub struct Tree {
+    pub processes: Vec<Arc<ProcessEntry>>,
+    /// aname, aexe, acmdline, apid.
+    pub(super) lists: [OnceLock<String>; 4],
+    pub(super) memo: Mutex<EntityMemo>,
+}
+
+/// What a policy found of one entity (a process snapshot or a file) when evaluating terms
+/// that read only it ([`crate::expr::Expr::Memoized`]): valid while the policy and the
+/// entities those terms read are the ones in `key`. The key holds the entities, so none is
+/// freed and its address reused by another while the results stand for it.
+#[derive(Debug, Default)]
+pub struct EntityMemo {
+    key: Option<MemoKey>,
+    /// One per memoized term of the entity's scope.
+    pub slots: Vec<u8>,
+    /// The indexed rules the entity's attributes select (see [`crate::index`]).
+    pub candidates: Option<Vec<u32>>,
+}
+
+impl EntityMemo {
+    /// The memo for `key`, emptied if it was made for another.
+    pub(super) fn for_key(&mut self, key: MemoKey, slots: usize) -> &mut EntityMemo {
+        if !self.key.as_ref().is_some_and(|k| k.same(&key)) {
+            self.key = Some(key);
+            self.slots.clear();
+            self.slots.resize(slots, 0);
+            self.candidates = None;
+        }
+        self
+    }
+}
+
+/// A policy and the process-wide entities a snapshot's terms read (None for a file's memo).
+#[derive(Debug)]
+pub(super) struct MemoKey {
+    pub(super) policy: u64,
+    pub(super) process: Option<Arc<ProcessEntry>>,
+    pub(super) container: Option<Arc<Container>>,
+    pub(super) pod: Option<Arc<PodEntry>>,
+    pub(super) header: Option<Arc<Header>>,
+}
+
+impl MemoKey {
+    fn same(&self, other: &MemoKey) -> bool {
+        fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+            match (a, b) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+        }
+        self.policy == other.policy
+            && same(&self.process, &other.process)
+            && same(&self.container, &other.container)
+            && same(&self.pod, &other.pod)
+            && same(&self.header, &other.header)
+    }
+}
+
+/// A file as cached, with the values its attributes derive from its path made once for all
+/// its records.
+#[derive(Debug)]
+pub struct FileEntry {
+    pub file: File,
+    /// The path and symlink of a `src->dst` path; None (the usual case): the path as it is.
+    sym: OnceLock<Option<(String, String)>>,
+    /// The directory, when `filepath.Dir` has to clean the path.
+    directory: OnceLock<String>,
+    oid: OnceLock<String>,
+    pub(super) memo: Mutex<EntityMemo>,
+}
+
+impl std::ops::Deref for FileEntry {
+    type Target = File;
+    fn deref(&self) -> &File {
+        &self.file
+    }
+}
+
+impl FileEntry {
+    pub(super) fn new(file: File) -> FileEntry {
+        FileEntry {
+            file,
+            sym: OnceLock::new(),
+            directory: OnceLock::new(),
+            oid: OnceLock::new(),
+            memo: Mutex::default(),
+        }
+    }
+
+    /// (path, symlink), a `src->dst` path split.
+    pub(super) fn sym(&self) -> (&str, &str) {
+        let raw = self.path.as_str();
+        let parsed = self.sym.get_or_init(|| {
+            // Only a path starting with a hex digit can have the prefix.
+            if raw.starts_with(|c: char| c.is_ascii_hexdigit()) {
+                let (path, link) = golang::sym_path(raw);
+                (!link.is_empty()).then_some((path, link))
+            } else {
+                None
+            }
+        });
+        match parsed {
+            Some((path, link)) => (path, link),
+            None => (raw, ""),
+        }
+    }
+
+    /// `filepath.Dir` of the (parsed) path, borrowed from it when it is already clean.
+    pub(super) fn directory(&self) -> &str {
+        let path = self.sym().0;
+        golang::dir_if_clean(path)
+            .unwrap_or_else(|| self.directory.get_or_init(|| golang::dir(path)))
+    }
+
+    pub(super) fn oid(&self) -> &str {
+        self.oid.get_or_init(|| hex(&self.file.oid.0))
+    }
+}
+
+impl std::ops::Deref for Tree {
+    type Target = [Arc<ProcessEntry>];
+    fn deref(&self) -> &[Arc<ProcessEntry>] {
+        &self.processes
+    }
+}
+
+/// The memo is never left half-updated by a panic (it holds plain bytes): a poisoned lock is
+/// taken as it is.
+pub(super) fn lock(memo: &Mutex<EntityMemo>) -> MutexGuard<'_, EntityMemo> {
+    memo.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
