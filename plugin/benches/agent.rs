@@ -192,6 +192,7 @@ fn bench_export() -> Option<String> {
 fn start_agent(
     dir: &Path,
     store: Option<&seaweed::Seaweed>,
+    rules: Option<&str>,
 ) -> (Child, SocketAddr, std::thread::JoinHandle<String>) {
     // Another build of the agent (e.g. the image's static binary) when given.
     let agent = std::env::var("NRI_SYSFLOW_BENCH_AGENT").unwrap_or_else(|_| AGENT.to_string());
@@ -201,8 +202,8 @@ fn start_agent(
         .args(["run", "--output"])
         .arg(dir)
         .args(["--metrics-addr", "127.0.0.1:0"]);
-    if let Some(rules) = bench_rules() {
-        command.args(["--rules", &rules]);
+    if let Some(rules) = rules {
+        command.args(["--rules", rules]);
     }
     if let Some(secs) = bench_rotate() {
         command.args(["--rotate", &secs]);
@@ -316,6 +317,119 @@ fn upload_throughput(out: &Path, metrics: SocketAddr, loops: &[Loop]) -> serde_j
     result.into()
 }
 
+/// CPU time of the agent's thread named `name` so far, in seconds (0 without one).
+fn thread_cpu_seconds(pid: u32, name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|ns| ns / 1e9)
+        .sum()
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// `NRI_SYSFLOW_BENCH_COMPARE_RULES=PATH`: the agent's CPU over the workload without rules and
+/// with the rules at PATH, alternating for several rounds (one agent per run), medians
+/// compared. Run to run, the agent's CPU over this 1-s workload varies by 10-20 % (how its
+/// ring reads batch up), more than the rules cost: one pair of runs cannot tell.
+fn compare_rules(rules: &str, loops: &[Loop]) {
+    const ROUNDS: usize = 7;
+    let mut off = Vec::new();
+    let mut on = Vec::new();
+    let mut worker = Vec::new();
+    let mut written = Vec::new();
+    for round in 0..ROUNDS {
+        for with_rules in [false, true] {
+            let out = tempfile::tempdir().unwrap();
+            let (mut agent, metrics, log) =
+                start_agent(out.path(), None, with_rules.then_some(rules));
+            let pid = agent.id();
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            let counts_before = agent_counts(metrics);
+            let (cpu_before, worker_before) =
+                (cpu_seconds(pid), thread_cpu_seconds(pid, "detection-rules"));
+            run_workload(loops);
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            let cpu = cpu_seconds(pid) - cpu_before;
+            let worker_cpu = thread_cpu_seconds(pid, "detection-rules") - worker_before;
+            let records = agent_counts(metrics).1 - counts_before.1;
+            unsafe { libc::kill(pid as i32, libc::SIGINT) };
+            assert!(agent.wait().unwrap().success());
+            let log = log.join().unwrap();
+            assert!(
+                log.lines().any(|l| l.contains(" 0 ring drops")),
+                "drops in a comparison run: {log}"
+            );
+            eprintln!(
+                "round {round}, rules {}: agent CPU {cpu:.3} s, rules worker {worker_cpu:.3} s, {records:.0} records",
+                if with_rules { "on" } else { "off" }
+            );
+            if with_rules {
+                on.push(cpu);
+                worker.push(worker_cpu);
+            } else {
+                off.push(cpu);
+            }
+            written.push(records);
+        }
+    }
+    let (off_s, on_s) = (median(&mut off.clone()), median(&mut on.clone()));
+    let worker_s = median(&mut worker.clone());
+    let records = median(&mut written);
+    println!();
+    println!("agent CPU over the workload, median of {ROUNDS} alternating runs each:");
+    println!(
+        "{:<32} {:>10} {:>10} {:>8}",
+        "", "rules off", "rules on", "ratio"
+    );
+    println!(
+        "{:<32} {off_s:>10.3} {on_s:>10.3} {:>8.3}",
+        "agent CPU (s)",
+        on_s / off_s
+    );
+    println!(
+        "{:<32} {:>10.2} {:>10.2}",
+        "us per SysFlow record written",
+        off_s * 1e6 / records,
+        on_s * 1e6 / records
+    );
+    println!(
+        "rules worker thread: {worker_s:.3} s ({:.2} us per record); runs off {off:.3?}, on {on:.3?}",
+        worker_s * 1e6 / records
+    );
+    println!(
+        "{}",
+        json!({
+            "bench": "agent_rules_compare",
+            "rules": rules,
+            "rounds": ROUNDS,
+            "agent_cpu_s_off": off,
+            "agent_cpu_s_on": on,
+            "rules_worker_cpu_s": worker,
+            "median_off_s": off_s,
+            "median_on_s": on_s,
+            "ratio_on_off": on_s / off_s,
+            "median_records_written": records,
+            "worker_us_per_record": worker_s * 1e6 / records,
+        })
+    );
+}
+
 fn main() {
     assert_eq!(
         unsafe { libc::geteuid() },
@@ -332,13 +446,18 @@ fn main() {
     }
     let sink = sink();
     let loops = loops(sink, files.path());
+    if let Ok(rules) = std::env::var("NRI_SYSFLOW_BENCH_COMPARE_RULES") {
+        compare_rules(&rules, &loops);
+        return;
+    }
     let syscalls = count_syscalls(&loops);
 
     let (baseline, baseline_wall) = run_workload(&loops);
 
     let out = tempfile::tempdir().unwrap();
     let store = bench_export().map(|_| seaweed::Seaweed::start(24700));
-    let (mut agent, metrics, log) = start_agent(out.path(), store.as_ref());
+    let (mut agent, metrics, log) =
+        start_agent(out.path(), store.as_ref(), bench_rules().as_deref());
     let pid = agent.id();
     // Health metrics are copied once a second: let a fresh copy in.
     std::thread::sleep(std::time::Duration::from_millis(1500));

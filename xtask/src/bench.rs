@@ -129,34 +129,16 @@ fn rules() -> anyhow::Result<()> {
         root.join("deploy/rules")
     };
     let rules_path = rules_path.display().to_string();
-    let agent_args = ["bench", "-p", "nri-sysflow", "--bench", "agent"];
-    let off = bench_json(&agent_args, &[("NRI_SYSFLOW_BENCH_RULES", "")])?;
-    let on = bench_json(&agent_args, &[("NRI_SYSFLOW_BENCH_RULES", &rules_path)])?;
-    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
-    println!();
-    println!(
-        "{:<36} {:>14} {:>14} {:>9}",
-        "agent under its mixed workload", "rules off", "rules on", "ratio"
-    );
-    for (label, key) in [
-        ("agent CPU (s)", "agent_cpu_s"),
-        ("us per kernel record", "agent_us_per_kernel_record"),
-        ("us per SysFlow record", "agent_us_per_sysflow_record"),
-        ("peak RSS (MiB)", "agent_peak_rss_mib"),
-        ("SysFlow records written", "records_written"),
-    ] {
-        let (a, b) = (f(&off, key), f(&on, key));
-        println!("{label:<36} {a:>14.2} {b:>14.2} {:>9.3}", b / a);
-    }
+    let agent = bench_json(
+        &["bench", "-p", "nri-sysflow", "--bench", "agent"],
+        &[("NRI_SYSFLOW_BENCH_COMPARE_RULES", &rules_path)],
+    )?;
     println!(
         "{}",
         serde_json::json!({
             "bench": "rules",
             "engine": engine,
-            "agent_rules": rules_path,
-            "agent_rules_off": off,
-            "agent_rules_on": on,
-            "agent_cpu_ratio_on_off": f(&on, "agent_cpu_s") / f(&off, "agent_cpu_s"),
+            "agent": agent,
         })
     );
     Ok(())

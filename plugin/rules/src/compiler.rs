@@ -344,6 +344,7 @@ impl Compiler {
         (self.policy.process_terms, self.policy.file_terms) =
             Expr::memoize_by_entity(&mut conditions);
         self.policy.shared_terms = Expr::share_common_terms(&mut conditions);
+        self.policy.index.plan(&self.policy.rules);
         static COMPILED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         self.policy.id = COMPILED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.policy.lists = self.first_lists.len();

@@ -1,24 +1,32 @@
 //! Evaluating a compiled policy on one record, as sf-processor's engine does: if an enabled
 //! filter matches, the record is dropped; otherwise every enabled rule whose prefilter admits
-//! the record's type is evaluated, all of them, in compile order.
+//! the record's type is evaluated, all of them, in compile order (those the index shows cannot
+//! match are skipped: they would have been false).
 
 use crate::{
     Policy,
     expr::Memo,
     flat::{EntityMemo, Flat},
+    index::{EntityRules, ones},
 };
 
-thread_local! {
-    /// Per record: the rules that can match it, and the memo of shared terms (reused, not
-    /// allocated per record).
-    static SCRATCH: std::cell::RefCell<(Vec<bool>, Vec<u8>)> =
-        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+/// Per record, reused rather than allocated: the candidate rules (bits), scratch bits for the
+/// index, and the memo of shared terms.
+#[derive(Default)]
+struct Scratch {
+    candidates: Vec<u64>,
+    selected: Vec<u64>,
+    record_memo: Vec<u8>,
 }
 
-/// An entity memo's term results and index candidates (nothing without the entity).
-fn split(memo: Option<&mut EntityMemo>) -> (&mut [u8], Option<&mut Option<Vec<u32>>>) {
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// An entity memo's term results and what it knows of the rules (nothing without the entity).
+fn split(memo: Option<&mut EntityMemo>) -> (&mut [u8], Option<&mut EntityRules>) {
     match memo {
-        Some(m) => (&mut m.slots[..], Some(&mut m.candidates)),
+        Some(m) => (&mut m.slots[..], Some(&mut m.rules)),
         None => (&mut [], None),
     }
 }
@@ -34,14 +42,19 @@ pub enum Verdict {
 
 impl Policy {
     pub fn evaluate(&self, flat: &Flat) -> Verdict {
-        SCRATCH.with_borrow_mut(|(candidates, record_memo)| {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let Scratch {
+                candidates,
+                selected,
+                record_memo,
+            } = scratch;
             record_memo.clear();
             record_memo.resize(self.shared_terms, 0);
             // The memos of the record's process snapshot and file, if it has them.
             let mut process = flat.process_memo(self.id, self.process_terms);
             let mut file = flat.file_memo(self.id, self.file_terms);
-            let (process_slots, process_candidates) = split(process.as_deref_mut());
-            let (file_slots, file_candidates) = split(file.as_deref_mut());
+            let (process_slots, process_rules) = split(process.as_deref_mut());
+            let (file_slots, file_rules) = split(file.as_deref_mut());
             let memo = &mut Memo {
                 record: record_memo,
                 process: process_slots,
@@ -54,17 +67,16 @@ impl Policy {
             {
                 return Verdict::Dropped;
             }
-            let slot = flat.kind.slot();
-            self.index
-                .candidates(flat, candidates, process_candidates, file_candidates);
-            let matched = self
-                .rules
-                .iter()
-                .enumerate()
-                .filter(|&(i, r)| {
-                    r.enabled && r.types[slot] && candidates[i] && r.condition.eval_in(flat, memo)
-                })
-                .map(|(i, _)| i)
+            self.index.candidates(
+                flat,
+                flat.kind.slot(),
+                candidates,
+                selected,
+                [process_rules, file_rules],
+                memo,
+            );
+            let matched = ones(candidates)
+                .filter(|&i| self.rules[i].condition.eval_in(flat, memo))
                 .collect();
             Verdict::Matched(matched)
         })
@@ -200,6 +212,44 @@ mod tests {
         );
         assert_eq!(matched(&other, &fourth), ["shell opens", "etc touched"]);
         assert_eq!(matched(&rules, &fourth), Vec::<&str>::new());
+    }
+
+    /// A process's records are joined with its container as it is now: a container record
+    /// that comes again (renamed) or goes changes what later records see.
+    #[test]
+    fn records_are_joined_with_the_current_container() {
+        let rules = policy(
+            "- rule: web\n  desc: d\n  condition: sf.container.name = web\n  priority: low\n",
+        );
+        let container = |name: &str| {
+            Record::Container(sysflow::Container {
+                id: "c1".into(),
+                name: name.into(),
+                ..Default::default()
+            })
+        };
+        let mut context = Context::default();
+        context.push(Record::Header(SfHeader::default()));
+        context.push(container("web"));
+        context.push(Record::Process(Process {
+            oid: PID,
+            exe: "/bin/sh".into(),
+            container_id: Some("c1".into()),
+            ..Default::default()
+        }));
+        context.push(file("/etc/passwd"));
+        let first = context.push(flow(READ)).unwrap();
+        assert_eq!(matched(&rules, &first), ["web"]);
+        context.push(container("db"));
+        let renamed = context.push(flow(READ)).unwrap();
+        assert_eq!(renamed.container.as_ref().unwrap().name, "db");
+        assert_eq!(matched(&rules, &renamed), Vec::<&str>::new());
+        context.push(container("web"));
+        assert_eq!(matched(&rules, &context.push(flow(READ)).unwrap()), ["web"]);
+        context.forget_container("c1");
+        let gone = context.push(flow(READ)).unwrap();
+        assert!(gone.container.is_none());
+        assert_eq!(matched(&rules, &gone), Vec::<&str>::new());
     }
 
     /// Flag tests compiled to bit tests answer what testing the comma-joined names does: bits

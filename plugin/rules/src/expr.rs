@@ -461,8 +461,9 @@ impl Expr {
     /// file as [`Expr::Memoized`] (the same term in several places gets one slot); returns
     /// the number of slots per process and per file. Such a term is then evaluated for the
     /// first record of its snapshot or file only: most records repeat what earlier records
-    /// of the same process and file were tested for. Conjunctions and disjunctions are sorted
-    /// again, cheapest first, with memoized terms now the cheapest.
+    /// of the same process and file were tested for. A conjunction's or disjunction's terms
+    /// of one entity are grouped into one such term, and its terms sorted again, cheapest
+    /// first, with memoized terms now the cheapest.
     pub fn memoize_by_entity(exprs: &mut [&mut Expr]) -> (usize, usize) {
         type Ids = std::collections::HashMap<(Scope, String), u32>;
         fn wrap(e: &mut Expr, ids: &mut Ids, counts: &mut [u32; 2]) {
@@ -473,10 +474,8 @@ impl Expr {
                 Some(Scope::Record) => {
                     match e {
                         Expr::Not(inner) => wrap(inner, ids, counts),
-                        Expr::All(t) | Expr::Any(t) => {
-                            t.iter_mut().for_each(|e| wrap(e, ids, counts));
-                            t.sort_by_key(Expr::cost);
-                        }
+                        Expr::All(t) => group_by_scope(t, Expr::All, ids, counts),
+                        Expr::Any(t) => group_by_scope(t, Expr::Any, ids, counts),
                         _ => {}
                     }
                     return;
@@ -493,6 +492,34 @@ impl Expr {
                 id,
                 term: Box::new(term),
             };
+        }
+        // A junction's terms that read only the process (or only the file) become one term:
+        // one memo lookup decides them all for the entity's later records.
+        fn group_by_scope(
+            terms: &mut Vec<Expr>,
+            junction: fn(Vec<Expr>) -> Expr,
+            ids: &mut Ids,
+            counts: &mut [u32; 2],
+        ) {
+            let (mut process, mut file) = (Vec::new(), Vec::new());
+            let mut rest = Vec::with_capacity(terms.len());
+            for term in terms.drain(..) {
+                match term.scope() {
+                    Some(Scope::Process) => process.push(term),
+                    Some(Scope::File) => file.push(term),
+                    _ => rest.push(term),
+                }
+            }
+            for mut group in [process, file] {
+                match group.len() {
+                    0 => {}
+                    1 => rest.push(group.remove(0)),
+                    _ => rest.push(junction(group)),
+                }
+            }
+            rest.iter_mut().for_each(|e| wrap(e, ids, counts));
+            rest.sort_by_key(Expr::cost);
+            *terms = rest;
         }
         let mut ids = Ids::new();
         let mut counts = [0; 2];

@@ -155,8 +155,8 @@ pub struct DetectionConfig {
     pub rules: Vec<PathBuf>,
     /// Also write each alert to stdout, one JSON line each.
     pub alerts_stdout: bool,
-    /// Batches of records waiting for the rules' worker, at most; past it they are dropped
-    /// and counted (losses_total{what="rules_records_dropped"}).
+    /// Batches of records (up to 512 each) waiting for the rules' worker, at most; past it
+    /// they are dropped and counted (losses_total{what="rules_records_dropped"}).
     pub queue_batches: usize,
 }
 
@@ -165,7 +165,7 @@ impl Default for DetectionConfig {
         DetectionConfig {
             rules: Vec::new(),
             alerts_stdout: false,
-            queue_batches: 1024,
+            queue_batches: 64,
         }
     }
 }

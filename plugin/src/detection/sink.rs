@@ -1,9 +1,10 @@
 //! The detection rules as a sink: every record the agent writes, with the entities it refers
 //! to, goes through a bounded queue to a worker thread that flattens it as sf-processor does,
 //! evaluates the rules in force and writes each alert (a record at least one rule matched) as
-//! a JSON line to the alert files and, if asked, to stdout. The pipeline never waits for the
-//! worker: when the queue is full the batch is dropped and its records counted
-//! (`losses_total{what="rules_records_dropped"}`).
+//! a JSON line to the alert files and, if asked, to stdout. Records go over in batches of up to
+//! 512 or 100 ms (at most a second at a trickle), so an alert follows its record by that much.
+//! The pipeline never waits for the worker: when the queue is full the batch is dropped and its
+//! records counted (`losses_total{what="rules_records_dropped"}`).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -36,7 +37,7 @@ pub struct RulesConfig {
     pub rotate_every: Duration,
     /// Also write each alert to stdout.
     pub stdout: bool,
-    /// Batches the queue holds (each one pipeline pass).
+    /// Batches the queue holds (each up to [`SEND_AT`] records).
     pub queue_batches: usize,
     /// The trace header's exporter and address (`sf.node.id`, `sf.node.ip`).
     pub node: String,
@@ -54,7 +55,17 @@ pub struct RulesSink {
     tx: Option<SyncSender<Vec<Job>>>,
     worker: Option<JoinHandle<()>>,
     losses: Arc<Losses>,
+    /// Jobs gathered for the next batch, its records, and when the first was gathered.
+    pending: Vec<Job>,
+    pending_records: u64,
+    pending_since: Option<Instant>,
 }
+
+/// A batch goes to the worker with this many records, or once its first job waited
+/// [`SEND_AFTER`] (seen at the next pipeline pass; the pipeline's tick sends what is left
+/// every second): waking the worker for each small pipeline pass cost more than evaluating.
+const SEND_AT: u64 = 512;
+const SEND_AFTER: Duration = Duration::from_millis(100);
 
 impl RulesSink {
     pub fn start(
@@ -95,10 +106,20 @@ impl RulesSink {
             tx: Some(tx),
             worker: Some(handle),
             losses,
+            pending: Vec::new(),
+            pending_records: 0,
+            pending_since: None,
         })
     }
 
-    fn send(&self, batch: Vec<Job>, records: u64) {
+    /// Hands the gathered jobs to the worker.
+    fn send(&mut self) {
+        self.pending_since = None;
+        let records = std::mem::take(&mut self.pending_records);
+        let batch = std::mem::take(&mut self.pending);
+        if batch.is_empty() {
+            return;
+        }
         let Some(tx) = &self.tx else { return };
         match tx.try_send(batch) {
             Ok(()) => {}
@@ -118,29 +139,35 @@ impl RulesSink {
 
 impl Sink for RulesSink {
     fn consume(&mut self, items: &[Item]) {
-        let mut batch = Vec::with_capacity(items.len());
-        let mut records = 0;
+        let before = self.pending.len();
         for item in items {
             match item {
-                Item::Entity(e) => batch.push(Job::Entity(e.clone())),
-                Item::Forget(f) => batch.push(Job::Forget(f.clone())),
+                Item::Entity(e) => self.pending.push(Job::Entity(e.clone())),
+                Item::Forget(f) => self.pending.push(Job::Forget(f.clone())),
                 Item::Record { record, .. } => {
-                    records += 1;
-                    batch.push(Job::Record(record.clone()));
+                    self.pending_records += 1;
+                    self.pending.push(Job::Record(record.clone()));
                 }
                 Item::OpenFailed { .. } | Item::LiveProcesses(_) => {}
             }
         }
-        if !batch.is_empty() {
-            self.send(batch, records);
+        if self.pending.len() == before {
+            return;
+        }
+        let now = Instant::now();
+        let since = *self.pending_since.get_or_insert(now);
+        if self.pending_records >= SEND_AT || now.duration_since(since) >= SEND_AFTER {
+            self.send();
         }
     }
 
     fn tick(&mut self, now: Instant) {
-        self.send(vec![Job::Tick(now)], 0);
+        self.pending.push(Job::Tick(now));
+        self.send();
     }
 
     fn finish(&mut self) -> Result<(), SinkError> {
+        self.send();
         // Closing the queue ends the worker once it took what is queued.
         self.tx = None;
         if let Some(worker) = self.worker.take()

@@ -10,7 +10,7 @@ use std::{
 use sysflow::{Container, File, Process};
 
 use super::{Header, PodEntry};
-use crate::golang;
+use crate::{golang, index::EntityRules};
 
 /// A process as cached, with its command line (`exe args`, always with the space) made once
 /// for all its records.
@@ -54,18 +54,24 @@ pub struct EntityMemo {
     key: Option<MemoKey>,
     /// One per memoized term of the entity's scope.
     pub slots: Vec<u8>,
-    /// The indexed rules the entity's attributes select (see [`crate::index`]).
-    pub candidates: Option<Vec<u32>>,
+    /// The rules the entity leaves possible (see [`crate::index`]).
+    pub rules: EntityRules,
 }
 
 impl EntityMemo {
-    /// The memo for `key`, emptied if it was made for another.
-    pub(super) fn for_key(&mut self, key: MemoKey, slots: usize) -> &mut EntityMemo {
-        if !self.key.as_ref().is_some_and(|k| k.same(&key)) {
-            self.key = Some(key);
+    /// The memo for the key `is` accepts, emptied (its key made by `make`) if it was made
+    /// for another.
+    pub(super) fn for_key(
+        &mut self,
+        is: impl FnOnce(&MemoKey) -> bool,
+        make: impl FnOnce() -> MemoKey,
+        slots: usize,
+    ) -> &mut EntityMemo {
+        if !self.key.as_ref().is_some_and(is) {
+            self.key = Some(make());
             self.slots.clear();
             self.slots.resize(slots, 0);
-            self.candidates = None;
+            self.rules.clear();
         }
         self
     }
@@ -81,20 +87,12 @@ pub(super) struct MemoKey {
     pub(super) header: Option<Arc<Header>>,
 }
 
-impl MemoKey {
-    fn same(&self, other: &MemoKey) -> bool {
-        fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
-            match (a, b) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (None, None) => true,
-                _ => false,
-            }
-        }
-        self.policy == other.policy
-            && same(&self.process, &other.process)
-            && same(&self.container, &other.container)
-            && same(&self.pod, &other.pod)
-            && same(&self.header, &other.header)
+/// Whether both are the same entity (or both none).
+pub(super) fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
     }
 }
 

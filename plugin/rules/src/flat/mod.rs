@@ -17,16 +17,17 @@
 
 use std::{
     cell::OnceCell,
-    collections::HashMap,
     fmt::Write as _,
     sync::{Arc, MutexGuard, OnceLock},
 };
+
+use foldhash::HashMap;
 
 mod entities;
 mod values;
 
 pub use entities::{EntityMemo, FileEntry, ProcessEntry, Tree};
-use entities::{MemoKey, lock};
+use entities::{MemoKey, lock, same};
 
 use sysflow::{Container, Foid, Oid, Pod, Process, Record, SfObjectState};
 
@@ -101,8 +102,27 @@ pub struct Context {
     /// By OID, one slot per state (CREATED, MODIFIED, REUP).
     processes: HashMap<Oid, [Option<Arc<ProcessEntry>>; 3]>,
     files: HashMap<Foid, Arc<FileEntry>>,
-    /// Process trees as first looked up since the last header.
-    trees: HashMap<Oid, Arc<Tree>>,
+    /// Per process looked up since the last header: its tree and what it was joined with.
+    trees: HashMap<Oid, Joined>,
+    /// Moves on with every container and pod change (see [`Joined`]).
+    generation: u64,
+}
+
+/// What a process's records are joined with: its tree (as first looked up, kept until the
+/// next header) and, as last looked up, its process record, container and pod, valid while
+/// the context's generation is the one they were looked up in (a process record drops its
+/// own): one lookup per record instead of four.
+struct Joined {
+    tree: Arc<Tree>,
+    current: Option<Current>,
+}
+
+#[derive(Clone)]
+struct Current {
+    generation: u64,
+    process: Arc<ProcessEntry>,
+    container: Option<Arc<Container>>,
+    pod: Option<Arc<PodEntry>>,
 }
 
 // Integer slots of sf-processor's flat record (sf-apis flat_constants.go), shared by types.
@@ -173,12 +193,14 @@ impl Context {
                 self.processes.clear();
                 self.files.clear();
                 self.trees.clear();
+                self.generation += 1;
                 None
             }
             Record::Container(mut c) => {
                 c.name = c.name.trim().to_string();
                 c.image = c.image.trim().to_string();
                 self.containers.insert(c.id.clone(), Arc::new(c));
+                self.generation += 1;
                 None
             }
             Record::Pod(mut p) => {
@@ -192,6 +214,7 @@ impl Context {
                     pod: p,
                 };
                 self.pods.insert(entry.pod.id.clone(), Arc::new(entry));
+                self.generation += 1;
                 None
             }
             Record::Process(mut p) => {
@@ -203,6 +226,9 @@ impl Context {
                     process: p,
                     cmdline: OnceLock::new(),
                 }));
+                if let Some(joined) = self.trees.get_mut(&oid) {
+                    joined.current = None;
+                }
                 None
             }
             Record::File(mut f) => {
@@ -302,10 +328,12 @@ impl Context {
 
     pub fn forget_container(&mut self, id: &str) {
         self.containers.remove(id);
+        self.generation += 1;
     }
 
     pub fn forget_pod(&mut self, id: &str) {
         self.pods.remove(id);
+        self.generation += 1;
     }
 
     /// MODIFIED first, then CREATED, then REUP.
@@ -319,8 +347,8 @@ impl Context {
 
     /// The process and its ancestors, as they were at the process's first lookup.
     fn tree(&mut self, oid: Oid) -> Arc<Tree> {
-        if let Some(tree) = self.trees.get(&oid) {
-            return tree.clone();
+        if let Some(joined) = self.trees.get(&oid) {
+            return joined.tree.clone();
         }
         let mut tree = Vec::new();
         let mut next = Some(oid);
@@ -337,18 +365,63 @@ impl Context {
             lists: Default::default(),
             memo: Default::default(),
         });
-        self.trees.insert(oid, tree.clone());
+        self.trees.insert(
+            oid,
+            Joined {
+                tree: tree.clone(),
+                current: None,
+            },
+        );
         tree
+    }
+
+    /// The tree, process record, container and pod records of process `oid` are joined
+    /// with (None when the process is unknown).
+    fn joined(&mut self, oid: Oid) -> Option<(Arc<Tree>, Current)> {
+        if let Some(Joined {
+            tree,
+            current: Some(current),
+        }) = self.trees.get(&oid)
+            && current.generation == self.generation
+        {
+            return Some((tree.clone(), current.clone()));
+        }
+        let process = self.process(oid).cloned()?;
+        let tree = self.tree(oid);
+        let container = process
+            .container_id
+            .as_ref()
+            .and_then(|id| self.containers.get(id).cloned());
+        let pod = container
+            .as_ref()
+            .and_then(|c| c.pod_id.as_ref())
+            .and_then(|id| self.pods.get(id).cloned());
+        let current = Current {
+            generation: self.generation,
+            process,
+            container,
+            pod,
+        };
+        if let Some(joined) = self.trees.get_mut(&oid) {
+            joined.current = Some(current.clone());
+        }
+        Some((tree, current))
     }
 
     /// A flat record for an event or flow of process `oid`, joined with its process tree,
     /// container and pod (all empty when the process is unknown).
     fn flat(&mut self, kind: Kind, oid: Oid) -> Flat {
         let mut flat = Flat::new(kind, self.header.clone());
-        let Some(p) = self.process(oid).cloned() else {
+        let Some((tree, current)) = self.joined(oid) else {
             return flat;
         };
-        flat.tree = Some(self.tree(oid));
+        let Current {
+            process: p,
+            container,
+            pod,
+            ..
+        } = current;
+        flat.tree = Some(tree);
         let i = &mut flat.ints;
         i[PROC_STATE] = state_slot(p.state) as i64;
         i[PROC_CREATETS] = p.oid.create_ts;
@@ -362,20 +435,15 @@ impl Context {
         i[PROC_GID] = p.gid.into();
         i[PROC_TTY] = p.tty.into();
         i[PROC_ENTRY] = p.entry.into();
-        let container = p
-            .container_id
-            .as_ref()
-            .and_then(|id| self.containers.get(id).cloned());
         if let Some(c) = &container {
             i[CONT_TYPE] = c.container_type as i64;
             i[CONT_PRIVILEGED] = c.privileged.into();
-            let pod = c.pod_id.as_ref().and_then(|id| self.pods.get(id).cloned());
-            if let Some(pod) = &pod {
-                i[POD_TS] = pod.pod.ts;
-                i[POD_RESTARTS] = pod.pod.restart_count;
-            }
-            flat.pod = pod;
         }
+        if let Some(pod) = &pod {
+            i[POD_TS] = pod.pod.ts;
+            i[POD_RESTARTS] = pod.pod.restart_count;
+        }
+        flat.pod = pod;
         flat.container = container;
         flat.process = Some(p);
         flat
@@ -441,7 +509,9 @@ pub struct Flat {
     ke_message: String,
     /// Text values derived from the slots, made at their first use: a record is evaluated by
     /// every rule, and most rules read the same few attributes.
-    derived: Derived,
+    /// (Boxed, made at the first: most records need none, and a flat record is made and
+    /// dropped per record.)
+    derived: OnceCell<Box<Derived>>,
 }
 
 #[derive(Debug, Default)]
@@ -474,7 +544,7 @@ impl Flat {
             file: None,
             new_file: None,
             ke_message: String::new(),
-            derived: Derived::default(),
+            derived: OnceCell::new(),
         }
     }
 
@@ -509,14 +579,23 @@ impl Flat {
     /// unknown.
     pub fn process_memo(&self, policy: u64, slots: usize) -> Option<MutexGuard<'_, EntityMemo>> {
         let mut memo = lock(&self.tree.as_ref()?.memo);
-        let key = MemoKey {
-            policy,
-            process: self.process.clone(),
-            container: self.container.clone(),
-            pod: self.pod.clone(),
-            header: self.header.clone(),
-        };
-        memo.for_key(key, slots);
+        memo.for_key(
+            |k| {
+                k.policy == policy
+                    && same(&k.process, &self.process)
+                    && same(&k.container, &self.container)
+                    && same(&k.pod, &self.pod)
+                    && same(&k.header, &self.header)
+            },
+            || MemoKey {
+                policy,
+                process: self.process.clone(),
+                container: self.container.clone(),
+                pod: self.pod.clone(),
+                header: self.header.clone(),
+            },
+            slots,
+        );
         Some(memo)
     }
 
@@ -524,14 +603,17 @@ impl Flat {
     /// file.
     pub fn file_memo(&self, policy: u64, slots: usize) -> Option<MutexGuard<'_, EntityMemo>> {
         let mut memo = lock(&self.file.as_ref()?.memo);
-        let key = MemoKey {
-            policy,
-            process: None,
-            container: None,
-            pod: None,
-            header: None,
-        };
-        memo.for_key(key, slots);
+        memo.for_key(
+            |k| k.policy == policy,
+            || MemoKey {
+                policy,
+                process: None,
+                container: None,
+                pod: None,
+                header: None,
+            },
+            slots,
+        );
         Some(memo)
     }
 

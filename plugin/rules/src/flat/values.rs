@@ -16,7 +16,7 @@ impl Fields for Flat {
     fn value(&self, attr: Attr) -> Value<'_> {
         use Attr::*;
         let i = &self.ints;
-        let d = &self.derived;
+        let d = || &**self.derived.get_or_init(Box::default);
         let proc_str =
             |f: fn(&Process) -> &str| s(self.process.as_deref().map_or("", |p| f(&p.process)));
         // The ancestor lists, made once per process snapshot ("" without one).
@@ -30,7 +30,7 @@ impl Fields for Flat {
         let pod_str = |f: fn(&PodEntry) -> &str| s(self.pod.as_deref().map_or("", f));
         match attr {
             Type => s(self.kind.code()),
-            OpFlags => s(cached(&d.opflags, || self.opflags().join(","))),
+            OpFlags => s(cached(&d().opflags, || self.opflags().join(","))),
             Ret => Value::Int(
                 if matches!(self.kind, Kind::ProcessEvent | Kind::FileEvent) {
                     i[RET_ENDTS]
@@ -44,7 +44,7 @@ impl Fields for Flat {
                 Kind::K8sEvent => i[TS],
                 _ => 0,
             }),
-            ProcOid => s(cached(&d.proc_oid, || {
+            ProcOid => s(cached(&d().proc_oid, || {
                 oid_hash(i[PROC_HPID], i[PROC_CREATETS])
             })),
             ProcPid => Value::Int(i[PROC_HPID]),
@@ -67,7 +67,7 @@ impl Fields for Flat {
             ProcAPid => s(list(3, |t| {
                 join(t.iter().map(|p| p.oid.hpid.to_string().into()))
             })),
-            PProcOid => s(cached(&d.pproc_oid, || {
+            PProcOid => s(cached(&d().pproc_oid, || {
                 oid_hash(i[POID_HPID], i[POID_CREATETS])
             })),
             PProcPid => Value::Int(i[POID_HPID]),
@@ -77,7 +77,7 @@ impl Fields for Flat {
             PProcArgs => parent_str(|p| &p.exe_args),
             PProcUser => parent_str(|p| &p.user_name),
             PProcGroup => parent_str(|p| &p.group_name),
-            PProcCmdline => s(cached(&d.pproc_cmdline, || {
+            PProcCmdline => s(cached(&d().pproc_cmdline, || {
                 self.parent().map_or(String::new(), cmdline)
             })),
             PProcUid => self.parent().map_or(Value::Int(0), |p| Value::Int32(p.uid)),
@@ -98,19 +98,19 @@ impl Fields for Flat {
             FileNewDirectory => s(self.directory(true)),
             FileType => s(match golang::ascii_rune(i[FILE_RESTYPE]) {
                 Some(c) => c,
-                None => cached(&d.file_type, || golang::rune_string(i[FILE_RESTYPE])),
+                None => cached(&d().file_type, || golang::rune_string(i[FILE_RESTYPE])),
             }),
             FileIsOpenWrite => Value::Bool(golang::is_open_write(i[OPENFLAGS_SIP])),
             FileIsOpenRead => Value::Bool(golang::is_open_read(i[OPENFLAGS_SIP])),
             FileFd => Value::Int(i[FD]),
-            FileOpenFlags => s(cached(&d.openflags, || self.openflags().join(","))),
+            FileOpenFlags => s(cached(&d().openflags, || self.openflags().join(","))),
             NetProto => Value::Int(i[PROTO]),
             NetSport => Value::Int(i[SPORT]),
             NetDport => Value::Int(i[DPORT]),
-            NetPort => s(cached(&d.port, || format!("{},{}", i[SPORT], i[DPORT]))),
-            NetSip => s(cached(&d.sip, || ipv4(i[OPENFLAGS_SIP]))),
-            NetDip => s(cached(&d.dip, || ipv4(i[DIP]))),
-            NetIp => s(cached(&d.ip, || {
+            NetPort => s(cached(&d().port, || format!("{},{}", i[SPORT], i[DPORT]))),
+            NetSip => s(cached(&d().sip, || ipv4(i[OPENFLAGS_SIP]))),
+            NetDip => s(cached(&d().dip, || ipv4(i[DIP]))),
+            NetIp => s(cached(&d().ip, || {
                 format!("{},{}", ipv4(i[OPENFLAGS_SIP]), ipv4(i[DIP]))
             })),
             // The file and network counters share a slot, which sf-processor adds to itself.
