@@ -79,9 +79,12 @@ fn required(term: &Expr) -> Option<(Attr, Vec<&str>)> {
     }
 }
 
+/// The terms a condition is a conjunction of (itself when it is not one), seen through a
+/// shared wrapper: a rule whose whole condition another rule repeats is shared whole.
 fn conjuncts(condition: &Expr) -> &[Expr] {
     match condition {
         Expr::All(terms) => terms,
+        Expr::Shared { term, .. } => conjuncts(term),
         single => std::slice::from_ref(single),
     }
 }
