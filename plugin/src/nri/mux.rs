@@ -73,18 +73,22 @@ where
     let mut tasks = JoinSet::new();
     let end_reader = end.clone();
     tasks.spawn(async move {
+        let mut messages = [MessageCheck::default(), MessageCheck::default()];
         let reason = loop {
             let frame = match read_frame(&mut socket_rx).await {
                 Ok(frame) => frame,
                 Err(e) => break e,
             };
             let (conn, payload) = frame;
-            let target = match conn {
-                PLUGIN_CONN => &mut plugin_mux_tx,
-                RUNTIME_CONN => &mut runtime_mux_tx,
+            let (target, check) = match conn {
+                PLUGIN_CONN => (&mut plugin_mux_tx, &mut messages[0]),
+                RUNTIME_CONN => (&mut runtime_mux_tx, &mut messages[1]),
                 // As NRI's own mux does: frames for a connection nobody opened are dropped.
                 _ => continue,
             };
+            if let Err(why) = check.feed(&payload) {
+                break MuxError::Malformed(format!("connection {conn}: {why}"));
+            }
             if let Err(e) = target.write_all(&payload).await {
                 break MuxError::Io(e);
             }
@@ -124,6 +128,54 @@ where
         runtime,
         ended,
         guard: TrunkGuard(tasks),
+    }
+}
+
+/// Follows the ttrpc messages of one logical connection across frames, so bytes that are no
+/// ttrpc message end the trunk at once: ttrpc itself would wait for the gigabytes a garbage
+/// header announces, and the connection would hang instead of being dropped and made again.
+#[derive(Default)]
+struct MessageCheck {
+    /// The part of the next message header seen so far.
+    header: Vec<u8>,
+    /// Payload bytes of the current message still to come.
+    remaining: usize,
+}
+
+/// ttrpc's message header: payload length (u32 BE), stream id (u32 BE), type, flags.
+const MESSAGE_HEADER: usize = 10;
+/// ttrpc's largest payload.
+const MAX_MESSAGE: usize = 4 << 20;
+
+impl MessageCheck {
+    fn feed(&mut self, mut bytes: &[u8]) -> Result<(), String> {
+        while !bytes.is_empty() {
+            if self.remaining > 0 {
+                let n = self.remaining.min(bytes.len());
+                self.remaining -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (MESSAGE_HEADER - self.header.len()).min(bytes.len());
+            self.header.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.header.len() < MESSAGE_HEADER {
+                break;
+            }
+            let h = std::mem::take(&mut self.header);
+            let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
+            // Request, response, stream data.
+            if !(1..=3).contains(&h[8]) {
+                return Err(format!("message of unknown type {}", h[8]));
+            }
+            if len > MAX_MESSAGE {
+                return Err(format!(
+                    "message of {len} bytes exceeds ttrpc's {MAX_MESSAGE}-byte limit"
+                ));
+            }
+            self.remaining = len;
+        }
+        Ok(())
     }
 }
 
@@ -205,6 +257,46 @@ mod tests {
         assert_eq!(
             reason.to_string(),
             "malformed frame: frame of 67108864 bytes on connection 1 exceeds the 4194314-byte limit"
+        );
+    }
+
+    /// ttrpc messages are followed across frames however they are cut; a header of an
+    /// unknown type or an oversized length is refused at once.
+    #[test]
+    fn message_check_follows_messages_across_frames() {
+        let message = |len: u32, kind: u8| {
+            let mut m = len.to_be_bytes().to_vec();
+            m.extend_from_slice(&7u32.to_be_bytes());
+            m.extend_from_slice(&[kind, 0]);
+            m.extend(std::iter::repeat_n(0xab, len as usize));
+            m
+        };
+        let wire = [message(5, 1), message(0, 2), message(300, 3)].concat();
+        for cut in [1, 3, 9, 10, 11, 17, 64] {
+            let mut check = MessageCheck::default();
+            for frame in wire.chunks(cut) {
+                check.feed(frame).unwrap();
+            }
+            assert_eq!((check.header.len(), check.remaining), (0, 0), "cut {cut}");
+        }
+        let mut check = MessageCheck::default();
+        assert_eq!(
+            check.feed(&message(0, 9)),
+            Err("message of unknown type 9".to_string())
+        );
+        let mut check = MessageCheck::default();
+        assert_eq!(
+            check
+                .feed(&message(0, 1)[..4])
+                .and(check.feed(&(5u32 << 20).to_be_bytes())),
+            Ok(())
+        );
+        let mut check = MessageCheck::default();
+        let mut header = (5u32 << 20).to_be_bytes().to_vec();
+        header.extend_from_slice(&[0, 0, 0, 1, 1, 0]);
+        assert_eq!(
+            check.feed(&header),
+            Err("message of 5242880 bytes exceeds ttrpc's 4194304-byte limit".to_string())
         );
     }
 

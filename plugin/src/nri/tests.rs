@@ -131,7 +131,13 @@ async fn start() -> (
     let session = tokio::spawn(async move {
         serve_connection(ours, &config, plugin, Arc::new(NriStats::default())).await
     });
+    let (runtime, registered) = fake_runtime(theirs).await;
+    (runtime, recorder, registered, session)
+}
 
+/// The runtime's side of a connection a plugin made or was handed: serves RegisterPlugin and
+/// returns once the plugin registered.
+async fn fake_runtime(theirs: UnixStream) -> (FakeRuntime, RegisterPluginRequest) {
     let trunk = mux::start(theirs);
     let (reg_tx, reg_rx) = oneshot::channel();
     let mut methods: HashMap<String, Box<dyn MethodHandler + Send + Sync>> = HashMap::new();
@@ -160,9 +166,7 @@ async fn start() -> (
             _server: server,
             _guard: trunk.guard,
         },
-        recorder,
         registered,
-        session,
     )
 }
 
@@ -304,6 +308,101 @@ async fn malformed_message_is_answered_ok_then_the_connection_closes() {
         panic!("expected a malformed RunPodSandbox request, got {end:?}");
     };
     assert!(recorder.calls.lock().unwrap().is_empty());
+}
+
+/// A mux frame header: connection id and payload length, both big-endian.
+fn frame_header(conn: u32, len: u32) -> Vec<u8> {
+    [conn.to_be_bytes(), len.to_be_bytes()].concat()
+}
+
+/// Over a real unix socket at the runtime's path: a runtime that sends a frame for the
+/// reserved connection 0, a frame longer than ttrpc allows, half a frame, or a whole frame of
+/// bytes that are no ttrpc message has its connection dropped by the plugin, which connects
+/// again (with backoff) and, once the runtime behaves, registers and handles pods as before.
+#[tokio::test]
+async fn garbage_and_half_frames_drop_the_connection_and_the_plugin_reconnects() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nri.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let config = NriConfig {
+        socket: path.clone(),
+        plugin_index: "42".into(),
+        ..NriConfig::default()
+    };
+    let mut stub = Stub::new(config, recorder.clone(), Arc::new(NriStats::default()));
+    let plugin = tokio::spawn(async move { stub.run().await });
+
+    let bad: [(&str, Vec<u8>); 4] = [
+        (
+            "a frame for connection 0",
+            [frame_header(0, 1), vec![0]].concat(),
+        ),
+        ("a 5 MiB frame", frame_header(1, 5 << 20)),
+        ("half a frame", [frame_header(1, 100), vec![7; 10]].concat()),
+        (
+            "a frame of garbage",
+            [frame_header(1, 64), vec![0xff; 64]].concat(),
+        ),
+    ];
+    for (what, bytes) in bad {
+        let (mut conn, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+            .await
+            .unwrap_or_else(|_| panic!("the plugin connects again before {what}"))
+            .unwrap();
+        conn.write_all(&bytes).await.unwrap();
+        if what == "half a frame" {
+            // The rest of the frame never comes: the runtime closes its side.
+            conn.shutdown().await.unwrap();
+        }
+        // The plugin drops the connection: an end of stream, or a reset when it closed with
+        // our bytes unread.
+        let mut sent = Vec::new();
+        let sent_at = std::time::Instant::now();
+        let read = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut sent))
+            .await
+            .unwrap_or_else(|_| panic!("the plugin drops the connection after {what}"));
+        if let Err(e) = read {
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{what}: {e}");
+        }
+        eprintln!("{what}: dropped after {:?}", sent_at.elapsed());
+    }
+
+    let (conn, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .expect("the plugin connects again")
+        .unwrap();
+    let (runtime, registered) = fake_runtime(conn).await;
+    assert_eq!(registered.plugin_idx, "42");
+    runtime
+        .call(
+            "Configure",
+            ConfigureRequest {
+                runtime_name: "containerd".into(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        )
+        .await;
+    runtime
+        .call("Synchronize", SynchronizeRequest::default().encode_to_vec())
+        .await;
+    runtime
+        .call(
+            "RunPodSandbox",
+            PodRequest {
+                pod: Some(pod("web-0", "shop")),
+            }
+            .encode_to_vec(),
+        )
+        .await;
+    assert_eq!(
+        *recorder.calls.lock().unwrap(),
+        ["sync pods=[] containers=[]", "run_pod_sandbox shop/web-0"]
+    );
+    plugin.abort();
 }
 
 #[test]
