@@ -262,6 +262,54 @@ async fn killed_agent_does_not_block_pods_and_adopts_them_on_restart() {
     assert!(!sf::sysprint(&env.path("out")).unwrap().is_empty());
 }
 
+/// Scenario 6b: the agent killed as its capture policy changes (SIGKILL right after the new
+/// policy is written: before, during or after its reload): restarted on the same output folder
+/// and policy, it captures with the policy on disk, and every file of the killed run is
+/// completed and reads whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_killed_during_a_policy_reload_restarts_with_the_policy_on_disk() {
+    let _guard = serial().await;
+    let mut env = Env::new(true).await;
+    let policy = env.write_policy(
+        "policy.yaml",
+        "default: all\nhost: off\nrules:\n  - namespaces: [reload-e2e]\n    mode: off\n",
+    );
+    let agent = env.nri_agent("out", Some(&policy));
+    let pod = env.pod("reload-0", "reload-e2e");
+    let (sandbox, _ctr) = env.run_script(&pod, "ticker", TICKER).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let changed_at = wall_ns();
+    std::fs::write(&policy, "default: all\nhost: off\n").unwrap();
+    agent.kill9();
+
+    let agent = env.nri_agent_logging_to("out", "restarted.log", Some(&policy));
+    let restarted_at = wall_ns();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    env.cri.remove_pod(&sandbox).await.unwrap();
+    let log = agent.stop().unwrap();
+    assert!(
+        log.contains("completed the names of files a previous run left"),
+        "{log}"
+    );
+
+    // Every file, the killed run's included, reads whole.
+    let records = sf::flat(&env.path("out")).unwrap();
+    let ticks = ticks(&records, "reload-0", "ticker");
+    // The namespace was off until the change: nothing of it from before.
+    assert!(
+        ticks.iter().all(|&(ts, _)| ts >= changed_at),
+        "a tick from before the policy changed: {ticks:?}"
+    );
+    // The restarted agent captures with the policy on disk (a tick every 100 ms).
+    let after = ticks.iter().filter(|&&(ts, _)| ts >= restarted_at).count();
+    println!(
+        "ticks captured: {} in all, {after} after the restart",
+        ticks.len()
+    );
+    assert!(after >= 5, "{ticks:?}");
+    assert!(!sf::sysprint(&env.path("out")).unwrap().is_empty());
+}
+
 /// Scenario 7: 20 pods at once; every one is tagged, and the handler latency is reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn burst_of_twenty_pods_is_tagged_and_handler_latency_reported() {
