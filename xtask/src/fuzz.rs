@@ -1,7 +1,9 @@
 //! `cargo xtask fuzz`: runs the cargo-fuzz targets for a bounded time each: the SysFlow reader,
-//! seeded with the reference traces, and the detection rules' parser and compiler, seeded with
-//! the conformance kit's policy files. A crash, a leak or an allocation over the RSS limit
-//! fails it.
+//! seeded with the reference traces; the detection rules' parser and compiler, seeded with the
+//! conformance kit's policy files; and the agent's inputs from outside: the NRI connection as
+//! the runtime's bytes (mux frames, ttrpc messages, prost requests), the capture policy parser
+//! and the config parser, seeded with the shipped files. A crash, a leak, a hang or an
+//! allocation over the RSS limit fails it.
 
 use std::{path::Path, process::Command};
 
@@ -42,7 +44,36 @@ pub fn run_for(seconds: u64) -> anyhow::Result<()> {
         // Big inputs make each run slow; 16 KB still spans a header and several blocks.
         .args(["-max_len=16384", "-rss_limit_mb=1024"])
         .current_dir("plugin/sysflow"))?;
-    fuzz_policy(seconds)
+    fuzz_policy(seconds)?;
+    fuzz_agent(seconds)
+}
+
+/// The agent's own parsers of what comes from outside, built without its eBPF object.
+fn fuzz_agent(seconds: u64) -> anyhow::Result<()> {
+    let seeds: [(&str, &[&str]); 3] = [
+        ("nri_frames", &[]),
+        ("capture_policy", &["deploy/node/policy.yaml"]),
+        (
+            "agent_config",
+            &["deploy/agent.yaml", "deploy/node/agent.yaml"],
+        ),
+    ];
+    for (target, files) in seeds {
+        let corpus = Path::new("plugin/fuzz/corpus").join(target);
+        std::fs::create_dir_all(&corpus)?;
+        for file in files {
+            let name = file.replace(['/', '.'], "_");
+            std::fs::copy(file, corpus.join(name)).with_context(|| format!("seeding {file}"))?;
+        }
+        run(Command::new("cargo")
+            .arg(format!("+{}", ebpf_toolchain()))
+            .args(["fuzz", "run", target, "--"])
+            .arg(format!("-max_total_time={seconds}"))
+            .args(["-max_len=8192", "-rss_limit_mb=1024", "-timeout=10"])
+            .env("NRI_SYSFLOW_EBPF", "stub")
+            .current_dir("plugin"))?;
+    }
+    Ok(())
 }
 
 /// The detection rules' parser and compiler on any text, seeded with real policy files.

@@ -373,7 +373,12 @@ impl AgentConfig {
             path: path.into(),
             source,
         })?;
-        let config: AgentConfig = serde_yaml_ng::from_str(&text).map_err(|e| {
+        Self::parse(&text, path)
+    }
+
+    /// A config from its text (`path` names it in errors), checked.
+    pub fn parse(text: &str, path: &std::path::Path) -> Result<Self, ConfigError> {
+        let config: AgentConfig = serde_yaml_ng::from_str(text).map_err(|e| {
             let (line, column) = e
                 .location()
                 .map(|l| (l.line(), l.column()))
