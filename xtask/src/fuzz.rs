@@ -62,8 +62,7 @@ fn fuzz_agent(seconds: u64) -> anyhow::Result<()> {
         let corpus = Path::new("plugin/fuzz/corpus").join(target);
         std::fs::create_dir_all(&corpus)?;
         for file in files {
-            let name = file.replace(['/', '.'], "_");
-            std::fs::copy(file, corpus.join(name)).with_context(|| format!("seeding {file}"))?;
+            seed(Path::new(file), &corpus)?;
         }
         run(Command::new("cargo")
             .arg(format!("+{}", ebpf_toolchain()))
@@ -102,9 +101,16 @@ fn copy_yaml(dir: &Path, corpus: &Path) -> anyhow::Result<()> {
         if path.is_dir() {
             copy_yaml(&path, corpus)?;
         } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-            let name = path.to_string_lossy().replace(['/', '.'], "_");
-            std::fs::copy(&path, corpus.join(name))?;
+            seed(&path, corpus)?;
         }
     }
+    Ok(())
+}
+
+/// Copies `file` into `corpus`, named by its path.
+fn seed(file: &Path, corpus: &Path) -> anyhow::Result<()> {
+    let name = file.to_string_lossy().replace(['/', '.'], "_");
+    std::fs::copy(file, corpus.join(name))
+        .with_context(|| format!("seeding {}", file.display()))?;
     Ok(())
 }

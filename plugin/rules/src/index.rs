@@ -44,6 +44,15 @@ impl EntityRules {
 /// Scopes in the order of the per-scope tables.
 const SCOPES: [Scope; 3] = [Scope::Process, Scope::File, Scope::Record];
 
+/// A scope's place in the per-scope tables.
+fn table(scope: Scope) -> usize {
+    match scope {
+        Scope::Process => 0,
+        Scope::File => 1,
+        Scope::Record => 2,
+    }
+}
+
 /// Rules by record type, anchor values and entity terms.
 #[derive(Clone, Debug, Default)]
 pub struct RuleIndex {
@@ -143,8 +152,7 @@ impl RuleIndex {
                     rules.push(i);
                 }
             }
-            let scope = SCOPES.iter().position(|&s| s == attr.scope()).unwrap_or(2);
-            set(&mut index.anchored[scope], i);
+            set(&mut index.anchored[table(attr.scope())], i);
         }
         index
     }
@@ -280,7 +288,7 @@ impl RuleIndex {
         candidates: &mut [u64],
         selected: &mut Vec<u64>,
     ) {
-        let k = SCOPES.iter().position(|&s| s == scope).unwrap_or(2);
+        let k = table(scope);
         // Looked up only when a rule still in question is anchored on the scope.
         if candidates
             .iter()
