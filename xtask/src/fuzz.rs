@@ -37,13 +37,9 @@ pub fn run_for(seconds: u64) -> anyhow::Result<()> {
             }
         }
     }
-    run(Command::new("cargo")
-        .arg(format!("+{}", ebpf_toolchain()))
-        .args(["fuzz", "run", "reader", "--"])
-        .arg(format!("-max_total_time={seconds}"))
-        // Big inputs make each run slow; 16 KB still spans a header and several blocks.
-        .args(["-max_len=16384", "-rss_limit_mb=1024"])
-        .current_dir("plugin/sysflow"))?;
+    // Big inputs make each run slow; 16 KB still spans a header and several blocks.
+    run(fuzz_run("plugin/sysflow", "reader", seconds)?
+        .args(["-max_len=16384", "-rss_limit_mb=1024"]))?;
     fuzz_policy(seconds)?;
     fuzz_agent(seconds)
 }
@@ -64,13 +60,9 @@ fn fuzz_agent(seconds: u64) -> anyhow::Result<()> {
         for file in files {
             seed(Path::new(file), &corpus)?;
         }
-        run(Command::new("cargo")
-            .arg(format!("+{}", ebpf_toolchain()))
-            .args(["fuzz", "run", target, "--"])
-            .arg(format!("-max_total_time={seconds}"))
+        run(fuzz_run("plugin", target, seconds)?
             .args(["-max_len=8192", "-rss_limit_mb=1024", "-timeout=10"])
-            .env("NRI_SYSFLOW_EBPF", "stub")
-            .current_dir("plugin"))?;
+            .env("NRI_SYSFLOW_EBPF", "stub"))?;
     }
     Ok(())
 }
@@ -82,13 +74,27 @@ fn fuzz_policy(seconds: u64) -> anyhow::Result<()> {
     for dir in ["deploy/rules", "../shared/policy-kit/policies"] {
         copy_yaml(Path::new(dir), corpus)?;
     }
-    run(Command::new("cargo")
-        .arg(format!("+{}", ebpf_toolchain()))
-        .args(["fuzz", "run", "policy", "--"])
+    // A slow input is a finding too: reported (and saved) after 10 s, not waited on.
+    run(fuzz_run("plugin/rules", "policy", seconds)?.args([
+        "-max_len=8192",
+        "-rss_limit_mb=1024",
+        "-timeout=10",
+    ]))
+}
+
+/// `cargo fuzz run TARGET` of the fuzz crate under `crate_dir` for `seconds`; libFuzzer's
+/// options follow. Every fuzz crate builds into one target folder, so what they share (the
+/// SysFlow crate, serde, tokio, all under the sanitizer) is built and stored once.
+fn fuzz_run(crate_dir: &str, target: &str, seconds: u64) -> anyhow::Result<Command> {
+    let target_dir = crate::workspace_root()?.join("target/fuzz");
+    let mut cmd = Command::new("cargo");
+    cmd.arg(format!("+{}", ebpf_toolchain()))
+        .args(["fuzz", "run", "--target-dir"])
+        .arg(target_dir)
+        .args([target, "--"])
         .arg(format!("-max_total_time={seconds}"))
-        // A slow input is a finding too: reported (and saved) after 10 s, not waited on.
-        .args(["-max_len=8192", "-rss_limit_mb=1024", "-timeout=10"])
-        .current_dir("plugin/rules"))
+        .current_dir(crate_dir);
+    Ok(cmd)
 }
 
 /// Copies the .yaml files under `dir` (recursively) into `corpus`, named by their path.

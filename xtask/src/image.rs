@@ -105,8 +105,10 @@ fn build_binary(root: &Path) -> anyhow::Result<PathBuf> {
             .arg(format!("+{USER_TOOLCHAIN}"))
             .args(["build", "--release", "--locked", "--target", TARGET])
             .args(["-p", "nri-sysflow", "--bin", "nri-sysflow"])
-            // Symbols stay (readable backtraces); debug info goes (a third of the size).
+            // Symbols stay (readable backtraces); debug info goes (a third of the size), and
+            // is not made in the first place (it would triple this build's tree on disk).
             .args(["--config", "profile.release.strip=\"debuginfo\""])
+            .args(["--config", "profile.release.debug=false"])
             .env("CC_x86_64_unknown_linux_musl", "musl-gcc")
             .env("RUSTC_WRAPPER", std::env::current_exe()?)
             .env(REMAP_ENV, remaps),

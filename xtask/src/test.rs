@@ -80,6 +80,7 @@ pub fn run_quick(root: &Path) -> anyhow::Result<()> {
 }
 
 pub fn run_all(root: &Path) -> anyhow::Result<()> {
+    disk_report("start");
     cargo(&["fmt", "--all", "--check"])?;
     crate::layout::check(root)?;
     cargo(&USER_SPACE_CLIPPY)?;
@@ -100,7 +101,9 @@ pub fn run_all(root: &Path) -> anyhow::Result<()> {
             "-D",
             "warnings",
         ]))?;
+    disk_report("fuzzing");
     crate::fuzz::run_for(30)?;
+    disk_report("the workspace's tests");
     // The kernel suites run with the syscall dispatcher (the default), then again with the
     // tracepoint hook set forced.
     cargo(&[
@@ -133,6 +136,7 @@ pub fn run_all(root: &Path) -> anyhow::Result<()> {
     // End to end: a real containerd with NRI, pods through CRI, the agent binary. The
     // harness fetches containerd, runc and busybox from Debian itself; scenarios run one at
     // a time, once per hook set.
+    disk_report("end to end");
     cargo(&["build", "-p", "nri-sysflow", "--bin", "nri-sysflow"])?;
     let e2e = [
         "test",
@@ -152,6 +156,7 @@ pub fn run_all(root: &Path) -> anyhow::Result<()> {
     with_hooks("tracepoint", &e2e)?;
     // The shipped image, read back, rebuilt, and run in containerd as the DaemonSet's pod
     // (with the agent's default hook set, as a cluster runs it).
+    disk_report("the image");
     crate::image::build(root, &root.join(crate::image::DEFAULT_OUT))?;
     cargo(&[
         "test",
@@ -164,6 +169,19 @@ pub fn run_all(root: &Path) -> anyhow::Result<()> {
         "1",
         "--nocapture",
     ])
+}
+
+/// Prints the disk space left where the builds go, before a phase: a full disk fails a build
+/// with a bare "No space left on device", and these lines say which phase filled it.
+fn disk_report(phase: &str) {
+    let free = Command::new("df")
+        .args(["--output=avail,size", "-h", "."])
+        .output();
+    if let Ok(out) = free {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().nth(1).unwrap_or("?").trim();
+        eprintln!("== disk before {phase} (free, size): {line}");
+    }
 }
 
 /// `cargo +<toolchain> args...` with the agent's syscall hook set forced.
