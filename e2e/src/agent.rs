@@ -156,6 +156,18 @@ impl Agent {
         }
     }
 
+    /// The agent's /metrics, as Prometheus text.
+    pub fn metrics_text(&self) -> anyhow::Result<String> {
+        use std::io::{Read as _, Write as _};
+        let addr = self.metrics_addr.context("the agent serves no /metrics")?;
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text)?;
+        Ok(text)
+    }
+
     /// How often `needle` appears in the log.
     pub fn log_count(&self, needle: &str) -> usize {
         self.log_text().matches(needle).count()

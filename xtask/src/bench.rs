@@ -61,6 +61,9 @@ pub enum Which {
     /// under its workload rotating every 2 s without export and with export to a local
     /// SeaweedFS (SysFlow and Parquet), and its upload throughput for a backlog.
     Export,
+    /// Memory as the node gets busy: the idle agent, 100 containers, 10,000 processes, then a
+    /// fork storm (RSS per container and per process, peak RSS, tables, drops, /metrics).
+    Scale,
     /// The image's static (musl) binary beside the workspace's glibc build, each under the
     /// agent benchmark with the shipped rules, as the DaemonSet runs it: the figures the
     /// DaemonSet's requests and limits come from.
@@ -79,6 +82,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             ensure_postgresql()?;
             cargo(&["bench", "-p", "nri-sysflow", "--bench", "server"])
         }
+        Which::Scale => cargo(&["bench", "-p", "nri-sysflow", "--bench", "scale"]),
         Which::Rules => rules(),
         Which::Export => export(),
         Which::Image => image(),

@@ -519,3 +519,165 @@ async fn agent_launched_by_containerd_tags_pods() {
         Some("launch-e2e")
     );
 }
+
+/// What the relay below sends the agent in containerd's name.
+enum Injection {
+    /// Bytes that are no NRI frame, then the relay carries on (the agent must hang up).
+    Garbage(&'static [u8]),
+    /// The start of a frame, then the runtime's side closes mid-frame.
+    HalfFrameThenClose,
+}
+
+/// A relay between the agent and containerd's real NRI socket that can also send the agent
+/// bytes of its own, as a broken or hostile runtime would. Each connection of the agent gets
+/// one to containerd; an injection goes to the newest.
+struct NriRelay {
+    path: PathBuf,
+    current: std::sync::Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Sender<Injection>>>>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl NriRelay {
+    fn start(path: PathBuf, containerd: PathBuf) -> NriRelay {
+        use std::sync::atomic::Ordering::Relaxed;
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let current = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (slot, count) = (current.clone(), accepted.clone());
+        tokio::spawn(async move {
+            while let Ok((mut agent, _)) = listener.accept().await {
+                count.fetch_add(1, Relaxed);
+                let Ok(mut runtime) = tokio::net::UnixStream::connect(&containerd).await else {
+                    continue;
+                };
+                let (tx, mut injections) = tokio::sync::mpsc::channel(4);
+                *slot.lock().unwrap() = Some(tx);
+                tokio::spawn(async move {
+                    let (mut from_agent, mut to_agent) = agent.split();
+                    let (mut from_runtime, mut to_runtime) = runtime.split();
+                    let (mut up, mut down) = (vec![0u8; 65536], vec![0u8; 65536]);
+                    loop {
+                        tokio::select! {
+                            n = from_agent.read(&mut up) => match n {
+                                Ok(n) if n > 0 => {
+                                    if to_runtime.write_all(&up[..n]).await.is_err() { break }
+                                }
+                                _ => break,
+                            },
+                            n = from_runtime.read(&mut down) => match n {
+                                Ok(n) if n > 0 => {
+                                    if to_agent.write_all(&down[..n]).await.is_err() { break }
+                                }
+                                _ => break,
+                            },
+                            Some(injection) = injections.recv() => match injection {
+                                Injection::Garbage(bytes) => {
+                                    if to_agent.write_all(bytes).await.is_err() { break }
+                                }
+                                Injection::HalfFrameThenClose => {
+                                    // Connection 1, 64 bytes announced, 16 sent.
+                                    let mut half = vec![0, 0, 0, 1, 0, 0, 0, 64];
+                                    half.extend_from_slice(&[0u8; 16]);
+                                    let _ = to_agent.write_all(&half).await;
+                                    break;
+                                }
+                            },
+                        }
+                    }
+                });
+            }
+        });
+        NriRelay {
+            path,
+            current,
+            accepted,
+        }
+    }
+
+    async fn inject(&self, injection: Injection) {
+        let tx = self
+            .current
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("an agent connected");
+        tx.send(injection).await.unwrap();
+    }
+}
+
+/// Scenario 5b: garbage and half a frame on the agent's NRI connection, from containerd's side
+/// of a real connection (through a relay): each time the agent drops the connection, connects
+/// again and synchronizes with containerd; pods start throughout and are tagged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_a_real_nri_connection_is_dropped_and_the_plugin_reconnects() {
+    let _guard = serial().await;
+    let mut env = Env::new(true).await;
+    let relay = NriRelay::start(env.path("relay.sock"), env.containerd.nri_socket.clone());
+    let agent = Agent::start(
+        &env.path("out"),
+        &env.path("out.log"),
+        &AgentOptions {
+            nri_socket: Some(relay.path.clone()),
+            wait_for_nri: true,
+            ..AgentOptions::default()
+        },
+    )
+    .expect("agent starts");
+    let mut pods = Vec::new();
+    for (round, injection) in [
+        Injection::Garbage(b"GET /metrics HTTP/1.1\r\nHost: nri\r\n\r\n"),
+        Injection::HalfFrameThenClose,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let started = Instant::now();
+        relay.inject(injection).await;
+        // Once when it started, then once more each round.
+        wait_until(Duration::from_secs(15), || {
+            agent.log_count("NRI: synchronized") >= round + 2
+        })
+        .unwrap_or_else(|| panic!("no Synchronize after round {round}:\n{}", agent.log_text()));
+        println!(
+            "round {round}: connected and synchronized again {} ms after the injection",
+            started.elapsed().as_millis()
+        );
+        let pod = env.pod(&format!("after-{round}"), "garbage-e2e");
+        let (sandbox, ctr) = env
+            .run_script(&pod, "job", "echo done > /data/done.txt")
+            .await;
+        assert_eq!(env.exit_code(&pod, "job", &ctr).await, 0);
+        pods.push(sandbox);
+    }
+    assert_eq!(relay.accepted.load(std::sync::atomic::Ordering::Relaxed), 3);
+    for sandbox in pods {
+        env.cri.remove_pod(&sandbox).await.unwrap();
+    }
+    // The agent copies its counters into /metrics once a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let metrics = agent.metrics_text().unwrap();
+    let log = agent.stop().unwrap();
+    assert!(
+        log.contains("malformed frame: frame of 795698548 bytes on connection 1195725856"),
+        "the garbage is named in the log:\n{log}"
+    );
+    assert!(
+        log.contains("malformed frame: connection closed inside a 64-byte frame on connection 1"),
+        "the half frame is named in the log:\n{log}"
+    );
+    assert!(
+        metrics.contains("nri_sysflow_nri_malformed_messages_total 2"),
+        "{metrics}"
+    );
+    let records = sf::flat(&env.path("out")).unwrap();
+    for pod in ["after-0", "after-1"] {
+        let written = bytes_written(
+            records
+                .iter()
+                .filter(|r| pod_name(r) == pod && container_name(r) == "job"),
+            "/data/done.txt",
+        );
+        assert_eq!(written, 5, "{pod}");
+    }
+}

@@ -285,6 +285,9 @@ pub struct KernelConfig {
     /// readers wait and the rings fill (their drops are counted by the kernel).
     pub queue_records: usize,
     pub max_processes: usize,
+    /// Exited processes kept known (10 s each at most) for late references; beyond, the
+    /// longest exited are forgotten first.
+    pub max_exited_processes: usize,
     /// Syscall hook set: auto (the dispatcher where the kernel allows it), dispatcher or
     /// tracepoint.
     pub hooks: HookChoice,
@@ -337,6 +340,7 @@ impl Default for KernelConfig {
             fd_table_entries: probe.fd_table_entries,
             queue_records: probe.channel_capacity,
             max_processes: StateConfig::default().max_processes,
+            max_exited_processes: StateConfig::default().max_exited_processes,
             hooks: probe.hooks,
         }
     }
@@ -508,6 +512,7 @@ impl AgentConfig {
             capture_env: self.capture.env,
             process_flows: self.flows.process_flows,
             max_processes: self.kernel.max_processes,
+            max_exited_processes: self.kernel.max_exited_processes,
             redact: crate::redact::ArgRedactor::new(
                 self.capture.redact_args,
                 &self.capture.redact_flags,

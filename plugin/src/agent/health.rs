@@ -19,6 +19,8 @@ pub struct Sources<'a> {
     pub state: &'a StateStats,
     pub files: &'a FileSinkReport,
     pub queue_length: usize,
+    /// Records read from the rings and decoded.
+    pub records_read: u64,
     pub kernel_fd_entries: usize,
     pub nri: &'a NriStats,
     pub workloads: &'a Workloads,
@@ -53,6 +55,7 @@ pub fn update(m: &HealthMetrics, s: &Sources<'_>) {
         ]);
         m.strings_truncated.set_total(k.strings_truncated);
     }
+    m.kernel_records_read.set_total(s.records_read);
     m.ring_fill.set(s.probe.ring_fill());
     m.syscall_hooks_attached
         .set(i64::from(s.probe.syscall_hooks_attached()));
@@ -69,10 +72,17 @@ pub fn update(m: &HealthMetrics, s: &Sources<'_>) {
         .set_total(s.state.filtered_by_path);
     m.set_args_redacted(&s.state.args_redacted);
     m.set_tables(
-        s.state.processes,
-        s.state.files,
-        s.kernel_fd_entries,
-        [s.state.processes_evicted, s.state.files_evicted],
+        [
+            s.state.processes,
+            s.state.exited_processes,
+            s.state.files,
+            s.kernel_fd_entries,
+        ],
+        [
+            s.state.processes_evicted,
+            s.state.exited_processes_evicted,
+            s.state.files_evicted,
+        ],
     );
 
     let events: [u64; 16] = std::array::from_fn(|i| s.nri.events[i].load(Relaxed));

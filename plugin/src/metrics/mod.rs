@@ -95,6 +95,7 @@ impl MirroredCounter {
 /// The agent's health metrics.
 pub struct HealthMetrics {
     pub kernel_records: MirroredCounter,
+    pub kernel_records_read: MirroredCounter,
     pub kernel_dropped: Family<ReasonLabel, Counter>,
     dropped_last: [AtomicU64; 6],
     pub losses: Family<WhatLabel, Counter>,
@@ -124,7 +125,7 @@ pub struct HealthMetrics {
     reloads_last: [AtomicU64; 2],
     pub table_entries: Family<TableLabel, Gauge>,
     pub table_evictions: Family<TableLabel, Counter>,
-    evictions_last: [AtomicU64; 2],
+    evictions_last: [AtomicU64; 3],
     pub cpu_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     cpu_last_ticks: AtomicU64,
     pub resident_memory: Gauge,
@@ -177,6 +178,7 @@ impl HealthMetrics {
     fn new() -> Self {
         HealthMetrics {
             kernel_records: MirroredCounter::default(),
+            kernel_records_read: MirroredCounter::default(),
             kernel_dropped: Family::default(),
             dropped_last: Default::default(),
             losses: Family::default(),
@@ -216,6 +218,7 @@ impl HealthMetrics {
 
     fn register(&self, r: &mut Registry) {
         names::KERNEL_RECORDS.register(r, self.kernel_records.counter.clone());
+        names::KERNEL_RECORDS_READ.register(r, self.kernel_records_read.counter.clone());
         names::KERNEL_RECORDS_DROPPED.register(r, self.kernel_dropped.clone());
         names::LOSSES.register(r, self.losses.clone());
         names::RECORDS_FILTERED_BY_PATH.register(r, self.records_filtered_by_path.counter.clone());
@@ -308,17 +311,21 @@ impl HealthMetrics {
         }
     }
 
-    pub fn set_tables(&self, processes: usize, files: usize, kernel_fds: usize, evicted: [u64; 2]) {
-        for (table, n) in [
-            ("process", processes),
-            ("file", files),
-            ("kernel_fd", kernel_fds),
-        ] {
+    /// Entries: [process, exited_process, file, kernel_fd]; evictions: [process,
+    /// exited_process, file].
+    pub fn set_tables(&self, entries: [usize; 4], evicted: [u64; 3]) {
+        for (table, n) in ["process", "exited_process", "file", "kernel_fd"]
+            .into_iter()
+            .zip(entries)
+        {
             self.table_entries
                 .get_or_create(&TableLabel { table })
                 .set(n as i64);
         }
-        for (i, table) in ["process", "file"].into_iter().enumerate() {
+        for (i, table) in ["process", "exited_process", "file"]
+            .into_iter()
+            .enumerate()
+        {
             let c = self
                 .table_evictions
                 .get_or_create_owned(&TableLabel { table });

@@ -83,6 +83,11 @@ pub const KERNEL_RECORDS: MetricName = MetricName::new(
     "Records the eBPF programs delivered to the ring buffers",
 );
 
+pub const KERNEL_RECORDS_READ: MetricName = MetricName::new(
+    "kernel_records_read",
+    "Records the agent read from the ring buffers and decoded (undecodable ones are counted under losses): kernel_records minus this is what the queue and rings still hold",
+);
+
 pub const KERNEL_RECORDS_DROPPED: MetricName = MetricName::new(
     "kernel_records_dropped",
     "Kernel records lost, by reason: ring_full (ring buffer full), fd_table_full and pending_table_full (kernel tables full), read_fault (unreadable user memory), state_unavailable (a process's state could not be allocated), orphaned_counters (counters of a process that ended without reporting them)",
@@ -160,7 +165,7 @@ pub const NRI_CONNECTED: MetricName = MetricName::new(
 
 pub const NRI_MALFORMED_MESSAGES: MetricName = MetricName::new(
     "nri_malformed_messages",
-    "Malformed NRI messages (each closes the connection)",
+    "Malformed NRI messages: frames that are no NRI frame and requests that cannot be decoded (each closes the connection)",
 );
 
 pub const METADATA_SOURCE: MetricName = MetricName::new(
@@ -184,12 +189,12 @@ pub const POLICY_RELOADS: MetricName = MetricName::new(
 
 pub const TABLE_ENTRIES: MetricName = MetricName::new(
     "table_entries",
-    "Entries in the agent's tables (process, file, kernel_fd)",
+    "Entries in the agent's tables (process, file, kernel_fd; exited_process: the process table's entries of exited processes, kept for late references)",
 );
 
 pub const TABLE_EVICTIONS: MetricName = MetricName::new(
     "table_evictions",
-    "Entries evicted from full tables (process, file)",
+    "Entries evicted from full tables (process, file; exited_process: exited processes forgotten before their 10 s to keep at most kernel.max_exited_processes)",
 );
 
 pub const AGENT_CPU: MetricName = MetricName::with_unit(
@@ -208,8 +213,9 @@ pub const BUILD_INFO: MetricName =
     MetricName::new("build_info", "Always 1; the version as a label");
 
 /// The agent metrics, in the order they are exported.
-pub const HEALTH: [&MetricName; 27] = [
+pub const HEALTH: [&MetricName; 28] = [
     &KERNEL_RECORDS,
+    &KERNEL_RECORDS_READ,
     &KERNEL_RECORDS_DROPPED,
     &LOSSES,
     &RECORDS_FILTERED_BY_PATH,

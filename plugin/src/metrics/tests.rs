@@ -184,7 +184,7 @@ fn every_family_is_named_in_names_rs_and_every_agent_metric_is_on_the_health_das
     m.health.set_nri_events(&[1; 16]);
     m.health.set_source("nri");
     m.health.set_policy_reloads(1, 0);
-    m.health.set_tables(1, 1, 1, [1, 1]);
+    m.health.set_tables([1; 4], [1; 3]);
     m.health
         .set_args_redacted(&[1; crate::redact::PATTERNS.len()]);
     WorkloadSeries::new(m.workload.clone()).of(Some("id1"), || labels("app"));

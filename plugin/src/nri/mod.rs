@@ -440,6 +440,11 @@ where
     if stats.connected.swap(false, Relaxed) {
         stats.disconnects.fetch_add(1, Relaxed);
     }
+    // Bytes that were no NRI frame count as a malformed message too (a bad request was
+    // counted where it was found).
+    if matches!(end, SessionEnd::Trunk(mux::MuxError::Malformed(_))) {
+        stats.malformed.fetch_add(1, Relaxed);
+    }
     plugin.disconnected();
     drop(trunk.guard);
     drop(client);

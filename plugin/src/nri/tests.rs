@@ -332,7 +332,8 @@ async fn garbage_and_half_frames_drop_the_connection_and_the_plugin_reconnects()
         plugin_index: "42".into(),
         ..NriConfig::default()
     };
-    let mut stub = Stub::new(config, recorder.clone(), Arc::new(NriStats::default()));
+    let stats = Arc::new(NriStats::default());
+    let mut stub = Stub::new(config, recorder.clone(), stats.clone());
     let plugin = tokio::spawn(async move { stub.run().await });
 
     let bad: [(&str, Vec<u8>); 4] = [
@@ -369,6 +370,11 @@ async fn garbage_and_half_frames_drop_the_connection_and_the_plugin_reconnects()
         }
         eprintln!("{what}: dropped after {:?}", sent_at.elapsed());
     }
+    // Each counted (before the socket closed) as a malformed message, the half frame too.
+    assert_eq!(
+        stats.malformed.load(std::sync::atomic::Ordering::Relaxed),
+        4
+    );
 
     let (conn, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
         .await

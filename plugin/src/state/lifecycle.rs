@@ -260,6 +260,11 @@ impl State {
         if !cloexec.is_empty() {
             let end = self.wall(c.ts_ns);
             self.end_flows(tgid, cloexec, end, op::CLOSE);
+            // The table was sized for the parent's descriptors (a child inherits all of them
+            // at fork, and a map never shrinks by itself): the new program keeps only its own.
+            if let Some(entry) = self.procs.get_mut(tgid) {
+                entry.fds.shrink_to_fit();
+            }
         }
     }
 
@@ -283,6 +288,10 @@ impl State {
             .map(|p| p.fds.keys().copied().collect())
             .unwrap_or_default();
         self.end_flows(tgid, fds, end, op::TRUNCATE);
+        // Kept for late references only: its (now empty) descriptor table goes.
+        if let Some(entry) = self.procs.get_mut(tgid) {
+            entry.fds.shrink_to_fit();
+        }
         if self.config.process_flows {
             self.report_threads(tgid, end);
         }

@@ -49,6 +49,9 @@ pub struct StateConfig {
     pub max_processes: usize,
     /// How long an exited process stays known (for late references), in ns.
     pub exit_grace_ns: i64,
+    /// Most exited processes kept known: beyond, the longest exited go before their grace
+    /// period is over (a fork storm would otherwise keep seconds' worth of them).
+    pub max_exited_processes: usize,
     /// Most file entities kept beyond those open descriptors refer to.
     pub max_files: usize,
     /// Secrets in command lines (`capture.redact_args`).
@@ -62,6 +65,7 @@ impl Default for StateConfig {
             process_flows: false,
             max_processes: 65_536,
             exit_grace_ns: 10_000_000_000,
+            max_exited_processes: 4_096,
             max_files: 100_000,
             redact: crate::redact::ArgRedactor::default(),
         }
@@ -75,6 +79,8 @@ pub struct StateStats {
     /// Processes first met through a record (not seen starting), created from /proc.
     pub processes_discovered: u64,
     pub processes_evicted: u64,
+    /// Exited processes forgotten before their grace period, to stay within the bound.
+    pub exited_processes_evicted: u64,
     /// File entities forgotten to keep the file table bounded.
     pub files_evicted: u64,
     /// File flows and events a container's path policy left out.
@@ -82,6 +88,8 @@ pub struct StateStats {
     /// Secrets replaced in command lines, by pattern (`redact::PATTERNS`).
     pub args_redacted: crate::redact::RedactionCounts,
     pub processes: usize,
+    /// Of `processes`, those that exited.
+    pub exited_processes: usize,
     pub files: usize,
 }
 
@@ -128,6 +136,7 @@ impl State {
     pub fn stats(&self) -> StateStats {
         StateStats {
             processes: self.procs.len(),
+            exited_processes: self.procs.exited_len(),
             files: self.files.len(),
             processes_evicted: self.procs.evictions,
             files_evicted: self.files.evictions,
@@ -268,7 +277,7 @@ impl State {
     }
 
     /// Housekeeping, once a second: live processes per container, forget processes that
-    /// exited long enough ago, bound the file entities.
+    /// exited long enough ago (or beyond the most kept), bound the file entities.
     pub fn tick(&mut self, now_boot_ns: u64) {
         let now = self.wall(now_boot_ns);
         let mut live: HashMap<Option<Arc<str>>, i64> = HashMap::new();
@@ -277,7 +286,13 @@ impl State {
         }
         self.facts
             .push(Fact::LiveProcesses(live.into_iter().collect()));
-        for tgid in self.procs.expired(now, self.config.exit_grace_ns) {
+        let expired = self.procs.expired(
+            now,
+            self.config.exit_grace_ns,
+            self.config.max_exited_processes,
+        );
+        self.stats.exited_processes_evicted += expired.early;
+        for tgid in expired.tgids {
             if let Some(p) = self.procs.remove(tgid) {
                 self.facts.push(Fact::Forget(Forget::Process(p.oid)));
             }

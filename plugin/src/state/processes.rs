@@ -158,6 +158,8 @@ pub struct ProcessTable {
     entries: HashMap<u32, ProcEntry>,
     by_eviction: BTreeSet<(bool, i64, u32)>,
     capacity: usize,
+    /// Entries of processes that exited.
+    exited: usize,
     pub evictions: u64,
 }
 
@@ -167,6 +169,7 @@ impl ProcessTable {
             entries: HashMap::default(),
             by_eviction: BTreeSet::new(),
             capacity: capacity.max(1),
+            exited: 0,
             evictions: 0,
         }
     }
@@ -177,6 +180,11 @@ impl ProcessTable {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Entries of processes that exited (kept for late references).
+    pub fn exited_len(&self) -> usize {
+        self.exited
     }
 
     pub fn get(&self, tgid: u32) -> Option<&ProcEntry> {
@@ -211,6 +219,9 @@ impl ProcessTable {
     pub fn remove(&mut self, tgid: u32) -> Option<ProcEntry> {
         let entry = self.entries.remove(&tgid)?;
         self.by_eviction.remove(&entry.eviction_key());
+        if entry.exited_at_ns.is_some() {
+            self.exited -= 1;
+        }
         Some(entry)
     }
 
@@ -218,32 +229,50 @@ impl ProcessTable {
     pub fn mark_exited(&mut self, tgid: u32, at: i64) {
         if let Some(entry) = self.entries.get_mut(&tgid) {
             self.by_eviction.remove(&entry.eviction_key());
+            if entry.exited_at_ns.is_none() {
+                self.exited += 1;
+            }
             entry.exited_at_ns = Some(at);
             self.by_eviction.insert(entry.eviction_key());
         }
     }
 
-    /// Exited processes whose grace period is over and that no live process has as parent.
-    pub fn expired(&self, now_ns: i64, grace_ns: i64) -> Vec<u32> {
-        let due: Vec<u32> = self
-            .by_eviction
-            .iter()
-            .take_while(|(live, at, _)| !live && now_ns - at >= grace_ns)
-            .map(|&(_, _, tgid)| tgid)
-            .collect();
-        if due.is_empty() {
-            return due;
+    /// Exited processes to forget now, longest exited first: those whose grace period is
+    /// over, and as many more as keep at most `max_exited` exited entries. A process that is
+    /// still some live process's parent stays either way (its children's ancestry needs it).
+    pub fn expired(&self, now_ns: i64, grace_ns: i64, max_exited: usize) -> Expired {
+        let over = self.exited.saturating_sub(max_exited);
+        let mut due = Expired::default();
+        let mut live_parents = None;
+        for &(live, at, tgid) in &self.by_eviction {
+            let early = due.tgids.len() < over;
+            if live || (!early && now_ns - at < grace_ns) {
+                break;
+            }
+            let parents = live_parents.get_or_insert_with(|| self.live_parents());
+            if !parents.contains(&tgid) {
+                due.tgids.push(tgid);
+                due.early += u64::from(now_ns - at < grace_ns);
+            }
         }
-        let live_parents: std::collections::HashSet<u32> = self
-            .entries
+        due
+    }
+
+    fn live_parents(&self) -> foldhash::HashSet<u32> {
+        self.entries
             .values()
             .filter(|e| e.exited_at_ns.is_none())
             .map(|e| e.parent_tgid)
-            .collect();
-        due.into_iter()
-            .filter(|tgid| !live_parents.contains(tgid))
             .collect()
     }
+}
+
+/// Exited processes due to be forgotten.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Expired {
+    pub tgids: Vec<u32>,
+    /// Of them, those forgotten before their grace period was over, to stay within the bound.
+    pub early: u64,
 }
 
 #[cfg(test)]
@@ -291,7 +320,8 @@ mod tests {
         assert!(out.evicted.is_none());
         assert_eq!(t.get(7).unwrap().exited_at_ns(), None);
         // The earlier process's place in the eviction order went with it.
-        assert_eq!(t.expired(1_000, 0), Vec::<u32>::new());
+        assert_eq!(t.expired(1_000, 0, 100), Expired::default());
+        assert_eq!(t.exited_len(), 0);
     }
 
     #[test]
@@ -305,15 +335,61 @@ mod tests {
         t.mark_exited(1, 100);
         t.mark_exited(3, 100);
         assert_eq!(
-            t.expired(150, 100),
+            t.expired(150, 100, 100).tgids,
             Vec::<u32>::new(),
             "within the grace period"
         );
-        assert_eq!(t.expired(200, 100), vec![3], "1 still has a live child");
+        assert_eq!(
+            t.expired(200, 100, 100).tgids,
+            vec![3],
+            "1 still has a live child"
+        );
         t.mark_exited(2, 300);
-        let mut due = t.expired(400, 100);
+        let mut due = t.expired(400, 100, 100).tgids;
         due.sort_unstable();
         assert_eq!(due, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn beyond_the_bound_exited_processes_go_early_longest_exited_first() {
+        let mut t = ProcessTable::new(100);
+        t.insert(process(1, 1));
+        for tgid in 2..=8 {
+            let mut child = process(tgid, i64::from(tgid));
+            child.parent_tgid = 1;
+            t.insert(child);
+        }
+        // 1 exits first but keeps a live child (8); 2..=7 exit after it, in order.
+        t.mark_exited(1, 100);
+        for tgid in 2..=7 {
+            t.mark_exited(tgid, 100 + i64::from(tgid));
+        }
+        assert_eq!(t.exited_len(), 7);
+        // Within the grace period, a bound of 3: four must go, the parent of a live process
+        // skipped.
+        assert_eq!(
+            t.expired(110, 1_000, 3),
+            Expired {
+                tgids: vec![2, 3, 4, 5],
+                early: 4
+            }
+        );
+        // Past the grace period of some: they go as before, none of them early.
+        assert_eq!(
+            t.expired(1_104, 1_000, 100),
+            Expired {
+                tgids: vec![2, 3, 4],
+                early: 0
+            }
+        );
+        t.remove(2);
+        t.mark_exited(8, 200);
+        assert_eq!(t.exited_len(), 7);
+        assert_eq!(
+            t.expired(2_000, 1_000, 100).tgids.len(),
+            7,
+            "no live child any more"
+        );
     }
 
     #[test]

@@ -266,6 +266,44 @@ fn exit_truncates_open_flows_and_the_process_is_forgotten_after_the_grace_period
 }
 
 #[test]
+fn beyond_the_most_exited_processes_kept_one_is_forgotten_before_its_grace_period() {
+    let root = tempfile::tempdir().unwrap();
+    let mut s = state(
+        root.path(),
+        StateConfig {
+            exit_grace_ns: 1_000_000_000_000,
+            max_exited_processes: 0,
+            ..StateConfig::default()
+        },
+    );
+    s.seed();
+    let pid42 = s.procs.get(42).unwrap().oid;
+    s.apply(Record::Exit(ExitEvent {
+        common: common(3_000, 7),
+        exit_code: Some(0),
+        signal: None,
+        group_dead: true,
+    }));
+    assert_eq!(s.stats().exited_processes, 1);
+    s.drain_facts().for_each(drop);
+    s.tick(3_001);
+    let facts: Vec<Fact> = s.drain_facts().collect();
+    assert!(
+        facts.contains(&Fact::Forget(Forget::Process(pid42))),
+        "{facts:#?}"
+    );
+    let stats = s.stats();
+    assert_eq!(
+        (
+            stats.processes,
+            stats.exited_processes,
+            stats.exited_processes_evicted
+        ),
+        (0, 0, 1)
+    );
+}
+
+#[test]
 fn a_process_evicted_from_a_full_table_is_forgotten_downstream() {
     let root = tempfile::tempdir().unwrap();
     let mut s = state(

@@ -53,13 +53,23 @@ impl Agent {
 
     /// Like `start_writing_to`, with these environment variables set for the agent.
     pub fn start_with(output: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Agent {
+        Self::start_as(AGENT, output, args, env)
+    }
+
+    /// Like `start_with`, running the agent binary at `program` (a benchmark compares builds).
+    pub fn start_as(
+        program: &str,
+        output: Option<&Path>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
         require_root();
         let turn = ONE_AGENT_AT_A_TIME
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let output = output.unwrap_or(dir.path()).to_path_buf();
-        let mut child = Command::new(AGENT)
+        let mut child = Command::new(program)
             .arg("run")
             .arg("--output")
             .arg(&output)

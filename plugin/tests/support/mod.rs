@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod cli;
 pub mod seaweed;
+pub mod stress;
 
 use std::{
     io::{Read as _, Write as _},
@@ -71,16 +72,33 @@ pub fn require_root() {
 pub struct TestCgroup {
     pub path: PathBuf,
     pub id: u64,
+    /// The test's own folder around a container's cgroup, removed with it.
+    parent: Option<PathBuf>,
 }
 
 impl TestCgroup {
     pub fn new(name: &str) -> TestCgroup {
-        let mount = cgroup2_mount(Path::new("/proc/self/mountinfo")).expect("cgroup2 mount");
-        let path = mount.join(format!("nri-sysflow-test-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir(&path);
-        std::fs::create_dir(&path).expect("create test cgroup");
+        let path = fresh_cgroup(name);
         let id = cgroup_id(&path).expect("cgroup id");
-        TestCgroup { path, id }
+        TestCgroup {
+            path,
+            id,
+            parent: None,
+        }
+    }
+
+    /// A cgroup named as containerd's systemd driver names a container's
+    /// (`cri-containerd-<id>.scope`, `id` 64 hex digits), in a folder of the test's: the agent
+    /// takes its processes for that container's with no runtime telling it.
+    pub fn container(name: &str, id: &str) -> TestCgroup {
+        let outer = fresh_cgroup(name);
+        let path = outer.join(format!("cri-containerd-{id}.scope"));
+        std::fs::create_dir(&path).expect("create container cgroup");
+        TestCgroup {
+            id: cgroup_id(&path).expect("cgroup id"),
+            path,
+            parent: Some(outer),
+        }
     }
 
     /// A command whose process is moved into this cgroup before exec, by this process: the
@@ -134,6 +152,15 @@ impl TestCgroup {
     }
 }
 
+/// A new, empty cgroup named after the test process and `name`, under the cgroup2 mount.
+fn fresh_cgroup(name: &str) -> PathBuf {
+    let mount = cgroup2_mount(Path::new("/proc/self/mountinfo")).expect("cgroup2 mount");
+    let path = mount.join(format!("nri-sysflow-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir(&path);
+    std::fs::create_dir(&path).expect("create test cgroup");
+    path
+}
+
 /// (read end, write end), both closed on exec.
 fn cloexec_pipe() -> (std::fs::File, std::fs::File) {
     let mut fds = [0; 2];
@@ -151,13 +178,17 @@ fn cloexec_pipe() -> (std::fs::File, std::fs::File) {
 impl Drop for TestCgroup {
     fn drop(&mut self) {
         // Exited members can linger as zombies for a moment.
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.path).is_ok() {
-                return;
+        for path in std::iter::once(&self.path).chain(&self.parent) {
+            let removed = (0..50).any(|_| {
+                std::fs::remove_dir(path).is_ok() || {
+                    std::thread::sleep(Duration::from_millis(20));
+                    false
+                }
+            });
+            if !removed {
+                eprintln!("could not remove test cgroup {}", path.display());
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        eprintln!("could not remove test cgroup {}", self.path.display());
     }
 }
 
