@@ -35,14 +35,16 @@ const S_IFIFO: u32 = 0o010000;
 pub enum FdKind {
     /// A file, directory, pipe or unix socket (a FileFlow target).
     File {
-        path: String,
+        /// Shared by the descriptors a fork copies.
+        path: std::sync::Arc<str>,
         foid: sysflow::Foid,
         restype: i32,
         /// Falco-numbered open flags; 0 when the open was not seen.
         open_flags: i32,
     },
-    /// An IP socket (a NetworkFlow), with its endpoints once connect/accept told them.
-    Socket(Option<Socket>),
+    /// An IP socket (a NetworkFlow), with its endpoints once connect/accept told them (boxed:
+    /// they would make every descriptor's entry half again as large).
+    Socket(Option<Box<Socket>>),
 }
 
 /// A flow in progress on one descriptor.
@@ -142,7 +144,7 @@ impl State {
             op_flags |= CLOEXEC_MARK;
         }
         let kind = FdKind::File {
-            path,
+            path: path.into(),
             foid,
             restype: rtype,
             open_flags: linux_open_flags_to_ppm(e.flags),
@@ -198,7 +200,7 @@ impl State {
         if let FdKind::Socket(seen) = &mut f.kind
             && let Some(sock) = with_endpoints(e.counters.sock.as_ref())
         {
-            *seen = Some(sock.clone());
+            *seen = Some(Box::new(sock.clone()));
         }
         if e.reason == CountersReason::Flush {
             self.report_flow(tgid, e.fd, &f, Some(&e.counters), now);
@@ -298,7 +300,7 @@ impl State {
             kind: FdKind::Socket(None),
             flow: FlowState::default(),
         });
-        f.kind = FdKind::Socket(e.sock.clone());
+        f.kind = FdKind::Socket(e.sock.clone().map(Box::new));
         f.flow.ts = ts;
         f.flow.tid = c.tid as i64;
         f.flow.op_flags |= flag;
@@ -355,7 +357,7 @@ impl State {
             }
             FdKind::Socket(seen) => FlowTarget::Socket(
                 with_endpoints(counters.and_then(|k| k.sock.as_ref()))
-                    .or(seen.as_ref())
+                    .or(seen.as_deref())
                     .cloned(),
             ),
         };
@@ -383,7 +385,9 @@ impl State {
             return f.clone();
         }
         let kind = match &counters.sock {
-            Some(s) if matches!(s.family, AF_INET | AF_INET6) => FdKind::Socket(Some(s.clone())),
+            Some(s) if matches!(s.family, AF_INET | AF_INET6) => {
+                FdKind::Socket(Some(Box::new(s.clone())))
+            }
             _ => {
                 let container = self.procs.get(tgid).and_then(|p| p.container_id.clone());
                 let path = match self.host.fd_target(tgid, fd) {
@@ -397,7 +401,7 @@ impl State {
                 let rtype = restype_from_mode(u32::from(counters.file.mode));
                 let foid = self.file(&path, container.as_deref(), rtype, ts);
                 FdKind::File {
-                    path,
+                    path: path.into(),
                     foid,
                     restype: rtype,
                     open_flags: 0,
@@ -437,7 +441,7 @@ impl State {
         };
         let foid = self.file(&path, container, restype, ts);
         Some(FdKind::File {
-            path,
+            path: path.into(),
             foid,
             restype,
             open_flags: 0,

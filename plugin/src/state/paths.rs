@@ -60,7 +60,7 @@ impl State {
             return (!entry.cwd.is_empty()).then(|| entry.cwd.clone());
         }
         match &entry.fds.get(&dirfd)?.kind {
-            FdKind::File { path, .. } if path.starts_with('/') => Some(path.clone()),
+            FdKind::File { path, .. } if path.starts_with('/') => Some(path.to_string()),
             _ => None,
         }
     }

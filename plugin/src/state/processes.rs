@@ -155,7 +155,9 @@ pub struct Displaced {
 /// first, then the oldest live ones. The eviction order is kept as an index, so an insert
 /// into a full table costs O(log n), not a scan.
 pub struct ProcessTable {
-    entries: HashMap<u32, ProcEntry>,
+    /// Boxed: a map keeps a share of its slots empty, and an empty slot of a few bytes costs
+    /// less than one the size of an entry.
+    entries: HashMap<u32, Box<ProcEntry>>,
     by_eviction: BTreeSet<(bool, i64, u32)>,
     capacity: usize,
     /// Entries of processes that exited.
@@ -188,15 +190,15 @@ impl ProcessTable {
     }
 
     pub fn get(&self, tgid: u32) -> Option<&ProcEntry> {
-        self.entries.get(&tgid)
+        self.entries.get(&tgid).map(|e| &**e)
     }
 
     pub fn get_mut(&mut self, tgid: u32) -> Option<&mut ProcEntry> {
-        self.entries.get_mut(&tgid)
+        self.entries.get_mut(&tgid).map(|e| &mut **e)
     }
 
     pub fn values(&self) -> impl Iterator<Item = &ProcEntry> {
-        self.entries.values()
+        self.entries.values().map(|e| &**e)
     }
 
     /// Inserts, replacing an earlier process with the same pid and evicting one when full.
@@ -212,7 +214,7 @@ impl ProcessTable {
             self.evictions += 1;
         }
         self.by_eviction.insert(entry.eviction_key());
-        self.entries.insert(entry.tgid, entry);
+        self.entries.insert(entry.tgid, Box::new(entry));
         displaced
     }
 
@@ -222,7 +224,7 @@ impl ProcessTable {
         if entry.exited_at_ns.is_some() {
             self.exited -= 1;
         }
-        Some(entry)
+        Some(*entry)
     }
 
     /// The whole thread group of `tgid` exited at `at` (wall-clock ns).

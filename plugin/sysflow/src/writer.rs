@@ -56,13 +56,15 @@ struct Tracked<T> {
 /// SipHash.
 type Table<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// Entities are boxed: a map keeps a share of its slots empty, and on a node with thousands of
+/// processes an empty slot the size of a pointer costs far less than one the size of a Process.
 #[derive(Default)]
 struct Entities {
     next_version: u64,
-    processes: Table<Oid, Tracked<Process>>,
-    files: Table<Foid, Tracked<File>>,
-    containers: Table<String, Tracked<Container>>,
-    pods: Table<String, Tracked<Pod>>,
+    processes: Table<Oid, Box<Tracked<Process>>>,
+    files: Table<Foid, Box<Tracked<File>>>,
+    containers: Table<String, Box<Tracked<Container>>>,
+    pods: Table<String, Box<Tracked<Pod>>>,
     in_file: InFile,
 }
 
@@ -76,7 +78,7 @@ struct InFile {
 }
 
 fn upsert<K: std::hash::Hash + Eq, T: PartialEq>(
-    map: &mut Table<K, Tracked<T>>,
+    map: &mut Table<K, Box<Tracked<T>>>,
     next_version: &mut u64,
     key: K,
     value: T,
@@ -92,11 +94,11 @@ fn upsert<K: std::hash::Hash + Eq, T: PartialEq>(
             *next_version += 1;
             map.insert(
                 key,
-                Tracked {
+                Box::new(Tracked {
                     value,
                     version: *next_version,
                     emitted: None,
-                },
+                }),
             );
         }
     }
