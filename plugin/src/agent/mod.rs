@@ -397,7 +397,7 @@ pub async fn run(
                     state: &state,
                     files: &files_report,
                     queue_length: records.queued() as usize,
-                    records_read: records.stats.records.load(std::sync::atomic::Ordering::Relaxed),
+                    records_read: records.stats.records.load(Relaxed),
                     kernel_fd_entries,
                     nri: &nri_stats,
                     workloads: &workloads,
