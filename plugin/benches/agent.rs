@@ -8,17 +8,18 @@
 //! root. The last line is one JSON object.
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    io::{BufRead as _, BufReader, Read as _},
+    net::{SocketAddr, TcpListener},
     path::Path,
     process::{Child, Command, Stdio},
 };
 
 use serde_json::json;
 
-#[path = "../tests/support/seaweed.rs"]
-#[allow(dead_code)]
-mod seaweed;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use support::seaweed;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_nri-sysflow");
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_sysflow-workload");
@@ -145,18 +146,9 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 /// A counter's value from the agent's /metrics (the sum of its series).
 fn scrape(addr: SocketAddr, name: &str) -> f64 {
-    let mut conn = TcpStream::connect(addr).expect("metrics endpoint");
-    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: agent\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    conn.read_to_string(&mut text).unwrap();
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    let text = support::stress::scrape(&addr.to_string(), std::time::Duration::from_secs(5))
+        .expect("metrics endpoint");
+    support::stress::sum(&text, name)
 }
 
 /// (kernel records, SysFlow records written) so far, by the agent's own count.
