@@ -47,11 +47,8 @@ fn peak_rss(stopped: support::agent::Stopped) -> f64 {
 }
 
 fn table(metrics: &str, name: &str) -> f64 {
-    stress::series(
-        &stress::scrape(metrics, Duration::from_secs(5)).unwrap_or_default(),
-        &format!("nri_sysflow_table_entries{{table=\"{name}\"}}"),
-    )
-    .unwrap_or(0.0)
+    let text = stress::scrape(metrics, Duration::from_secs(5)).unwrap_or_default();
+    stress::table_entries(&text, name)
 }
 
 fn main() {

@@ -3,7 +3,7 @@
 //! whole host).
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{BufRead as _, BufReader, Read as _},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -147,17 +147,8 @@ impl Agent {
 
     /// The value of one series in the agent's /metrics, by its whole name and labels.
     pub fn metric(&self, series: &str) -> Option<f64> {
-        let mut stream = std::net::TcpStream::connect(&self.metrics).unwrap();
-        write!(
-            stream,
-            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.metrics
-        )
-        .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        let text = super::stress::scrape(&self.metrics, Duration::from_secs(5)).unwrap();
+        super::stress::series(&text, series)
     }
 
     /// SIGINT, then wait for a clean exit; returns the completed files in write order.

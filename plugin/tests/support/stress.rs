@@ -118,6 +118,15 @@ pub fn series(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// Entries of one of the agent's tables (`process`, `exited_process`, ...) in a /metrics text.
+pub fn table_entries(text: &str, table: &str) -> f64 {
+    series(
+        text,
+        &format!("nri_sysflow_table_entries{{table=\"{table}\"}}"),
+    )
+    .unwrap_or(0.0)
+}
+
 /// The sum of every series of a metric in a /metrics text.
 pub fn sum(text: &str, name: &str) -> f64 {
     text.lines()
@@ -164,16 +173,10 @@ impl Watcher {
                 match scrape(&metrics, SCRAPE_LIMIT) {
                     Ok(text) => {
                         w.slowest_scrape = w.slowest_scrape.max(started.elapsed());
-                        let table = |t: &str| {
-                            series(
-                                &text,
-                                &format!("nri_sysflow_table_entries{{table=\"{t}\"}}"),
-                            )
-                            .unwrap_or(0.0)
-                        };
-                        w.peak_processes = w.peak_processes.max(table("process"));
-                        w.peak_exited_processes =
-                            w.peak_exited_processes.max(table("exited_process"));
+                        w.peak_processes = w.peak_processes.max(table_entries(&text, "process"));
+                        w.peak_exited_processes = w
+                            .peak_exited_processes
+                            .max(table_entries(&text, "exited_process"));
                     }
                     Err(_) => w.unanswered += 1,
                 }
