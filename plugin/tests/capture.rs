@@ -763,11 +763,11 @@ async fn nothing_captured_nothing_attached() {
 async fn dropping_the_probe_detaches_every_program() {
     let ids = {
         let s = Session::start("detach", capture::ALL);
-        // 4 sched hooks and close, plus the dispatcher, or an enter and an exit program per
-        // followed syscall.
+        // 4 sched hooks, close and the two exec enters, plus the dispatcher, or an enter and an
+        // exit program per followed syscall.
         let attachments = s.probe.attachments();
         match support::hook_set() {
-            HookSet::Dispatcher => assert_eq!(attachments, 6),
+            HookSet::Dispatcher => assert_eq!(attachments, 8),
             HookSet::Tracepoint => assert!(attachments > 100, "{attachments}"),
         }
         s.probe.program_ids()

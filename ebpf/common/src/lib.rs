@@ -162,7 +162,12 @@ pub struct ExecRecord {
     pub filename_len: u16,
     pub args_len: u16,
     pub syscall: u8,
-    pub _pad: [u8; 7],
+    /// 1 when `open_fds` was read (a successful exec whose file table could be read).
+    pub open_fds_known: u8,
+    pub _pad: [u8; 6],
+    /// Which of descriptors 0..64 are open once the exec is done (bit n: descriptor n): the
+    /// close-on-exec ones are closed by then, whether or not user space saw their flags.
+    pub open_fds: u64,
 }
 
 #[repr(C)]
@@ -549,6 +554,7 @@ pub struct KernelOffsets {
     pub files_fdt: u32,
     pub fdtable_max_fds: u32,
     pub fdtable_fd: u32,
+    pub fdtable_open_fds: u32,
     pub file_f_inode: u32,
     pub file_private_data: u32,
     pub inode_i_mode: u32,

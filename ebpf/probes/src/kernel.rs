@@ -183,6 +183,16 @@ pub fn file_of_fd(task: *const u8, fd: i32) -> Option<*const u8> {
     if file.is_null() { None } else { Some(file) }
 }
 
+/// Which of descriptors 0..64 the task has open: the first word of its file table's
+/// `open_fds` bitmap.
+#[inline(always)]
+pub fn open_fds_low(task: *const u8) -> Option<u64> {
+    let files: *const u8 = read(task, load_config!(offsets.task_files))?;
+    let fdt: *const u8 = read(files, load_config!(offsets.files_fdt))?;
+    let open_fds: *const u8 = read(fdt, load_config!(offsets.fdtable_open_fds))?;
+    read(open_fds, 0)
+}
+
 #[inline(always)]
 pub fn file_identity(file: *const u8) -> FileIdentity {
     let mut id = FileIdentity::default();

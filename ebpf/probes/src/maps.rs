@@ -86,6 +86,7 @@ pub static LOAD_CONFIG: LoadConfig = LoadConfig {
         files_fdt: 0,
         fdtable_max_fds: 0,
         fdtable_fd: 0,
+        fdtable_open_fds: 0,
         file_f_inode: 0,
         file_private_data: 0,
         inode_i_mode: 0,

@@ -141,7 +141,9 @@ fn exec_failed(call: &Call, args: &[u64; 6], ret: i64, syscall: u8) {
             filename_len: filename.len,
             args_len,
             syscall,
-            _pad: [0; 7],
+            open_fds_known: 0,
+            _pad: [0; 6],
+            open_fds: 0,
         }
     };
     submit(buf, fixed + filename.len as usize + args_len as usize);

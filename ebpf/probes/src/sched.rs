@@ -16,7 +16,7 @@ use crate::{
     counters::report_range,
     emit::{copy_kernel_str, copy_user, header, scratch, string_flags, submit},
     kernel::{
-        arg_area, exit_code, is_kernel_worker, parent_tgid, read, regs_args, regs_nr,
+        arg_area, exit_code, is_kernel_worker, open_fds_low, parent_tgid, read, regs_args, regs_nr,
         task_cgroup_id, task_ids, task_regs,
     },
     maps::{PENDING_SYSCALLS, load_config},
@@ -119,8 +119,9 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
-/// A successful exec: what every descriptor counted up to it (close-on-exec ones are closed
-/// now), then the exec with the filename the kernel resolved it from and argv read from the new
+/// A successful exec: what every descriptor counted since `sys_enter_exec` reported them (the
+/// close-on-exec ones are closed now, their slots are cleared), the bitmap of what is still
+/// open, then the exec with the filename the kernel resolved it from and argv read from the new
 /// image's argument area.
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec(ctx: BtfTracePointContext) -> u32 {
@@ -167,6 +168,7 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> u32 {
             args_len = take;
         }
     }
+    let open_fds = open_fds_low(call.task);
     let uid_gid = bpf_get_current_uid_gid();
     let mut hdr = header(RecordKind::Exec, &call, 0);
     hdr.flags = string_flags(&filename, None);
@@ -182,7 +184,9 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> u32 {
             filename_len: filename.len,
             args_len: args_len as u16,
             syscall,
-            _pad: [0; 7],
+            open_fds_known: open_fds.is_some() as u8,
+            _pad: [0; 6],
+            open_fds: open_fds.unwrap_or(0),
         }
     };
     submit(buf, fixed + filename.len as usize + args_len as usize);

@@ -11,6 +11,9 @@
 //!
 //! Both sets report close(2) from the classic `sys_enter_close` tracepoint: at exit the number
 //! may already belong to another thread's new descriptor, so the counters must leave on entry.
+//! For the same reason both report every descriptor's counters from `sys_enter_execve` and
+//! `sys_enter_execveat`: the exec closes the close-on-exec ones without a close(2), and after it
+//! nothing says what they referred to.
 
 use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
@@ -21,7 +24,7 @@ use sysflow_common::{
 };
 
 use crate::{
-    counters::{Direction, Io, count, report},
+    counters::{Direction, Io, count, report, report_range},
     kernel::{current_task, in_compat_syscall, regs_arg, regs_args, regs_nr},
     maps::{PENDING_SYSCALLS, PendingSyscall, SYSCALL_HANDLERS, SYSCALL_ROUTES, bump},
     process_state::Call,
@@ -231,6 +234,20 @@ pub fn sys_enter_network(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_enter_io(ctx: TracePointContext) -> u32 {
     stash_if(&ctx, capture::IO_COUNTERS)
+}
+
+/// execve/execveat, in both hook sets: every counted descriptor's counters leave before the
+/// exec, with what each refers to, while the close-on-exec ones are still open.
+/// `sched_process_exec` then reports what came between this and the exec itself.
+#[tracepoint]
+pub fn sys_enter_exec(_ctx: TracePointContext) -> u32 {
+    let Some(call) = Call::current() else {
+        return 0;
+    };
+    if call.wants(capture::FD_KINDS) {
+        report_range(&call, report_reason::EXEC, true, 0, u32::MAX);
+    }
+    0
 }
 
 /// close(2), in both hook sets: the descriptor's counters leave with the close record, taken

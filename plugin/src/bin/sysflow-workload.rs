@@ -69,6 +69,13 @@ enum Work {
         before: PathBuf,
         after: PathBuf,
     },
+    /// pipe2(O_CLOEXEC), 10 bytes written to it and read back, print `pipe INODE`, then exec
+    /// PROGRAM with ARGS (the exec closes both ends).
+    PipeExec {
+        program: PathBuf,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Benchmark: COUNT 1-byte write+read pairs on a pipe.
     LoopRw { count: u64 },
     /// Benchmark: COUNT open+close of PATH.
@@ -266,6 +273,28 @@ fn main() {
             std::fs::write(&before, [b'b'; 100]).expect("write before");
             std::fs::write(&procs, std::process::id().to_string()).expect("move");
             std::fs::write(&after, [b'a'; 100]).expect("write after");
+        }
+        Work::PipeExec { program, args } => {
+            let mut ends = [0; 2];
+            check(
+                unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) },
+                "pipe2",
+            );
+            check(
+                unsafe { libc::write(ends[1], [b'p'; 10].as_ptr().cast(), 10) } as i32,
+                "write",
+            );
+            let mut buf = [0u8; 10];
+            check(
+                unsafe { libc::read(ends[0], buf.as_mut_ptr().cast(), 10) } as i32,
+                "read",
+            );
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            check(unsafe { libc::fstat(ends[0], &mut st) }, "fstat");
+            println!("pipe {}", st.st_ino);
+            std::io::stdout().flush().expect("stdout");
+            let err = std::os::unix::process::CommandExt::exec(Command::new(&program).args(&args));
+            panic!("exec {}: {err}", program.display());
         }
         Work::LoopRw { count } => {
             let mut fds = [0; 2];

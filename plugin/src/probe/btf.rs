@@ -270,6 +270,7 @@ impl Btf {
             files_fdt: f("files_struct", &["fdt"])?,
             fdtable_max_fds: f("fdtable", &["max_fds"])?,
             fdtable_fd: f("fdtable", &["fd"])?,
+            fdtable_open_fds: f("fdtable", &["open_fds"])?,
             file_f_inode: f("file", &["f_inode"])?,
             file_private_data: f("file", &["private_data"])?,
             inode_i_mode: f("inode", &["i_mode"])?,

@@ -8,9 +8,9 @@
 //!   the kernel's slow syscall path. The tracepoint set stays attached (re-attaching its ~130
 //!   perf tracepoints takes seconds).
 //!   - `dispatcher`: one tp_btf `sys_exit` program that tail-calls per-syscall handlers, plus
-//!     the classic `sys_enter_close`.
+//!     the classic `sys_enter_close` and `sys_enter_exec` (on execve and execveat).
 //!   - `tracepoint`: a classic `sys_enter_X` (argument stash) and `sys_exit_X` program per
-//!     followed syscall, plus `sys_enter_close`.
+//!     followed syscall, plus `sys_enter_close` and `sys_enter_exec`.
 //!
 //! The per-syscall table is `syscalls.rs`. A trampoline set (fentry/fexit per syscall, the
 //! cheapest hooks where the kernel allows them) would be a third entry here; at start-up the
@@ -108,6 +108,9 @@ const LIFECYCLE: [&str; 4] = [
 ];
 const DISPATCHER: &str = "sys_exit_dispatch";
 const CLOSE: &str = "sys_enter_close";
+/// Attached to both exec syscalls' sys_enter (see `EXEC_ENTERS`).
+const EXEC_ENTER: &str = "sys_enter_exec";
+const EXEC_ENTERS: [&str; 2] = ["sys_enter_execve", "sys_enter_execveat"];
 const FLUSH: &str = "flush_counters";
 
 /// An attached program; dropping it detaches.
@@ -185,6 +188,9 @@ impl Kernel {
         tracepoint(&mut ebpf, CLOSE)?
             .load()
             .map_err(verifier(CLOSE))?;
+        tracepoint(&mut ebpf, EXEC_ENTER)?
+            .load()
+            .map_err(verifier(EXEC_ENTER))?;
         let (set, handlers) = match choice {
             HookChoice::Tracepoint => (HookSet::Tracepoint, None),
             HookChoice::Dispatcher => (HookSet::Dispatcher, Some(load_dispatcher(&mut ebpf, btf)?)),
@@ -208,6 +214,12 @@ impl Kernel {
             program: CLOSE.into(),
             tracepoint: CLOSE.into(),
         });
+        for tp in EXEC_ENTERS {
+            plan.push(Attachment::Tracepoint {
+                program: EXEC_ENTER.into(),
+                tracepoint: tp.into(),
+            });
+        }
         Ok(Kernel {
             ebpf,
             set,

@@ -97,6 +97,9 @@ pub struct ExecEvent {
     pub uid: u32,
     pub gid: u32,
     pub old_tid: u32,
+    /// Which of descriptors 0..64 are open after the exec (bit n: descriptor n), when the
+    /// kernel's file table could be read: the close-on-exec ones are gone.
+    pub open_fds: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -530,6 +533,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                     uid: r.uid,
                     gid: r.gid,
                     old_tid: r.old_tid,
+                    open_fds: (r.open_fds_known != 0).then_some(r.open_fds),
                 })
             }
             RecordKind::Exit => {

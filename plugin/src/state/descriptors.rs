@@ -138,13 +138,13 @@ impl State {
         } else {
             restype_from_mode(u32::from(e.file.mode))
         };
-        let foid = self.file(&path, container.as_deref(), rtype, ts);
+        let (foid, path) = self.file(&path, container.as_deref(), rtype, ts);
         let mut op_flags = op::OPEN;
         if e.flags & O_CLOEXEC != 0 {
             op_flags |= CLOEXEC_MARK;
         }
         let kind = FdKind::File {
-            path: path.into(),
+            path,
             foid,
             restype: rtype,
             open_flags: linux_open_flags_to_ppm(e.flags),
@@ -173,7 +173,7 @@ impl State {
                 }
             }
             CloseReason::Close | CloseReason::Replaced => {
-                let known = self.procs.get_mut(tgid).and_then(|p| p.fds.remove(&e.fd));
+                let known = self.procs.get_mut(tgid).and_then(|p| p.remove_fd(e.fd));
                 let mut f = match (known, &e.counters) {
                     (Some(f), _) => f,
                     (None, Some(counters)) => self.fd_entry(tgid, e.fd, counters, end),
@@ -312,7 +312,7 @@ impl State {
     pub(super) fn end_flows(&mut self, tgid: u32, mut fds: Vec<i32>, end: i64, flag: i32) {
         fds.sort_unstable();
         for fd in fds {
-            if let Some(mut f) = self.procs.get_mut(tgid).and_then(|p| p.fds.remove(&fd)) {
+            if let Some(mut f) = self.procs.get_mut(tgid).and_then(|p| p.remove_fd(fd)) {
                 f.flow.op_flags |= flag;
                 self.report_flow(tgid, fd, &f, None, end);
             }
@@ -399,9 +399,9 @@ impl State {
                     None => format!("anon_inode:[{}:{}]", counters.file.dev, counters.file.ino),
                 };
                 let rtype = restype_from_mode(u32::from(counters.file.mode));
-                let foid = self.file(&path, container.as_deref(), rtype, ts);
+                let (foid, path) = self.file(&path, container.as_deref(), rtype, ts);
                 FdKind::File {
-                    path: path.into(),
+                    path,
                     foid,
                     restype: rtype,
                     open_flags: 0,
@@ -439,9 +439,9 @@ impl State {
         } else {
             return None;
         };
-        let foid = self.file(&path, container, restype, ts);
+        let (foid, path) = self.file(&path, container, restype, ts);
         Some(FdKind::File {
-            path: path.into(),
+            path,
             foid,
             restype,
             open_flags: 0,

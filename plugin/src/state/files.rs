@@ -3,6 +3,14 @@
 //! once per open. Bounded: past `max_files`, the files no open descriptor refers to are
 //! forgotten (they are reported again if they come back); the FOID cache starts over past
 //! twice that.
+//!
+//! Pipes, unnamed sockets and anonymous inodes (`pipe:[…]`, `socket:[…]`, `anon_inode:…`) are
+//! different: once the last descriptor on one is gone, nothing can refer to it again. A shell
+//! makes several per command, so a busy node would fill the table with dead ones. Every
+//! descriptor on such a file shares the table's one `Arc` of its name, and the table forgets
+//! the file once it holds the only reference (see [`FileTable::release_unheld`]).
+
+use std::sync::Arc;
 
 use foldhash::{HashMap, HashSet};
 use sysflow::{File, Foid, SfObjectState, encoding::foid};
@@ -11,8 +19,18 @@ pub struct FileTable {
     foids: FoidCache,
     /// Files reported and not forgotten.
     known: HashSet<Foid>,
+    /// The reported pipes, unnamed sockets and anonymous inodes, with the name their
+    /// descriptors share.
+    unnamed: HashMap<Foid, Arc<str>>,
     max_files: usize,
     pub evictions: u64,
+}
+
+/// Whether `path` names an object that exists only while descriptors refer to it (what
+/// /proc/<pid>/fd shows for a pipe, an unnamed socket or an anonymous inode), rather than a
+/// place in a filesystem.
+fn is_unnamed(path: &str) -> bool {
+    !path.starts_with('/')
 }
 
 impl FileTable {
@@ -20,6 +38,7 @@ impl FileTable {
         FileTable {
             foids: FoidCache::new(max_files.saturating_mul(2)),
             known: HashSet::default(),
+            unnamed: HashMap::default(),
             max_files,
             evictions: 0,
         }
@@ -33,16 +52,23 @@ impl FileTable {
         self.known.is_empty()
     }
 
-    /// The FOID of `path` in `container` (None: the host), with the File entity to report
-    /// when it is new.
+    /// The FOID of `path` in `container` (None: the host) and the name a descriptor on it
+    /// keeps, with the File entity to report when it is new.
     pub fn file(
         &mut self,
         path: &str,
         container: Option<&str>,
         restype: i32,
         ts: i64,
-    ) -> (Foid, Option<File>) {
-        let oid = self.foids.get(container, path);
+    ) -> (Foid, Arc<str>, Option<File>) {
+        let (oid, name) = if is_unnamed(path) {
+            // Not cached by name: each is opened once, and the cache would keep the dead ones.
+            let oid = foid(container, path);
+            let name = self.unnamed.entry(oid).or_insert_with(|| path.into());
+            (oid, Arc::clone(name))
+        } else {
+            (self.foids.get(container, path), path.into())
+        };
         let new = self.known.insert(oid).then(|| File {
             state: SfObjectState::Created,
             oid,
@@ -51,7 +77,24 @@ impl FileTable {
             path: path.into(),
             container_id: container.map(str::to_owned),
         });
-        (oid, new)
+        (oid, name, new)
+    }
+
+    /// Forgets the pipes, unnamed sockets and anonymous inodes no descriptor refers to any
+    /// more (the table holds the only reference to their name); returns them.
+    pub fn release_unheld(&mut self) -> Vec<Foid> {
+        let mut released = Vec::new();
+        self.unnamed.retain(|oid, name| {
+            let held = Arc::strong_count(name) > 1;
+            if !held {
+                released.push(*oid);
+            }
+            held
+        });
+        for oid in &released {
+            self.known.remove(oid);
+        }
+        released
     }
 
     /// Past the bound, forgets every file not in `open`; returns the forgotten ones.
@@ -67,6 +110,7 @@ impl FileTable {
             .copied()
             .collect();
         self.known.retain(|o| open.contains(o));
+        self.unnamed.retain(|o, _| open.contains(o));
         self.evictions += forgotten.len() as u64;
         forgotten
     }
@@ -151,10 +195,10 @@ mod tests {
     #[test]
     fn a_file_is_new_once_and_the_table_forgets_closed_files_past_its_bound() {
         let mut t = FileTable::new(2);
-        let (a, new) = t.file("/a", None, 1, 5);
+        let (a, _, new) = t.file("/a", None, 1, 5);
         assert_eq!(new.map(|f| (f.path, f.ts)), Some(("/a".to_string(), 5)));
-        assert!(t.file("/a", None, 1, 6).1.is_none(), "reported once");
-        let (b, _) = t.file("/b", Some("c1"), 1, 7);
+        assert!(t.file("/a", None, 1, 6).2.is_none(), "reported once");
+        let (b, _, _) = t.file("/b", Some("c1"), 1, 7);
         assert_eq!(
             t.bound(HashSet::default),
             Vec::<Foid>::new(),
@@ -167,6 +211,40 @@ mod tests {
         expected.sort();
         assert_eq!(forgotten, expected, "all but the open one");
         assert_eq!((t.len(), t.evictions), (1, 2));
-        assert!(t.file("/a", None, 1, 9).1.is_some(), "reported again");
+        assert!(t.file("/a", None, 1, 9).2.is_some(), "reported again");
+    }
+
+    #[test]
+    fn a_pipe_is_forgotten_once_no_descriptor_holds_its_name_and_a_path_is_not() {
+        let mut t = FileTable::new(100);
+        let (pipe, read_end, new) = t.file("pipe:[4242]", Some("c1"), 'p' as i32, 5);
+        assert_eq!(pipe, foid(Some("c1"), "pipe:[4242]"));
+        assert!(new.is_some());
+        let (again, write_end, new) = t.file("pipe:[4242]", Some("c1"), 'p' as i32, 6);
+        assert_eq!((again, new), (pipe, None), "the other end: the same file");
+        assert!(
+            Arc::ptr_eq(&read_end, &write_end),
+            "one name for every descriptor"
+        );
+        let (path, path_name, _) = t.file("/etc/hosts", Some("c1"), 'f' as i32, 7);
+        drop(path_name);
+        let forked = Arc::clone(&read_end);
+        drop(read_end);
+        drop(write_end);
+        assert_eq!(
+            t.release_unheld(),
+            Vec::<Foid>::new(),
+            "a child still has it"
+        );
+        drop(forked);
+        assert_eq!(t.release_unheld(), vec![pipe]);
+        assert_eq!(t.len(), 1, "/etc/hosts stays: a path can be opened again");
+        assert!(t.file("/etc/hosts", Some("c1"), 'f' as i32, 8).2.is_none());
+        assert_eq!(t.release_unheld(), Vec::<Foid>::new());
+        assert!(
+            t.file("pipe:[4242]", Some("c1"), 'p' as i32, 9).2.is_some(),
+            "a new pipe with the inode number again is a new file"
+        );
+        let _ = path;
     }
 }

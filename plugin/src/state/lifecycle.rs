@@ -13,7 +13,7 @@ use sysflow::{Oid, SfObjectState, encoding::op};
 
 use super::{
     State,
-    descriptors::{inherited, is_cloexec},
+    descriptors::{FdEntry, inherited, is_cloexec},
     facts::{Actor, Entity, Fact, Forget},
     processes::{Displaced, ProcEntry},
 };
@@ -219,7 +219,7 @@ impl State {
         }
         // Descriptors marked close-on-exec were closed by the exec, without a close(2); their
         // counters came just before this record.
-        self.close_cloexec(tgid, c);
+        self.close_cloexec(tgid, c, e.open_fds);
         let ts = self.wall(c.ts_ns);
         let env = if self.config.capture_env {
             self.host
@@ -247,24 +247,35 @@ impl State {
         self.process_op(tgid, c, op::EXEC, vec![], 0);
     }
 
-    fn close_cloexec(&mut self, tgid: u32, c: &Common) {
+    /// Ends the flows of the descriptors the exec closed: those the kernel no longer has open
+    /// (`open_fds`, for descriptors below 64) and those marked close-on-exec. The kernel's word
+    /// is what counts: the agent does not see the flags of descriptors it learned from their
+    /// I/O (pipes, inherited ones), and a program that kept them would otherwise hold them (and
+    /// their files) until it exits.
+    fn close_cloexec(&mut self, tgid: u32, c: &Common, open_fds: Option<u64>) {
         let Some(entry) = self.procs.get(tgid) else {
             return;
+        };
+        let closed_by_exec = |fd: i32, f: &FdEntry| match open_fds {
+            Some(open) if (0..64).contains(&fd) => open & (1u64 << fd) == 0,
+            _ => is_cloexec(f),
         };
         let cloexec: Vec<i32> = entry
             .fds
             .iter()
-            .filter(|(_, f)| is_cloexec(f))
+            .filter(|(fd, f)| closed_by_exec(**fd, f))
             .map(|(fd, _)| *fd)
             .collect();
         if !cloexec.is_empty() {
             let end = self.wall(c.ts_ns);
             self.end_flows(tgid, cloexec, end, op::CLOSE);
-            // The table was sized for the parent's descriptors (a child inherits all of them
-            // at fork, and a map never shrinks by itself): the new program keeps only its own.
-            if let Some(entry) = self.procs.get_mut(tgid) {
-                entry.fds.shrink_to_fit();
-            }
+        }
+        // The table was sized for the parent's descriptors (a child inherits them at fork,
+        // dup2s its own over them, and a map never shrinks by itself): the new program, often
+        // a long-lived one with three descriptors, keeps a table sized for what it has. Once per
+        // exec, so the reallocation costs nothing next to the exec itself.
+        if let Some(entry) = self.procs.get_mut(tgid) {
+            entry.fds.shrink_to_fit();
         }
     }
 

@@ -251,12 +251,20 @@ impl State {
     }
 
     /// The FOID of a file, reporting its entity the first time.
-    fn file(&mut self, path: &str, container: Option<&str>, restype: i32, ts: i64) -> Foid {
-        let (foid, new) = self.files.file(path, container, restype, ts);
+    /// The FOID of a file and the name its descriptors keep; the File entity is reported when
+    /// it is new.
+    fn file(
+        &mut self,
+        path: &str,
+        container: Option<&str>,
+        restype: i32,
+        ts: i64,
+    ) -> (Foid, Arc<str>) {
+        let (foid, name, new) = self.files.file(path, container, restype, ts);
         if let Some(file) = new {
             self.facts.push(Fact::Entity(Entity::File(file)));
         }
-        foid
+        (foid, name)
     }
 
     /// At the flow interval (the kernel's flush reports were asked for and end or cut each
@@ -297,6 +305,9 @@ impl State {
                 self.facts.push(Fact::Forget(Forget::Process(p.oid)));
             }
         }
+        let released = self.files.release_unheld();
+        self.facts
+            .extend(released.into_iter().map(|f| Fact::Forget(Forget::File(f))));
         let procs = &self.procs;
         let forgotten = self.files.bound(|| {
             procs

@@ -109,8 +109,8 @@ impl State {
             self.stats.filtered_by_path += 1;
             return;
         }
-        let file = self.file(&path, container.as_deref(), rtype, ts);
-        let new_file = path2.map(|p| self.file(&p, container.as_deref(), rtype, ts));
+        let (file, _) = self.file(&path, container.as_deref(), rtype, ts);
+        let new_file = path2.map(|p| self.file(&p, container.as_deref(), rtype, ts).0);
         let Some(entry) = self.procs.get(tgid) else {
             return;
         };

@@ -365,3 +365,53 @@ fn processes_met_in_a_cgroup_before_the_runtime_registered_it_are_retagged() {
         (42, Some(sandbox.as_str()))
     );
 }
+
+#[test]
+fn a_pipe_is_forgotten_downstream_once_its_last_descriptor_is_closed_and_a_path_stays() {
+    let root = tempfile::tempdir().unwrap();
+    let mut s = state(root.path(), StateConfig::default());
+    symlink("pipe:[777]", root.path().join("proc/42/fd/4")).unwrap();
+    s.seed();
+    let files: Vec<(Foid, String)> = s
+        .drain_facts()
+        .filter_map(|f| match f {
+            Fact::Entity(Entity::File(f)) => Some((f.oid, f.path)),
+            _ => None,
+        })
+        .collect();
+    let [(log, log_path), (pipe, pipe_path)] = files.as_slice() else {
+        panic!("two files: {files:?}")
+    };
+    assert_eq!(
+        (log_path.as_str(), pipe_path.as_str()),
+        ("/srv/data.log", "pipe:[777]")
+    );
+    s.tick(2_000);
+    assert_eq!(
+        s.drain_facts()
+            .filter(|f| matches!(f, Fact::Forget(Forget::File(_))))
+            .count(),
+        0,
+        "both are open"
+    );
+    // The pipe's write end and the log closed: the pipe's flow comes first, then the pipe is
+    // forgotten at the next tick; the log's path is kept, it can be opened again.
+    s.apply(close(3_000, 4, 2));
+    s.apply(close(3_500, 3, 1));
+    let facts: Vec<Fact> = s.drain_facts().collect();
+    assert_eq!(
+        flows(&facts),
+        [
+            (4, op::WRITE_SEND | op::CLOSE, 2),
+            (3, op::WRITE_SEND | op::CLOSE, 1)
+        ]
+    );
+    s.tick(4_000);
+    let forgotten: Vec<Fact> = s
+        .drain_facts()
+        .filter(|f| matches!(f, Fact::Forget(Forget::File(_))))
+        .collect();
+    assert_eq!(forgotten, [Fact::Forget(Forget::File(*pipe))]);
+    assert_ne!(pipe, log);
+    assert_eq!(s.stats().files, 1, "the log's path stays known");
+}

@@ -104,14 +104,20 @@ fn a_known_workload_yields_exactly_its_records() {
          rmdir {d}/sub\n\
          {WORKLOAD} tcp-client 127.0.0.1:{port} --send 1000 --recv 1000\n\
          {WORKLOAD} close-range {d}/ranged.bin\n\
+         {WORKLOAD} pipe-exec /bin/sleep 0\n\
          exit 3\n"
     );
-    let status = cgroup
+    let out = cgroup
         .command("/bin/sh")
         .args(["-c", &script])
-        .status()
+        .output()
         .unwrap();
-    assert_eq!(status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(3));
+    let pipe = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("pipe ").map(|ino| format!("pipe:[{ino}]")))
+        .expect("the pipe's inode");
     server.join().unwrap();
     let stopped = agent.stop();
     assert_eq!(stopped.ring_drops, 0);
@@ -240,6 +246,51 @@ fn a_known_workload_yields_exactly_its_records() {
         Some((op::OPEN | op::WRITE_SEND | op::CLOSE) as i64)
     );
     assert_eq!(ranged[0]["flow"]["wbytes"], 100);
+
+    // A close-on-exec pipe the agent learned of from its I/O (it saw no open): both ends'
+    // flows end as closed at the exec, as the kernel closed them, not truncated when the
+    // program the process became exits.
+    let pipe_flows: Vec<(i64, i64, i64, String)> = tree
+        .iter()
+        .filter(|r| r["type"] == "FF" && r["file"]["path"] == pipe.as_str())
+        .map(|r| {
+            (
+                r["opflags_bitmap"].as_i64().unwrap(),
+                r["flow"]["wbytes"].as_i64().unwrap(),
+                r["flow"]["rbytes"].as_i64().unwrap(),
+                r["file"]["type"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pipe_flows,
+        [
+            ((op::READ_RECV | op::CLOSE) as i64, 0, 10, "p".to_owned()),
+            ((op::WRITE_SEND | op::CLOSE) as i64, 10, 0, "p".to_owned()),
+        ],
+        "read end (fd 3) first, then the write end"
+    );
+    let pipe_pid = tree
+        .iter()
+        .find(|r| r["file"]["path"] == pipe.as_str())
+        .unwrap()["proc"]["pid"]
+        .clone();
+    let exec_ts = tree
+        .iter()
+        .find(|r| {
+            r["opflags"] == "EXEC"
+                && r["proc"]["pid"] == pipe_pid
+                && r["proc"]["exe"] == "/bin/sleep"
+        })
+        .expect("the exec of /bin/sleep")["ts_uts"]
+        .as_i64()
+        .unwrap();
+    for f in tree.iter().filter(|r| r["file"]["path"] == pipe.as_str()) {
+        assert!(
+            f["endts_uts"].as_i64().unwrap() <= exec_ts,
+            "exec at {exec_ts}: {f:#?}"
+        );
+    }
 
     // The shell exits with 3.
     let exits: Vec<_> = tree
