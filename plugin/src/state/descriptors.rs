@@ -173,7 +173,7 @@ impl State {
                 }
             }
             CloseReason::Close | CloseReason::Replaced => {
-                let known = self.procs.get_mut(tgid).and_then(|p| p.remove_fd(e.fd));
+                let known = self.procs.get_mut(tgid).and_then(|p| p.fds.remove(&e.fd));
                 let mut f = match (known, &e.counters) {
                     (Some(f), _) => f,
                     (None, Some(counters)) => self.fd_entry(tgid, e.fd, counters, end),
@@ -312,7 +312,7 @@ impl State {
     pub(super) fn end_flows(&mut self, tgid: u32, mut fds: Vec<i32>, end: i64, flag: i32) {
         fds.sort_unstable();
         for fd in fds {
-            if let Some(mut f) = self.procs.get_mut(tgid).and_then(|p| p.remove_fd(fd)) {
+            if let Some(mut f) = self.procs.get_mut(tgid).and_then(|p| p.fds.remove(&fd)) {
                 f.flow.op_flags |= flag;
                 self.report_flow(tgid, fd, &f, None, end);
             }

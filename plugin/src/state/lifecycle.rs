@@ -270,13 +270,6 @@ impl State {
             let end = self.wall(c.ts_ns);
             self.end_flows(tgid, cloexec, end, op::CLOSE);
         }
-        // The table was sized for the parent's descriptors (a child inherits them at fork,
-        // dup2s its own over them, and a map never shrinks by itself): the new program, often
-        // a long-lived one with three descriptors, keeps a table sized for what it has. Once per
-        // exec, so the reallocation costs nothing next to the exec itself.
-        if let Some(entry) = self.procs.get_mut(tgid) {
-            entry.fds.shrink_to_fit();
-        }
     }
 
     pub(super) fn on_exit(&mut self, e: ExitEvent) {

@@ -284,13 +284,17 @@ impl State {
         }
     }
 
-    /// Housekeeping, once a second: live processes per container, forget processes that
-    /// exited long enough ago (or beyond the most kept), bound the file entities.
+    /// Housekeeping, once a second: live processes per container, descriptor tables shrunk to
+    /// what they hold, forget processes that exited long enough ago (or beyond the most kept)
+    /// and files no descriptor can refer to again, bound the file entities.
     pub fn tick(&mut self, now_boot_ns: u64) {
         let now = self.wall(now_boot_ns);
         let mut live: HashMap<Option<Arc<str>>, i64> = HashMap::new();
-        for p in self.procs.values().filter(|p| p.exited_at_ns().is_none()) {
-            *live.entry(p.container_id.clone()).or_default() += 1;
+        for p in self.procs.values_mut() {
+            p.shrink_idle_fds();
+            if p.exited_at_ns().is_none() {
+                *live.entry(p.container_id.clone()).or_default() += 1;
+            }
         }
         self.facts
             .push(Fact::LiveProcesses(live.into_iter().collect()));

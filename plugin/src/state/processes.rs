@@ -86,15 +86,21 @@ impl ProcEntry {
         }
     }
 
-    /// Takes a descriptor out of the table. A table that held many descriptors (a server's
-    /// connections, a build's open files) and now holds a quarter of that gives the memory
-    /// back: halving it then costs one reallocation per many closes.
-    pub fn remove_fd(&mut self, fd: i32) -> Option<FdEntry> {
-        let removed = self.fds.remove(&fd);
-        if self.fds.capacity() >= 64 && self.fds.len() * 4 < self.fds.capacity() {
-            self.fds.shrink_to(self.fds.len() * 2);
+    /// Gives back the room of a descriptor table far larger than what it holds. A map never
+    /// shrinks by itself: a child keeps the room of its parent's descriptors, a program whose
+    /// dynamic loader once opened a fourth file keeps room for seven, a server keeps the room
+    /// of its busiest hour. Called once a second, so a process opening and closing in a loop
+    /// reallocates at most that often.
+    pub fn shrink_idle_fds(&mut self) {
+        let (len, room) = (self.fds.len(), self.fds.capacity());
+        let oversized = match len {
+            0 => room > 0,
+            1..=3 => room > 3,
+            _ => room > 2 * len,
+        };
+        if oversized {
+            self.fds.shrink_to_fit();
         }
-        removed
     }
 
     /// Takes who the process is from what /proc shows: exe, args, ids, tty, cwd, environment
@@ -212,6 +218,10 @@ impl ProcessTable {
         self.entries.values().map(|e| &**e)
     }
 
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut ProcEntry> {
+        self.entries.values_mut().map(|e| &mut **e)
+    }
+
     /// Inserts, replacing an earlier process with the same pid and evicting one when full.
     pub fn insert(&mut self, entry: ProcEntry) -> Displaced {
         let mut displaced = Displaced {
@@ -291,6 +301,7 @@ pub struct Expired {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::descriptors::{FdKind, inherited};
 
     fn process(tgid: u32, created: i64) -> ProcEntry {
         ProcEntry::new(
@@ -303,6 +314,30 @@ mod tests {
             0,
             None,
         )
+    }
+
+    #[test]
+    fn a_descriptor_table_with_far_more_room_than_descriptors_is_shrunk() {
+        let fd = || inherited(FdKind::Socket(None), 0, false, 1);
+        let mut p = process(1, 10);
+        // The dynamic loader's fourth descriptor, opened and closed.
+        for n in 0..4 {
+            p.fds.insert(n, fd());
+        }
+        p.fds.remove(&3);
+        assert_eq!((p.fds.len(), p.fds.capacity()), (3, 7));
+        p.shrink_idle_fds();
+        assert_eq!(p.fds.capacity(), 3, "room for what it has");
+        // Five of seven: not worth a reallocation.
+        for n in 3..5 {
+            p.fds.insert(n, fd());
+        }
+        assert_eq!(p.fds.capacity(), 7);
+        p.shrink_idle_fds();
+        assert_eq!(p.fds.capacity(), 7);
+        p.fds.clear();
+        p.shrink_idle_fds();
+        assert_eq!(p.fds.capacity(), 0, "none left: no table");
     }
 
     #[test]
