@@ -3,7 +3,8 @@
 //!
 //! 1. Idle: the agent capturing the whole host, after it settled (the baseline).
 //! 2. Containers: 100 cgroups named as containerd names a container's, one sleeping process in
-//!    each; then 99 more in each, 10,000 in all. RSS per container and per process.
+//!    each; then 99 more in each, 10,000 in all. RSS per container and per process, and where
+//!    the RSS is (BPF maps, the binary, the heap) beside the proportional size (PSS).
 //! 3. Fork storm, with a fresh agent (and its idle RSS): two shell loops running /bin/true as
 //!    fast as they can in one container's cgroup for 60 s (`NRI_SYSFLOW_BENCH_STORM_SECS`):
 //!    peak RSS sampled every 250 ms, the process table's peak (and its exited entries),
@@ -63,7 +64,12 @@ fn main() {
 
     let idle = settled_rss(pid, Duration::from_secs(2));
     let processes_idle = table(&agent.metrics, "process");
-    println!("idle agent: {idle:.1} MiB, {processes_idle} processes known");
+    let idle_parts = stress::memory(pid);
+    println!(
+        "idle agent: {idle:.1} MiB (BPF maps {:.1}, the binary {:.1}, anonymous {:.1}; PSS \
+         {:.1}), {processes_idle} processes known",
+        idle_parts.bpf_maps, idle_parts.binary, idle_parts.anonymous, idle_parts.pss
+    );
 
     let containers: Vec<TestCgroup> = (0..100)
         .map(|n| TestCgroup::container(&format!("scale-{n}"), &stress::container_id(n)))
@@ -78,10 +84,18 @@ fn main() {
     sleepers.extend(containers.iter().map(|c| Sleepers::start(c, 99)));
     let with_processes = settled_rss(pid, Duration::from_secs(2));
     let processes_many = table(&agent.metrics, "process");
+    let files_many = table(&agent.metrics, "file");
     let per_process_kib = (with_processes - with_containers) * 1024.0 / 9_900.0;
+    let parts = stress::memory(pid);
     println!(
         "10,000 processes in 100 containers: {with_processes:.1} MiB ({per_process_kib:.2} KiB \
-         per process; {processes_many} in the table)"
+         per process; {processes_many} processes and {files_many} files in the tables)"
+    );
+    println!(
+        "  where it is: BPF maps {:.1} MiB (the ring's pages count twice: the kernel maps them \
+         twice in a row), the binary {:.1}, anonymous (heap) {:.1}; proportional (PSS, each page \
+         once) {:.1} MiB",
+        parts.bpf_maps, parts.binary, parts.anonymous, parts.pss
     );
     drop(sleepers);
     drop(containers);
@@ -118,11 +132,17 @@ fn main() {
         "{}",
         json!({
             "idle_rss_mib": idle,
+            "idle_pss_mib": idle_parts.pss,
             "containers_rss_mib": with_containers,
             "rss_per_container_kib": per_container_kib,
             "processes_rss_mib": with_processes,
             "rss_per_process_kib": per_process_kib,
             "processes_in_table": processes_many,
+            "files_in_table": files_many,
+            "processes_pss_mib": parts.pss,
+            "processes_bpf_maps_mib": parts.bpf_maps,
+            "processes_binary_mib": parts.binary,
+            "processes_anonymous_mib": parts.anonymous,
             "storm_secs": storm_secs,
             "storm_children": forks,
             "storm_peak_rss_mib": watched.peak_rss_mib,

@@ -95,6 +95,61 @@ pub fn rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
+/// Where the agent's resident memory is, MiB, from /proc/<pid>/smaps.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Memory {
+    /// VmRSS: every resident page of every mapping, a page mapped twice counted twice.
+    pub rss: f64,
+    /// Proportional set size: each page once (what the agent's cgroup is charged for).
+    pub pss: f64,
+    /// The BPF maps mapped into the agent: the ring buffers, whose data pages the kernel maps
+    /// twice in a row (so a record that wraps reads as one piece): twice their size in RSS.
+    pub bpf_maps: f64,
+    /// The agent's own binary (code and read-only data).
+    pub binary: f64,
+    /// Anonymous memory: the heap, thread stacks.
+    pub anonymous: f64,
+}
+
+pub fn memory(pid: u32) -> Memory {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+    let exe = exe.to_string_lossy();
+    let mut m = Memory::default();
+    let mut mapping = String::new();
+    let kib = |v: &str| {
+        v.trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<f64>()
+            .unwrap_or(0.0)
+    };
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header: range, perms, offset, dev, inode, then the name if any.
+            mapping = line
+                .split_whitespace()
+                .skip(5)
+                .collect::<Vec<_>>()
+                .join(" ");
+        } else if let Some(v) = line.strip_prefix("Rss:") {
+            let v = kib(v) / 1024.0;
+            m.rss += v;
+            if mapping.starts_with("anon_inode:bpf-map") {
+                m.bpf_maps += v;
+            } else if mapping == exe {
+                m.binary += v;
+            }
+        } else if let Some(v) = line.strip_prefix("Pss:") {
+            m.pss += kib(v) / 1024.0;
+        } else if let Some(v) = line.strip_prefix("Anonymous:") {
+            m.anonymous += kib(v) / 1024.0;
+        }
+    }
+    m
+}
+
 /// The agent's /metrics text, or why it did not answer within `limit`.
 pub fn scrape(addr: &str, limit: Duration) -> std::io::Result<String> {
     let addr = addr
