@@ -79,20 +79,17 @@ impl RulesSink {
         metrics
             .rules_loaded
             .set(policy.rules.iter().filter(|r| r.enabled).count() as i64);
-        let mut context = Context::default();
-        context.start_file(true);
-        context.push(Record::Header(SfHeader {
+        let header = SfHeader {
             version: 5,
             exporter: config.node.clone(),
             ip: config.node_ip.clone(),
             filename: String::new(),
-        }));
+        };
         let worker = Worker {
             files: AlertFiles::new(&config.dir, config.rotate_every),
             rules,
             version,
             policy,
-            context,
             stdout: config.stdout,
             metrics,
             losses: losses.clone(),
@@ -101,7 +98,7 @@ impl RulesSink {
         };
         let handle = std::thread::Builder::new()
             .name("detection-rules".into())
-            .spawn(move || worker.run(rx))?;
+            .spawn(move || worker.run(rx, header))?;
         Ok(RulesSink {
             tx: Some(tx),
             worker: Some(handle),
@@ -183,7 +180,6 @@ struct Worker {
     rules: Arc<LoadedRules>,
     version: u64,
     policy: Arc<Policy>,
-    context: Context,
     files: AlertFiles,
     stdout: bool,
     metrics: DetectionMetrics,
@@ -194,34 +190,41 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(mut self, rx: mpsc::Receiver<Vec<Job>>) {
+    fn run(mut self, rx: mpsc::Receiver<Vec<Job>>, header: SfHeader) {
+        // The entities the records are joined with, made and dropped on this thread only
+        // (shared without atomic counts).
+        let mut context = Context::default();
+        context.start_file(true);
+        context.push(Record::Header(header));
         while let Ok(batch) = rx.recv() {
             if self.rules.version() != self.version {
                 (self.version, self.policy) = self.rules.current();
             }
             let start = Instant::now();
             let mut evaluated = 0;
-            for job in batch {
+            // By reference: a record is only read, and moving each out of the batch cost more
+            // than copying the few entities.
+            for job in &batch {
                 match job {
                     Job::Entity(e) => {
-                        self.context.push(match e {
+                        context.push(match e.clone() {
                             Entity::Process(p) => Record::Process(p),
                             Entity::File(f) => Record::File(f),
                             Entity::Container(c) => Record::Container(c),
                             Entity::Pod(p) => Record::Pod(p),
                         });
                     }
-                    Job::Forget(Forget::Process(oid)) => self.context.forget_process(oid),
-                    Job::Forget(Forget::File(oid)) => self.context.forget_file(oid),
-                    Job::Forget(Forget::Pod(id)) => self.context.forget_pod(&id),
+                    Job::Forget(Forget::Process(oid)) => context.forget_process(*oid),
+                    Job::Forget(Forget::File(oid)) => context.forget_file(*oid),
+                    Job::Forget(Forget::Pod(id)) => context.forget_pod(id),
                     Job::Forget(Forget::Container(id)) => {
-                        self.context.forget_container(&id);
-                        for labels in self.series.remove(&id).unwrap_or_default() {
+                        context.forget_container(id);
+                        for labels in self.series.remove(id).unwrap_or_default() {
                             self.metrics.alerts.remove(&labels);
                         }
                     }
                     Job::Record(record) => {
-                        if let Some(flat) = self.context.push(record) {
+                        if let Some(flat) = context.flat_of(record) {
                             evaluated += 1;
                             if let Verdict::Matched(matched) = self.policy.evaluate(&flat)
                                 && !matched.is_empty()
@@ -231,7 +234,7 @@ impl Worker {
                         }
                     }
                     Job::Tick(now) => {
-                        if let Err(e) = self.files.rotate_if_due(now) {
+                        if let Err(e) = self.files.rotate_if_due(*now) {
                             warn!("cannot complete the alert file: {e}");
                         }
                     }

@@ -3,8 +3,9 @@
 //! read only the entity.
 
 use std::{
+    cell::{OnceCell, RefCell, RefMut},
     fmt::Write as _,
-    sync::{Arc, Mutex, MutexGuard, OnceLock},
+    rc::Rc,
 };
 
 use sysflow::{Container, File, Process};
@@ -17,7 +18,7 @@ use crate::{golang, index::EntityRules};
 #[derive(Debug)]
 pub struct ProcessEntry {
     pub process: Process,
-    pub(super) cmdline: OnceLock<String>,
+    pub(super) cmdline: OnceCell<String>,
 }
 
 impl std::ops::Deref for ProcessEntry {
@@ -39,10 +40,10 @@ impl ProcessEntry {
 /// record of the process shares them.
 #[derive(Debug)]
 pub struct Tree {
-    pub processes: Vec<Arc<ProcessEntry>>,
+    pub processes: Vec<Rc<ProcessEntry>>,
     /// aname, aexe, acmdline, apid.
-    pub(super) lists: [OnceLock<String>; 4],
-    pub(super) memo: Mutex<EntityMemo>,
+    pub(super) lists: [OnceCell<String>; 4],
+    pub(super) memo: RefCell<EntityMemo>,
 }
 
 /// What a policy found of one entity (a process snapshot or a file) when evaluating terms
@@ -81,16 +82,16 @@ impl EntityMemo {
 #[derive(Debug)]
 pub(super) struct MemoKey {
     pub(super) policy: u64,
-    pub(super) process: Option<Arc<ProcessEntry>>,
-    pub(super) container: Option<Arc<Container>>,
-    pub(super) pod: Option<Arc<PodEntry>>,
-    pub(super) header: Option<Arc<Header>>,
+    pub(super) process: Option<Rc<ProcessEntry>>,
+    pub(super) container: Option<Rc<Container>>,
+    pub(super) pod: Option<Rc<PodEntry>>,
+    pub(super) header: Option<Rc<Header>>,
 }
 
 /// Whether both are the same entity (or both none).
-pub(super) fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+pub(super) fn same<T>(a: &Option<Rc<T>>, b: &Option<Rc<T>>) -> bool {
     match (a, b) {
-        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (Some(a), Some(b)) => Rc::ptr_eq(a, b),
         (None, None) => true,
         _ => false,
     }
@@ -102,11 +103,11 @@ pub(super) fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
 pub struct FileEntry {
     pub file: File,
     /// The path and symlink of a `src->dst` path; None (the usual case): the path as it is.
-    sym: OnceLock<Option<(String, String)>>,
+    sym: OnceCell<Option<(String, String)>>,
     /// The directory, when `filepath.Dir` has to clean the path.
-    directory: OnceLock<String>,
-    oid: OnceLock<String>,
-    pub(super) memo: Mutex<EntityMemo>,
+    directory: OnceCell<String>,
+    oid: OnceCell<String>,
+    pub(super) memo: RefCell<EntityMemo>,
 }
 
 impl std::ops::Deref for FileEntry {
@@ -120,10 +121,10 @@ impl FileEntry {
     pub(super) fn new(file: File) -> FileEntry {
         FileEntry {
             file,
-            sym: OnceLock::new(),
-            directory: OnceLock::new(),
-            oid: OnceLock::new(),
-            memo: Mutex::default(),
+            sym: OnceCell::new(),
+            directory: OnceCell::new(),
+            oid: OnceCell::new(),
+            memo: RefCell::default(),
         }
     }
 
@@ -158,17 +159,16 @@ impl FileEntry {
 }
 
 impl std::ops::Deref for Tree {
-    type Target = [Arc<ProcessEntry>];
-    fn deref(&self) -> &[Arc<ProcessEntry>] {
+    type Target = [Rc<ProcessEntry>];
+    fn deref(&self) -> &[Rc<ProcessEntry>] {
         &self.processes
     }
 }
 
-/// The memo is never left half-updated by a panic (it holds plain bytes): a poisoned lock is
-/// taken as it is.
-pub(super) fn lock(memo: &Mutex<EntityMemo>) -> MutexGuard<'_, EntityMemo> {
-    memo.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// The memo of an entity, for the record being evaluated (one at a time: the context and its
+/// records stay on one thread, so no lock and no atomic count is paid per record).
+pub(super) fn lock(memo: &RefCell<EntityMemo>) -> RefMut<'_, EntityMemo> {
+    memo.borrow_mut()
 }
 
 fn hex(bytes: &[u8]) -> String {

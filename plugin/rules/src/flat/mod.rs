@@ -16,9 +16,10 @@
 //! comes first decides for all (its `GetOpFlags`); see the README.
 
 use std::{
-    cell::OnceCell,
+    cell::{OnceCell, RefMut},
     fmt::Write as _,
-    sync::{Arc, MutexGuard, OnceLock},
+    rc::Rc,
+    sync::OnceLock,
 };
 
 use foldhash::HashMap;
@@ -94,14 +95,14 @@ pub struct PodEntry {
 /// sf-processor's reader state: the entity caches, reset by every header.
 #[derive(Default)]
 pub struct Context {
-    header: Option<Arc<Header>>,
+    header: Option<Rc<Header>>,
     /// Whether the current file's header schema lacks `ip` (older versions).
     header_without_ip: bool,
-    containers: HashMap<String, Arc<Container>>,
-    pods: HashMap<String, Arc<PodEntry>>,
+    containers: HashMap<String, Rc<Container>>,
+    pods: HashMap<String, Rc<PodEntry>>,
     /// By OID, one slot per state (CREATED, MODIFIED, REUP).
-    processes: HashMap<Oid, [Option<Arc<ProcessEntry>>; 3]>,
-    files: HashMap<Foid, Arc<FileEntry>>,
+    processes: HashMap<Oid, [Option<Rc<ProcessEntry>>; 3]>,
+    files: HashMap<Foid, Rc<FileEntry>>,
     /// Per process looked up since the last header: its tree and what it was joined with.
     trees: HashMap<Oid, Joined>,
     /// Moves on with every container and pod change (see [`Joined`]).
@@ -113,16 +114,16 @@ pub struct Context {
 /// the context's generation is the one they were looked up in (a process record drops its
 /// own): one lookup per record instead of four.
 struct Joined {
-    tree: Arc<Tree>,
+    tree: Rc<Tree>,
     current: Option<Current>,
 }
 
 #[derive(Clone)]
 struct Current {
     generation: u64,
-    process: Arc<ProcessEntry>,
-    container: Option<Arc<Container>>,
-    pod: Option<Arc<PodEntry>>,
+    process: Rc<ProcessEntry>,
+    container: Option<Rc<Container>>,
+    pod: Option<Rc<PodEntry>>,
 }
 
 // Integer slots of sf-processor's flat record (sf-apis flat_constants.go), shared by types.
@@ -178,7 +179,7 @@ impl Context {
     pub fn push(&mut self, record: Record) -> Option<Flat> {
         match record {
             Record::Header(h) => {
-                self.header = Some(Arc::new(Header {
+                self.header = Some(Rc::new(Header {
                     version: h.version,
                     exporter: h.exporter,
                     ip: if self.header_without_ip {
@@ -199,7 +200,7 @@ impl Context {
             Record::Container(mut c) => {
                 c.name = c.name.trim().to_string();
                 c.image = c.image.trim().to_string();
-                self.containers.insert(c.id.clone(), Arc::new(c));
+                self.containers.insert(c.id.clone(), Rc::new(c));
                 self.generation += 1;
                 None
             }
@@ -213,7 +214,7 @@ impl Context {
                     services: golang::services_json(&p.services),
                     pod: p,
                 };
-                self.pods.insert(entry.pod.id.clone(), Arc::new(entry));
+                self.pods.insert(entry.pod.id.clone(), Rc::new(entry));
                 self.generation += 1;
                 None
             }
@@ -222,9 +223,9 @@ impl Context {
                 p.exe_args = p.exe_args.trim().to_string();
                 let slot = state_slot(p.state);
                 let oid = p.oid;
-                self.processes.entry(oid).or_default()[slot] = Some(Arc::new(ProcessEntry {
+                self.processes.entry(oid).or_default()[slot] = Some(Rc::new(ProcessEntry {
                     process: p,
-                    cmdline: OnceLock::new(),
+                    cmdline: OnceCell::new(),
                 }));
                 if let Some(joined) = self.trees.get_mut(&oid) {
                     joined.current = None;
@@ -233,9 +234,17 @@ impl Context {
             }
             Record::File(mut f) => {
                 f.path = f.path.trim().to_string();
-                self.files.insert(f.oid, Arc::new(FileEntry::new(f)));
+                self.files.insert(f.oid, Rc::new(FileEntry::new(f)));
                 None
             }
+            other => self.flat_of(&other),
+        }
+    }
+
+    /// An event or flow flattened and joined with the entities taken in so far (None for a
+    /// record that is neither). For a caller that keeps the record: nothing is moved.
+    pub fn flat_of(&mut self, record: &Record) -> Option<Flat> {
+        match record {
             Record::ProcessEvent(e) => {
                 let mut flat = self.flat(Kind::ProcessEvent, e.proc_oid);
                 flat.ints[TS] = e.ts;
@@ -311,7 +320,13 @@ impl Context {
                 flat.ke_message = k.message.trim_end_matches(['\n', '\0']).to_string();
                 Some(flat)
             }
-            Record::NetworkEvent(_) | Record::ProcessFlow(_) => None,
+            Record::Header(_)
+            | Record::Container(_)
+            | Record::Pod(_)
+            | Record::Process(_)
+            | Record::File(_)
+            | Record::NetworkEvent(_)
+            | Record::ProcessFlow(_) => None,
         }
     }
 
@@ -337,7 +352,7 @@ impl Context {
     }
 
     /// MODIFIED first, then CREATED, then REUP.
-    fn process(&self, oid: Oid) -> Option<&Arc<ProcessEntry>> {
+    fn process(&self, oid: Oid) -> Option<&Rc<ProcessEntry>> {
         let states = self.processes.get(&oid)?;
         states[1]
             .as_ref()
@@ -346,7 +361,7 @@ impl Context {
     }
 
     /// The process and its ancestors, as they were at the process's first lookup.
-    fn tree(&mut self, oid: Oid) -> Arc<Tree> {
+    fn tree(&mut self, oid: Oid) -> Rc<Tree> {
         if let Some(joined) = self.trees.get(&oid) {
             return joined.tree.clone();
         }
@@ -360,7 +375,7 @@ impl Context {
             next = p.poid;
             tree.push(p.clone());
         }
-        let tree = Arc::new(Tree {
+        let tree = Rc::new(Tree {
             processes: tree,
             lists: Default::default(),
             memo: Default::default(),
@@ -377,7 +392,7 @@ impl Context {
 
     /// The tree, process record, container and pod records of process `oid` are joined
     /// with (None when the process is unknown).
-    fn joined(&mut self, oid: Oid) -> Option<(Arc<Tree>, Current)> {
+    fn joined(&mut self, oid: Oid) -> Option<(Rc<Tree>, Current)> {
         if let Some(Joined {
             tree,
             current: Some(current),
@@ -498,14 +513,14 @@ struct FlowSlots {
 pub struct Flat {
     pub kind: Kind,
     ints: [i64; SLOTS],
-    header: Option<Arc<Header>>,
-    pub process: Option<Arc<ProcessEntry>>,
+    header: Option<Rc<Header>>,
+    pub process: Option<Rc<ProcessEntry>>,
     /// The process and its ancestors, as first looked up (None: the process is unknown).
-    pub tree: Option<Arc<Tree>>,
-    pub container: Option<Arc<Container>>,
-    pub pod: Option<Arc<PodEntry>>,
-    file: Option<Arc<FileEntry>>,
-    new_file: Option<Arc<FileEntry>>,
+    pub tree: Option<Rc<Tree>>,
+    pub container: Option<Rc<Container>>,
+    pub pod: Option<Rc<PodEntry>>,
+    file: Option<Rc<FileEntry>>,
+    new_file: Option<Rc<FileEntry>>,
     ke_message: String,
     /// Text values derived from the slots, made at their first use: a record is evaluated by
     /// every rule, and most rules read the same few attributes.
@@ -529,7 +544,7 @@ struct Derived {
 }
 
 impl Flat {
-    fn new(kind: Kind, header: Option<Arc<Header>>) -> Flat {
+    fn new(kind: Kind, header: Option<Rc<Header>>) -> Flat {
         let mut ints = [0; SLOTS];
         ints[REC_TYPE] = kind as i64;
         ints[HE_VERSION] = header.as_ref().map_or(0, |h| h.version);
@@ -565,7 +580,7 @@ impl Flat {
         self.value(attr).into_text(attr)
     }
 
-    fn set_file(&mut self, file: Option<Arc<FileEntry>>) {
+    fn set_file(&mut self, file: Option<Rc<FileEntry>>) {
         if let Some(f) = &file {
             self.ints[FILE_STATE] = state_slot(f.state) as i64;
             self.ints[FILE_TS] = f.ts;
@@ -577,7 +592,7 @@ impl Flat {
     /// The memo of the process snapshot's terms under policy `policy` (`slots` of them),
     /// emptied if it was made for another policy or other entities; None when the process is
     /// unknown.
-    pub fn process_memo(&self, policy: u64, slots: usize) -> Option<MutexGuard<'_, EntityMemo>> {
+    pub fn process_memo(&self, policy: u64, slots: usize) -> Option<RefMut<'_, EntityMemo>> {
         let mut memo = lock(&self.tree.as_ref()?.memo);
         memo.for_key(
             |k| {
@@ -601,7 +616,7 @@ impl Flat {
 
     /// The memo of the file's terms under policy `policy` (`slots` of them); None without a
     /// file.
-    pub fn file_memo(&self, policy: u64, slots: usize) -> Option<MutexGuard<'_, EntityMemo>> {
+    pub fn file_memo(&self, policy: u64, slots: usize) -> Option<RefMut<'_, EntityMemo>> {
         let mut memo = lock(&self.file.as_ref()?.memo);
         memo.for_key(
             |k| k.policy == policy,
