@@ -6,9 +6,11 @@
 //!   container's pod before it. A changed entity (e.g. a process after exec) is written again.
 //! * Every file starts with an SFHeader. After rotation, entities are written again as `REUP`
 //!   when later records refer to them, so each file stands alone.
-//! * A block reaches the file in one `write`: a writer killed at any moment leaves a file that
-//!   ends on a block boundary. Files are written as `<name>.sf.partial` and renamed to
-//!   `<name>.sf` when complete; leftovers of a crash are renamed on the next start.
+//! * A block reaches the file in one `write`, so a writer killed at any moment leaves a file
+//!   that ends on a block boundary or, when SIGKILL lands inside that write (the kernel stops
+//!   it between pages), inside its last block. Files are written as `<name>.sf.partial` and
+//!   renamed to `<name>.sf` when complete; leftovers of a crash are cut after their last whole
+//!   block and renamed on the next start.
 //! * Names are `<node>-<unix seconds>-<sequence>.sf`, fixed width, so they sort in the order
 //!   they were written.
 //! * A failing output (a full disk, a directory that became unwritable) never stops the writer:

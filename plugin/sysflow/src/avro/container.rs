@@ -4,7 +4,9 @@
 //!
 //! Crash safety: framed bytes collect in `pending` and reach the output in one write per block
 //! (the header goes out with the first block), so output cut short at any moment ends on a
-//! block boundary. A write that fails part-way (a full disk) is undone by the output
+//! block boundary, or inside the last block when the write itself was cut short (SIGKILL
+//! lands between its pages; recovery cuts that block off). A write that fails part-way (a
+//! full disk) is undone by the output
 //! ([`BlockOutput`]: a file is cut back to its last whole block) and that block's records are
 //! given up and reported as lost: a block written in part would make everything after it
 //! unreadable, and holding failed blocks for later would grow without bound while the disk
