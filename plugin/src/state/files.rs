@@ -226,7 +226,7 @@ mod tests {
             Arc::ptr_eq(&read_end, &write_end),
             "one name for every descriptor"
         );
-        let (path, path_name, _) = t.file("/etc/hosts", Some("c1"), 'f' as i32, 7);
+        let (_, path_name, _) = t.file("/etc/hosts", Some("c1"), 'f' as i32, 7);
         drop(path_name);
         let forked = Arc::clone(&read_end);
         drop(read_end);
@@ -245,6 +245,5 @@ mod tests {
             t.file("pipe:[4242]", Some("c1"), 'p' as i32, 9).2.is_some(),
             "a new pipe with the inode number again is a new file"
         );
-        let _ = path;
     }
 }

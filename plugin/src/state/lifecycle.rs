@@ -217,8 +217,8 @@ impl State {
             self.process_op(tgid, c, op::EXEC, vec![], c.ret);
             return;
         }
-        // Descriptors marked close-on-exec were closed by the exec, without a close(2); their
-        // counters came just before this record.
+        // The exec closed the close-on-exec descriptors without a close(2); their counters
+        // came before this record (from sys_enter_exec, and what was left from here).
         self.close_cloexec(tgid, c, e.open_fds);
         let ts = self.wall(c.ts_ns);
         let env = if self.config.capture_env {

@@ -250,7 +250,6 @@ impl State {
         container
     }
 
-    /// The FOID of a file, reporting its entity the first time.
     /// The FOID of a file and the name its descriptors keep; the File entity is reported when
     /// it is new.
     fn file(
