@@ -167,7 +167,7 @@ impl std::ops::Deref for Tree {
 
 /// The memo of an entity, for the record being evaluated (one at a time: the context and its
 /// records stay on one thread, so no lock and no atomic count is paid per record).
-pub(super) fn lock(memo: &RefCell<EntityMemo>) -> RefMut<'_, EntityMemo> {
+pub(super) fn borrow_memo(memo: &RefCell<EntityMemo>) -> RefMut<'_, EntityMemo> {
     memo.borrow_mut()
 }
 

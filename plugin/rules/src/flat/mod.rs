@@ -28,7 +28,7 @@ mod entities;
 mod values;
 
 pub use entities::{EntityMemo, FileEntry, ProcessEntry, Tree};
-use entities::{MemoKey, lock, same};
+use entities::{MemoKey, borrow_memo, same};
 
 use sysflow::{Container, Foid, Oid, Pod, Process, Record, SfObjectState};
 
@@ -593,7 +593,7 @@ impl Flat {
     /// emptied if it was made for another policy or other entities; None when the process is
     /// unknown.
     pub fn process_memo(&self, policy: u64, slots: usize) -> Option<RefMut<'_, EntityMemo>> {
-        let mut memo = lock(&self.tree.as_ref()?.memo);
+        let mut memo = borrow_memo(&self.tree.as_ref()?.memo);
         memo.for_key(
             |k| {
                 k.policy == policy
@@ -617,7 +617,7 @@ impl Flat {
     /// The memo of the file's terms under policy `policy` (`slots` of them); None without a
     /// file.
     pub fn file_memo(&self, policy: u64, slots: usize) -> Option<RefMut<'_, EntityMemo>> {
-        let mut memo = lock(&self.file.as_ref()?.memo);
+        let mut memo = borrow_memo(&self.file.as_ref()?.memo);
         memo.for_key(
             |k| k.policy == policy,
             || MemoKey {
