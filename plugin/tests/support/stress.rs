@@ -85,21 +85,28 @@ impl Drop for Sleepers {
     }
 }
 
+/// A /proc size field's value (`   1234 kB`) in MiB; 0 when it does not parse.
+fn kb_as_mib(field: &str) -> f64 {
+    field
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<f64>()
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
 /// The agent's resident memory now (VmRSS), MiB.
 pub fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
+        .map_or(0.0, kb_as_mib)
 }
 
 /// Where the agent's resident memory is, MiB, from /proc/<pid>/smaps.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Memory {
-    /// VmRSS: every resident page of every mapping, a page mapped twice counted twice.
-    pub rss: f64,
     /// Proportional set size: each page once (what the agent's cgroup is charged for).
     pub pss: f64,
     /// The BPF maps mapped into the agent: the ring buffers, whose data pages the kernel maps
@@ -117,13 +124,6 @@ pub fn memory(pid: u32) -> Memory {
     let exe = exe.to_string_lossy();
     let mut m = Memory::default();
     let mut mapping = String::new();
-    let kib = |v: &str| {
-        v.trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse::<f64>()
-            .unwrap_or(0.0)
-    };
     for line in smaps.lines() {
         let first = line.split_whitespace().next().unwrap_or("");
         if first.contains('-') && !first.ends_with(':') {
@@ -134,17 +134,16 @@ pub fn memory(pid: u32) -> Memory {
                 .collect::<Vec<_>>()
                 .join(" ");
         } else if let Some(v) = line.strip_prefix("Rss:") {
-            let v = kib(v) / 1024.0;
-            m.rss += v;
+            let v = kb_as_mib(v);
             if mapping.starts_with("anon_inode:bpf-map") {
                 m.bpf_maps += v;
             } else if mapping == exe {
                 m.binary += v;
             }
         } else if let Some(v) = line.strip_prefix("Pss:") {
-            m.pss += kib(v) / 1024.0;
+            m.pss += kb_as_mib(v);
         } else if let Some(v) = line.strip_prefix("Anonymous:") {
-            m.anonymous += kib(v) / 1024.0;
+            m.anonymous += kb_as_mib(v);
         }
     }
     m
