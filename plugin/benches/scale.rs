@@ -92,9 +92,8 @@ fn main() {
          per process; {processes_many} processes and {files_many} files in the tables)"
     );
     println!(
-        "  where it is: BPF maps {:.1} MiB (the ring's pages count twice: the kernel maps them \
-         twice in a row), the binary {:.1}, anonymous (heap) {:.1}; proportional (PSS, each page \
-         once) {:.1} MiB",
+        "  where it is: BPF maps (the ring) {:.1} MiB, the binary {:.1}, anonymous (heap) {:.1}; \
+         proportional (PSS, each page once) {:.1} MiB",
         parts.bpf_maps, parts.binary, parts.anonymous, parts.pss
     );
     drop(sleepers);

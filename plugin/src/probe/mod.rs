@@ -9,6 +9,7 @@ mod control;
 pub mod hooks;
 mod reader;
 pub mod records;
+mod ring;
 mod ring_fill;
 pub mod syscalls;
 pub mod tracefs;
@@ -20,7 +21,7 @@ use std::{
 
 use aya::{
     EbpfLoader,
-    maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, Map, MapData, MapError, PerCpuArray},
     programs::ProgramError,
 };
 pub use control::{CaptureControl, DETACH_GRACE};
@@ -98,6 +99,12 @@ pub enum ProbeError {
     /// The record stream was already taken (`Probe::records` is called once).
     #[error("the record stream was already taken")]
     RecordsTaken,
+    /// A ring buffer could not be mapped into the agent's memory.
+    #[error("cannot map ring buffer {map}: {source}")]
+    RingMap {
+        map: &'static str,
+        source: std::io::Error,
+    },
     /// The ring buffers could not be registered with the runtime's poller.
     #[error("cannot poll the ring buffers: {0}")]
     RingPoll(#[source] std::io::Error),
@@ -171,7 +178,7 @@ pub struct Probe {
     control: CaptureControl,
     kernel_counters: PerCpuArray<MapData, u64>,
     fd_counters: BpfHashMap<MapData, FdKey, FdCounters>,
-    rings: Vec<RingBuf<MapData>>,
+    rings: Vec<ring::Ring>,
     /// Fill gauges of the rings.
     ring_fills: Vec<ring_fill::RingFill>,
     boot_to_wall_ns: i128,
@@ -322,7 +329,13 @@ impl Probe {
             .into_iter()
             .take(config.ring_count as usize)
         {
-            rings.push(RingBuf::try_from(take(&mut ebpf, name)?).map_err(map_err("RING"))?);
+            let Map::RingBuf(data) = take(&mut ebpf, name)? else {
+                return Err(ProbeError::MissingMap(name));
+            };
+            rings.push(
+                ring::Ring::new(data, config.ring_bytes)
+                    .map_err(|source| ProbeError::RingMap { map: name, source })?,
+            );
         }
 
         let aya_btf = aya::Btf::from_sys_fs().map_err(ProbeError::KernelBtf)?;

@@ -15,11 +15,10 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 use tracing::warn;
 
-use super::{Record, records};
+use super::{Record, records, ring::Ring};
 use crate::internal_events::{Loss, Losses};
 
 /// How long a record may wait in a ring before the reader looks (at most).
@@ -80,7 +79,7 @@ impl RecordReceiver {
 }
 
 pub(super) fn spawn(
-    rings: Vec<RingBuf<MapData>>,
+    rings: Vec<Ring>,
     capacity: usize,
     losses: Arc<Losses>,
 ) -> std::io::Result<RecordReceiver> {
@@ -88,7 +87,7 @@ pub(super) fn spawn(
     let (tx, rx) = mpsc::channel(batches);
     let stats = Arc::new(ReaderStats::default());
     for ring in rings {
-        // SAFETY: the ring's fd is owned by the RingBuf moved into the AsyncFd; it stays open and
+        // SAFETY: the ring's fd is owned by the Ring moved into the AsyncFd; it stays open and
         // the same until the AsyncFd is dropped.
         let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| e.into_parts().1)?;
@@ -103,7 +102,7 @@ pub(super) fn spawn(
 }
 
 async fn read_ring(
-    mut ring: AsyncFd<RingBuf<MapData>>,
+    mut ring: AsyncFd<Ring>,
     tx: mpsc::Sender<Vec<Record>>,
     stats: Arc<ReaderStats>,
     losses: Arc<Losses>,
@@ -124,8 +123,10 @@ async fn read_ring(
             let mut batch = Vec::new();
             let inner = ring.get_mut();
             while batch.len() < BATCH {
-                let Some(item) = inner.next() else { break };
-                match records::decode(&item) {
+                let Some(decoded) = inner.next(records::decode) else {
+                    break;
+                };
+                match decoded {
                     Ok(record) => {
                         if batch.is_empty() {
                             batch.reserve_exact(BATCH);

@@ -109,8 +109,8 @@ pub fn rss_mib(pid: u32) -> f64 {
 pub struct Memory {
     /// Proportional set size: each page once (what the agent's cgroup is charged for).
     pub pss: f64,
-    /// The BPF maps mapped into the agent: the ring buffers, whose data pages the kernel maps
-    /// twice in a row (so a record that wraps reads as one piece): twice their size in RSS.
+    /// The BPF maps mapped into the agent: the ring buffers (their data pages once, and a page
+    /// of each position).
     pub bpf_maps: f64,
     /// The agent's own binary (code and read-only data).
     pub binary: f64,
