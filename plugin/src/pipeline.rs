@@ -20,6 +20,10 @@ pub struct Pipeline {
     items: Vec<Item>,
 }
 
+/// Items the reused batch keeps room for: a burst (the start's /proc snapshot, a tick that
+/// forgets thousands of files) gives its room back after it is passed on.
+const ITEMS_ROOM_KEPT: usize = 1024;
+
 impl Pipeline {
     pub fn new(state: State, sinks: Fanout) -> Self {
         Pipeline {
@@ -84,5 +88,7 @@ impl Pipeline {
         }
         self.sinks.consume(&self.items);
         self.items.clear();
+        self.items.shrink_to(ITEMS_ROOM_KEPT);
+        self.state.shrink_facts(ITEMS_ROOM_KEPT);
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod config;
 mod health;
+mod memory;
 
 use std::{
     io::{IsTerminal as _, Write as _},
@@ -21,7 +22,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
     sync::oneshot,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use self::config::AgentConfig;
 use crate::{
@@ -353,6 +354,13 @@ pub async fn run(
         output = %config.output.dir.display(),
         "capturing"
     );
+    match memory::page_out_binary() {
+        Ok(bytes) => debug!(
+            mib = bytes >> 20,
+            "start-up pages of the binary handed back"
+        ),
+        Err(e) => debug!("start-up pages of the binary stay resident: {e}"),
+    }
 
     let deadline = tokio::time::sleep(duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
     tokio::pin!(deadline);

@@ -15,6 +15,8 @@ use std::sync::Arc;
 use foldhash::{HashMap, HashSet};
 use sysflow::{File, Foid, SfObjectState, encoding::foid};
 
+use super::room::GiveBackRoom;
+
 pub struct FileTable {
     foids: FoidCache,
     /// Files reported and not forgotten.
@@ -94,6 +96,8 @@ impl FileTable {
         for oid in &released {
             self.known.remove(oid);
         }
+        self.unnamed.give_back_room();
+        self.known.give_back_room();
         released
     }
 
@@ -111,6 +115,8 @@ impl FileTable {
             .collect();
         self.known.retain(|o| open.contains(o));
         self.unnamed.retain(|o, _| open.contains(o));
+        self.known.give_back_room();
+        self.unnamed.give_back_room();
         self.evictions += forgotten.len() as u64;
         forgotten
     }

@@ -13,6 +13,7 @@ pub mod files;
 mod lifecycle;
 pub mod paths;
 pub mod processes;
+mod room;
 pub mod users;
 
 use std::{collections::HashMap, sync::Arc};
@@ -147,6 +148,11 @@ impl State {
     /// The facts found since the last call, in order.
     pub fn drain_facts(&mut self) -> std::vec::Drain<'_, Fact> {
         self.facts.drain(..)
+    }
+
+    /// Gives back the room of the (drained) fact queue beyond `room`.
+    pub fn shrink_facts(&mut self, room: usize) {
+        self.facts.shrink_to(room);
     }
 
     /// Wall-clock ns of a CLOCK_BOOTTIME timestamp.

@@ -8,7 +8,7 @@ use std::{collections::BTreeSet, sync::Arc};
 use foldhash::HashMap;
 use sysflow::{Oid, Process, SfObjectState};
 
-use super::{descriptors::FdEntry, users::UserNames};
+use super::{descriptors::FdEntry, room::GiveBackRoom, users::UserNames};
 use crate::host::proc::{ProcSnapshot, TICK_NS};
 
 /// Thread activity of a process, for ProcessFlow.
@@ -241,6 +241,7 @@ impl ProcessTable {
 
     pub fn remove(&mut self, tgid: u32) -> Option<ProcEntry> {
         let entry = self.entries.remove(&tgid)?;
+        self.entries.give_back_room();
         self.by_eviction.remove(&entry.eviction_key());
         if entry.exited_at_ns.is_some() {
             self.exited -= 1;

@@ -79,6 +79,15 @@ struct InFile {
     pods: Table<String, u64>,
 }
 
+/// Gives back the room of a table that holds under a quarter of it (shrunk to twice what it
+/// holds, so at most once per halving). A map never shrinks by itself, and a burst of
+/// short-lived processes or pipes would hold its memory for good.
+fn give_back_room<K: std::hash::Hash + Eq, V>(map: &mut Table<K, V>) {
+    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 fn upsert<K: std::hash::Hash + Eq, T: PartialEq>(
     map: &mut Table<K, Box<Tracked<T>>>,
     next_version: &mut u64,
@@ -267,13 +276,19 @@ impl SysFlowWriter {
 
     /// Forgets entities nothing will refer to any more (exited processes, removed containers).
     pub fn forget_process(&mut self, oid: &Oid) {
-        self.entities.processes.remove(oid);
-        self.entities.in_file.processes.remove(oid);
+        let e = &mut self.entities;
+        e.processes.remove(oid);
+        e.in_file.processes.remove(oid);
+        give_back_room(&mut e.processes);
+        give_back_room(&mut e.in_file.processes);
     }
 
     pub fn forget_file(&mut self, oid: &Foid) {
-        self.entities.files.remove(oid);
-        self.entities.in_file.files.remove(oid);
+        let e = &mut self.entities;
+        e.files.remove(oid);
+        e.in_file.files.remove(oid);
+        give_back_room(&mut e.files);
+        give_back_room(&mut e.in_file.files);
     }
 
     pub fn forget_container(&mut self, id: &str) {
