@@ -22,7 +22,7 @@
 use std::{
     collections::HashMap,
     fs::{self, OpenOptions},
-    io::{BufReader, Read, Seek, Write},
+    io::Write,
     path::{Path, PathBuf},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -41,8 +41,10 @@ const PARTIAL_SUFFIX: &str = ".sf.partial";
 /// How often a file that could not be created is tried again.
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
+mod recovery;
 mod settings;
 
+pub use self::recovery::recover_partials;
 use self::settings::io_err;
 pub use self::settings::{Compression, SysflowWriteError, UnknownCodec, WriterConfig, WriterStats};
 
@@ -79,12 +81,21 @@ struct InFile {
     pods: Table<String, u64>,
 }
 
-/// Gives back the room of a table that holds under a quarter of it (shrunk to twice what it
-/// holds, so at most once per halving). A map never shrinks by itself, and a burst of
-/// short-lived processes or pipes would hold its memory for good.
-fn give_back_room<K: std::hash::Hash + Eq, V>(map: &mut Table<K, V>) {
-    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
-        map.shrink_to(map.len() * 2);
+/// Forgets `key` in an entity table and in the current file's versions. A table left under a
+/// quarter full gives its room back (to twice what it holds: at most once per halving); a map
+/// never shrinks by itself, and a burst of short-lived processes or pipes would keep its room.
+fn forget<K, Q, V>(table: &mut Table<K, V>, in_file: &mut Table<K, u64>, key: &Q)
+where
+    K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
+    table.remove(key);
+    in_file.remove(key);
+    if table.capacity() > 64 && table.len() < table.capacity() / 4 {
+        table.shrink_to(table.len() * 2);
+    }
+    if in_file.capacity() > 64 && in_file.len() < in_file.capacity() / 4 {
+        in_file.shrink_to(in_file.len() * 2);
     }
 }
 
@@ -276,29 +287,28 @@ impl SysFlowWriter {
 
     /// Forgets entities nothing will refer to any more (exited processes, removed containers).
     pub fn forget_process(&mut self, oid: &Oid) {
-        let e = &mut self.entities;
-        e.processes.remove(oid);
-        e.in_file.processes.remove(oid);
-        give_back_room(&mut e.processes);
-        give_back_room(&mut e.in_file.processes);
+        forget(
+            &mut self.entities.processes,
+            &mut self.entities.in_file.processes,
+            oid,
+        );
     }
 
     pub fn forget_file(&mut self, oid: &Foid) {
-        let e = &mut self.entities;
-        e.files.remove(oid);
-        e.in_file.files.remove(oid);
-        give_back_room(&mut e.files);
-        give_back_room(&mut e.in_file.files);
+        forget(
+            &mut self.entities.files,
+            &mut self.entities.in_file.files,
+            oid,
+        );
     }
 
     pub fn forget_container(&mut self, id: &str) {
-        self.entities.containers.remove(id);
-        self.entities.in_file.containers.remove(id);
+        let e = &mut self.entities;
+        forget(&mut e.containers, &mut e.in_file.containers, id);
     }
 
     pub fn forget_pod(&mut self, id: &str) {
-        self.entities.pods.remove(id);
-        self.entities.in_file.pods.remove(id);
+        forget(&mut self.entities.pods, &mut self.entities.in_file.pods, id);
     }
 
     /// Entities the writer holds: (processes, files, containers, pods).
@@ -696,112 +706,4 @@ fn sanitize(node: &str) -> String {
         })
         .collect();
     if s.is_empty() { "node".into() } else { s }
-}
-
-/// A zig-zag varint Avro long; None at the end of the file (or a read error).
-fn read_long(r: &mut impl Read) -> Option<i64> {
-    let mut value: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let mut b = [0u8; 1];
-        r.read_exact(&mut b).ok()?;
-        value |= u64::from(b[0] & 0x7f) << shift;
-        if b[0] & 0x80 == 0 {
-            return Some((value >> 1) as i64 ^ -((value & 1) as i64));
-        }
-    }
-    None
-}
-
-/// The length of the longest prefix of the file that is a whole Avro container file: the
-/// header and every block whose data and sync marker are all there. None when the header is
-/// not. Block data is skipped, not read: a partial file can be hundreds of MiB.
-fn whole_blocks_len(path: &Path) -> std::io::Result<Option<u64>> {
-    let file = fs::File::open(path)?;
-    let len = file.metadata()?.len();
-    let mut r = BufReader::new(file);
-    // Moves past `n` bytes if the file has them all.
-    let skip = |r: &mut BufReader<fs::File>, n: i64| -> std::io::Result<bool> {
-        let pos = r.stream_position()?;
-        match u64::try_from(n).ok().and_then(|n| pos.checked_add(n)) {
-            Some(end) if end <= len => {
-                r.seek_relative(n)?;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    };
-    let mut magic = [0u8; 4];
-    if r.read_exact(&mut magic).is_err() || &magic != b"Obj\x01" {
-        return Ok(None);
-    }
-    // The metadata map: blocks of entries (a negative count is followed by the block's size).
-    loop {
-        let Some(count) = read_long(&mut r) else {
-            return Ok(None);
-        };
-        if count == 0 {
-            break;
-        }
-        if count < 0 && read_long(&mut r).is_none() {
-            return Ok(None);
-        }
-        for _ in 0..count.unsigned_abs() {
-            for _ in 0..2 {
-                let Some(n) = read_long(&mut r) else {
-                    return Ok(None);
-                };
-                if !skip(&mut r, n)? {
-                    return Ok(None);
-                }
-            }
-        }
-    }
-    let mut sync = [0u8; 16];
-    if r.read_exact(&mut sync).is_err() {
-        return Ok(None);
-    }
-    let mut whole = r.stream_position()?;
-    let mut marker = [0u8; 16];
-    while let (Some(_count), Some(size)) = (read_long(&mut r), read_long(&mut r)) {
-        if !skip(&mut r, size)? || r.read_exact(&mut marker).is_err() || marker != sync {
-            break;
-        }
-        whole = r.stream_position()?;
-    }
-    Ok(Some(whole))
-}
-
-/// Renames `*.sf.partial` files left by a crash to `*.sf`, cut after their last whole block
-/// (a block is written in one `write`, but a node that lost power, or a write cut short, can
-/// leave a torn one); a file whose header is not whole is removed. Returns the recovered paths.
-pub fn recover_partials(dir: &Path) -> Result<Vec<PathBuf>, SysflowWriteError> {
-    let mut recovered = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
-        let path = entry.map_err(io_err(dir))?.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        if let Some(stem) = name.strip_suffix(PARTIAL_SUFFIX) {
-            let len = fs::metadata(&path).map_err(io_err(&path))?.len();
-            match whole_blocks_len(&path).map_err(io_err(&path))? {
-                // A file whose header never made it holds nothing to keep.
-                None => {
-                    fs::remove_file(&path).map_err(io_err(&path))?;
-                    continue;
-                }
-                Some(whole) if whole < len => {
-                    let file = OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .map_err(io_err(&path))?;
-                    file.set_len(whole).map_err(io_err(&path))?;
-                }
-                Some(_) => {}
-            }
-            let target = dir.join(format!("{stem}.sf"));
-            fs::rename(&path, &target).map_err(io_err(&path))?;
-            recovered.push(target);
-        }
-    }
-    Ok(recovered)
 }
