@@ -23,6 +23,32 @@ const BUSY_BIT: u32 = 1 << 31;
 const DISCARD_BIT: u32 = 1 << 30;
 const HEADER_BYTES: u64 = 8;
 
+/// Maps `length` bytes of the ring buffer map `fd` from `offset`, shared (the kernel checks the
+/// range: the consumer page may be writable, the rest only readable).
+pub(super) fn map_pages(
+    fd: RawFd,
+    length: usize,
+    protection: libc::c_int,
+    offset: usize,
+) -> std::io::Result<*mut libc::c_void> {
+    // SAFETY: a fresh mapping at an address the kernel picks; it touches nothing of ours.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            length,
+            protection,
+            libc::MAP_SHARED,
+            fd,
+            offset as libc::off_t,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(p)
+    }
+}
+
 /// One ring buffer map, read from user space.
 pub struct Ring {
     /// Owns the map's descriptor (the poller waits on it).
@@ -52,27 +78,8 @@ impl Ring {
             ));
         }
         let fd = map.fd().as_fd().as_raw_fd();
-        let map_shared = |length: usize, protection: libc::c_int, offset: usize| {
-            // SAFETY: a fresh shared mapping of a BPF ring buffer map at an offset and length
-            // the kernel checks (the consumer page may be writable, the rest only readable).
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    length,
-                    protection,
-                    libc::MAP_SHARED,
-                    fd,
-                    offset as libc::off_t,
-                )
-            };
-            if p == libc::MAP_FAILED {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(p)
-            }
-        };
-        let consumer_page = map_shared(page, libc::PROT_READ | libc::PROT_WRITE, 0)?;
-        let producer_pages = match map_shared(page + size as usize, libc::PROT_READ, page) {
+        let consumer_page = map_pages(fd, page, libc::PROT_READ | libc::PROT_WRITE, 0)?;
+        let producer_pages = match map_pages(fd, page + size as usize, libc::PROT_READ, page) {
             Ok(p) => p,
             Err(e) => {
                 // SAFETY: unmapping what was just mapped.

@@ -1,11 +1,14 @@
 //! How full a BPF ring buffer is, read from the ring's own positions: the consumer position
 //! (first page) and the producer position (second page) of the ring's memory, mapped read-only
-//! beside the reader's mapping. aya keeps its mapping private; this one costs two pages.
+//! beside the reader's mapping (the reader's `Ring` lives on its own task); this one costs two
+//! pages.
 
 use std::{
     os::fd::{AsFd, AsRawFd as _},
     sync::atomic::{AtomicU64, Ordering},
 };
+
+use super::ring::map_pages;
 
 pub struct RingFill {
     consumer: *mut libc::c_void,
@@ -25,27 +28,8 @@ impl RingFill {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
         let raw = fd.as_fd().as_raw_fd();
-        let map = |offset: usize| {
-            // SAFETY: a fresh read-only shared mapping of one page of a BPF ring buffer map;
-            // the kernel allows read-only mappings of both position pages.
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    page,
-                    libc::PROT_READ,
-                    libc::MAP_SHARED,
-                    raw,
-                    offset as libc::off_t,
-                )
-            };
-            if p == libc::MAP_FAILED {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(p)
-            }
-        };
-        let consumer = map(0)?;
-        let producer = match map(page) {
+        let consumer = map_pages(raw, page, libc::PROT_READ, 0)?;
+        let producer = match map_pages(raw, page, libc::PROT_READ, page) {
             Ok(p) => p,
             Err(e) => {
                 // SAFETY: unmapping what was just mapped.

@@ -89,14 +89,15 @@ where
     K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
     Q: std::hash::Hash + Eq + ?Sized,
 {
+    fn give_back_room<K: std::hash::Hash + Eq, V>(map: &mut Table<K, V>) {
+        if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+            map.shrink_to(map.len() * 2);
+        }
+    }
     table.remove(key);
     in_file.remove(key);
-    if table.capacity() > 64 && table.len() < table.capacity() / 4 {
-        table.shrink_to(table.len() * 2);
-    }
-    if in_file.capacity() > 64 && in_file.len() < in_file.capacity() / 4 {
-        in_file.shrink_to(in_file.len() * 2);
-    }
+    give_back_room(table);
+    give_back_room(in_file);
 }
 
 fn upsert<K: std::hash::Hash + Eq, T: PartialEq>(
@@ -303,8 +304,11 @@ impl SysFlowWriter {
     }
 
     pub fn forget_container(&mut self, id: &str) {
-        let e = &mut self.entities;
-        forget(&mut e.containers, &mut e.in_file.containers, id);
+        forget(
+            &mut self.entities.containers,
+            &mut self.entities.in_file.containers,
+            id,
+        );
     }
 
     pub fn forget_pod(&mut self, id: &str) {
