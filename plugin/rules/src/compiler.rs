@@ -102,6 +102,10 @@ pub struct Policy {
     pub file_terms: usize,
     /// Tells this policy's per-process memos from another's (unique per compilation).
     pub id: u64,
+    /// Per record type (engine order): whether the enabled filters read nothing of such a
+    /// record but its process snapshot, file, type and flags (see [`crate::verdicts`]):
+    /// otherwise no verdict of the type is remembered.
+    pub filters_settled: [bool; 5],
 }
 
 /// Something accepted that probably does not do what its author meant.
@@ -345,6 +349,14 @@ impl Compiler {
             Expr::memoize_by_entity(&mut conditions);
         self.policy.shared_terms = Expr::share_common_terms(&mut conditions);
         self.policy.index.plan(&self.policy.rules);
+        self.policy.filters_settled = std::array::from_fn(|slot| {
+            let new_file = slot == crate::flat::Kind::FileEvent.slot();
+            let filters = &self.policy.filters;
+            filters
+                .iter()
+                .filter(|f| f.enabled)
+                .all(|f| f.condition.settled_by_key(new_file))
+        });
         static COMPILED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         self.policy.id = COMPILED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.policy.lists = self.first_lists.len();

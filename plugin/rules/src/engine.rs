@@ -1,12 +1,16 @@
 //! Evaluating a compiled policy on one record, as sf-processor's engine does: if an enabled
 //! filter matches, the record is dropped; otherwise every enabled rule whose prefilter admits
 //! the record's type is evaluated, all of them, in compile order (those the index shows cannot
-//! match are skipped: they would have been false).
+//! match are skipped: they would have been false). A record like an earlier one of its
+//! process snapshot gets that one's quiet verdict without being flattened
+//! ([`crate::verdicts`]).
+
+use sysflow::Record;
 
 use crate::{
     Policy,
     expr::Memo,
-    flat::{EntityMemo, Flat},
+    flat::{Context, EntityMemo, Flat},
     index::{EntityRules, ones},
 };
 
@@ -40,8 +44,47 @@ pub enum Verdict {
     Matched(Vec<usize>),
 }
 
+/// What evaluating a record from its context came to.
+// Returned and taken apart at once: boxing the flat record would allocate for each.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Evaluated {
+    /// The verdict of an earlier record of the same process snapshot with the same file,
+    /// type and flags, which settle it: a filter dropped it, or no rule matched. The record
+    /// was not flattened.
+    Remembered(Verdict),
+    Flat(Flat, Verdict),
+}
+
 impl Policy {
+    /// Evaluates an event or flow joined with the entities `context` holds (None for a
+    /// record that is neither, which the context takes in with [`Context::push`]).
+    pub fn evaluate_record(&self, context: &mut Context, record: &Record) -> Option<Evaluated> {
+        let key = context.record_key(record);
+        if let Some((oid, key)) = &key
+            && let Some(memo) = context.current_process_memo(*oid, self.id)
+            && let Some(verdict) = memo.verdicts.get(key)
+        {
+            return Some(Evaluated::Remembered(verdict));
+        }
+        let flat = context.flat_of(record)?;
+        let (verdict, settled) = self.evaluate_settled(&flat);
+        if settled
+            && let Some((_, key)) = key
+            && let Some(mut memo) = flat.process_memo(self.id, self.process_terms)
+        {
+            memo.verdicts.insert(key, &verdict);
+        }
+        Some(Evaluated::Flat(flat, verdict))
+    }
+
     pub fn evaluate(&self, flat: &Flat) -> Verdict {
+        self.evaluate_settled(flat).0
+    }
+
+    /// The verdict, and whether the record's process snapshot, file, type and flags settle
+    /// it (any record alike in those gets the same).
+    fn evaluate_settled(&self, flat: &Flat) -> (Verdict, bool) {
         SCRATCH.with_borrow_mut(|scratch| {
             let Scratch {
                 candidates,
@@ -65,9 +108,9 @@ impl Policy {
                 .iter()
                 .any(|f| f.enabled && f.condition.eval_in(flat, memo))
             {
-                return Verdict::Dropped;
+                return (Verdict::Dropped, self.filters_settled[flat.kind.slot()]);
             }
-            self.index.candidates(
+            let settled = self.index.candidates(
                 flat,
                 flat.kind.slot(),
                 candidates,
@@ -78,7 +121,8 @@ impl Policy {
             let matched = ones(candidates)
                 .filter(|&i| self.rules[i].condition.eval_in(flat, memo))
                 .collect();
-            Verdict::Matched(matched)
+            let filters_settled = self.filters_settled[flat.kind.slot()];
+            (Verdict::Matched(matched), settled && filters_settled)
         })
     }
 }
@@ -122,7 +166,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::{compiler::compile_sources, flat::Context};
+    use crate::compiler::compile_sources;
 
     const RULES: &str = "\
 - rule: shell opens
@@ -212,6 +256,128 @@ mod tests {
         );
         assert_eq!(matched(&other, &fourth), ["shell opens", "etc touched"]);
         assert_eq!(matched(&rules, &fourth), Vec::<&str>::new());
+    }
+
+    /// Whether a record's verdict was remembered, and the rules it matched.
+    fn outcome(policy: &Policy, context: &mut Context, record: Record) -> (bool, Vec<String>) {
+        let names = |m: &[usize]| m.iter().map(|&i| policy.rules[i].name.clone()).collect();
+        match policy.evaluate_record(context, &record) {
+            Some(Evaluated::Remembered(Verdict::Matched(m))) => (true, names(&m)),
+            Some(Evaluated::Flat(flat, Verdict::Matched(m))) => {
+                // The same verdict as evaluating the flat record afresh.
+                assert_eq!(policy.evaluate(&flat), Verdict::Matched(m.clone()));
+                (false, names(&m))
+            }
+            Some(Evaluated::Remembered(Verdict::Dropped)) => (true, vec!["(dropped)".into()]),
+            Some(Evaluated::Flat(_, Verdict::Dropped)) => (false, vec!["(dropped)".into()]),
+            None => panic!("not an event or flow"),
+        }
+    }
+
+    /// A record like an earlier one of its process snapshot (same file, type and flags) gets
+    /// its quiet verdict unflattened; anything the verdict depends on that changes (the flags,
+    /// the process, its container, the file record, the policy) makes it evaluated again, and
+    /// a match is never remembered.
+    #[test]
+    fn quiet_verdicts_are_remembered_until_what_settles_them_changes() {
+        let rules = policy(RULES);
+        let mut context = Context::default();
+        context.push(Record::Header(SfHeader::default()));
+        context.push(process(SfObjectState::Created, "/bin/bash"));
+        context.push(file("/tmp/x"));
+        let quiet = (false, Vec::<String>::new());
+        let remembered = (true, Vec::<String>::new());
+        assert_eq!(outcome(&rules, &mut context, flow(OPEN | READ)), quiet);
+        assert_eq!(outcome(&rules, &mut context, flow(OPEN | READ)), remembered);
+        assert_eq!(outcome(&rules, &mut context, flow(OPEN)), quiet);
+        assert_eq!(outcome(&rules, &mut context, flow(OPEN)), remembered);
+        assert_eq!(outcome(&rules, &mut context, flow(OPEN | READ)), remembered);
+        // The file record comes again, under /etc: evaluated again, and it matches.
+        context.push(file("/etc/passwd"));
+        let etc = (false, vec!["etc touched".to_string()]);
+        assert_eq!(outcome(&rules, &mut context, flow(OPEN | READ)), etc);
+        assert_eq!(outcome(&rules, &mut context, flow(OPEN | READ)), etc);
+        assert_eq!(outcome(&rules, &mut context, flow(OPEN)), quiet);
+        assert_eq!(outcome(&rules, &mut context, flow(OPEN)), remembered);
+        // The process becomes /bin/sh: its opens now match.
+        context.push(process(SfObjectState::Modified, "/bin/sh"));
+        let shell = (false, vec!["shell opens".to_string()]);
+        assert_eq!(outcome(&rules, &mut context, flow(OPEN)), shell);
+        assert_eq!(outcome(&rules, &mut context, flow(OPEN)), shell);
+        // A container record changes what every process is joined with.
+        context.push(process(SfObjectState::Modified, "/bin/bash"));
+        assert_eq!(outcome(&rules, &mut context, flow(OPEN)), quiet);
+        assert_eq!(outcome(&rules, &mut context, flow(OPEN)), remembered);
+        context.push(Record::Container(sysflow::Container {
+            id: "c1".into(),
+            ..Default::default()
+        }));
+        assert_eq!(outcome(&rules, &mut context, flow(OPEN)), quiet);
+        // Another policy: its own verdicts.
+        let other = policy(&RULES.replace("/bin/sh", "/bin/bash"));
+        assert_eq!(outcome(&other, &mut context, flow(OPEN)), shell);
+        assert_eq!(outcome(&rules, &mut context, flow(OPEN)), quiet);
+        assert_eq!(outcome(&rules, &mut context, flow(OPEN)), remembered);
+    }
+
+    /// A rule or filter that reads more of a record than its type and flags (here its byte
+    /// counts) keeps every record evaluated; filters' drops are remembered like no match.
+    #[test]
+    fn verdicts_that_read_the_record_are_not_remembered() {
+        let counted = |bytes: i64| {
+            Record::FileFlow(FileFlow {
+                proc_oid: PID,
+                file_oid: Foid([1; 20]),
+                op_flags: READ,
+                num_r_recv_bytes: bytes,
+                ..Default::default()
+            })
+        };
+        let mut context = Context::default();
+        context.push(Record::Header(SfHeader::default()));
+        context.push(process(SfObjectState::Created, "/bin/cat"));
+        context.push(file("/var/log/big"));
+        let big = policy(&format!(
+            "{RULES}- rule: big read\n  desc: d\n  condition: sf.type = FF and sf.flow.rbytes > 1000\n  priority: low\n"
+        ));
+        // Counters share a slot and are added to themselves (see the flat module).
+        let read = |context: &mut Context, bytes| outcome(&big, context, counted(bytes));
+        assert_eq!(read(&mut context, 10), (false, vec![]));
+        assert_eq!(read(&mut context, 10), (false, vec![]));
+        assert_eq!(
+            read(&mut context, 5000),
+            (false, vec!["big read".to_string()])
+        );
+        // The rule is out for other record types: those are remembered.
+        let event = || {
+            Record::ProcessEvent(sysflow::ProcessEvent {
+                proc_oid: PID,
+                op_flags: 1 << 1,
+                ..Default::default()
+            })
+        };
+        assert_eq!(outcome(&big, &mut context, event()), (false, vec![]));
+        assert_eq!(outcome(&big, &mut context, event()), (true, vec![]));
+        // A filter on the process: its drops remembered.
+        let dropped = (false, vec!["(dropped)".to_string()]);
+        let cat = policy(&format!(
+            "{RULES}- filter: no_cat\n  condition: sf.proc.exe = /bin/cat\n"
+        ));
+        assert!(cat.filters_settled.iter().all(|&s| s));
+        assert_eq!(outcome(&cat, &mut context, counted(10)), dropped);
+        assert_eq!(
+            outcome(&cat, &mut context, counted(20)),
+            (true, vec!["(dropped)".to_string()])
+        );
+        // A filter on the counters: nothing remembered, dropped or not.
+        let small = policy(&format!(
+            "{RULES}- filter: small\n  condition: sf.flow.rbytes < 100\n"
+        ));
+        assert!(!small.filters_settled.iter().any(|&s| s));
+        assert_eq!(outcome(&small, &mut context, counted(10)), dropped);
+        assert_eq!(outcome(&small, &mut context, counted(10)), dropped);
+        assert_eq!(outcome(&small, &mut context, counted(500)), (false, vec![]));
+        assert_eq!(outcome(&small, &mut context, counted(500)), (false, vec![]));
     }
 
     /// A process's records are joined with its container as it is now: a container record

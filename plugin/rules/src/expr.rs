@@ -457,6 +457,48 @@ impl Expr {
         }
     }
 
+    /// Whether the term's result is settled by the record's process snapshot, its file, its
+    /// type and its operation and open flags: it reads nothing else of the record (counters,
+    /// times, addresses, the new file of a file event). Two records alike in those get the
+    /// same result. `new_file`: whether the records have a new file (only file events do:
+    /// for the others, its attributes read nothing).
+    pub fn settled_by_key(&self, new_file: bool) -> bool {
+        let operand = |o: &Operand| match o {
+            Operand::Literal(_) => true,
+            Operand::Attr(a) | Operand::Path(a, _) => {
+                a.scope() != Scope::Record
+                    || matches!(
+                        a,
+                        Attr::Type
+                            | Attr::OpFlags
+                            | Attr::FileOpenFlags
+                            | Attr::FileIsOpenRead
+                            | Attr::FileIsOpenWrite
+                    )
+                    || (!new_file
+                        && matches!(
+                            a,
+                            Attr::FileNewName
+                                | Attr::FileNewPath
+                                | Attr::FileNewSymlink
+                                | Attr::FileNewOid
+                                | Attr::FileNewDirectory
+                        ))
+            }
+        };
+        match self {
+            Expr::Const(_) | Expr::OpFlagsAny { .. } | Expr::OpenFlagsAny { .. } => true,
+            // Reads only its entity, whatever the term.
+            Expr::Memoized { .. } => true,
+            Expr::Not(e) | Expr::Shared { term: e, .. } => e.settled_by_key(new_file),
+            Expr::All(t) | Expr::Any(t) => t.iter().all(|e| e.settled_by_key(new_file)),
+            Expr::Exists(o) | Expr::In { left: o, .. } | Expr::PMatch { left: o, .. } => operand(o),
+            Expr::Str { left, right, .. } | Expr::Int { left, right, .. } => {
+                operand(left) && operand(right)
+            }
+        }
+    }
+
     /// Wraps the largest terms of `exprs` that read only the process snapshot or only the
     /// file as [`Expr::Memoized`] (the same term in several places gets one slot); returns
     /// the number of slots per process and per file. Such a term is then evaluated for the

@@ -22,6 +22,7 @@ use crate::{
     attrs::{Attr, Operand, Scope},
     compiler::Rule,
     expr::{Expr, Fields, Memo, StrOp, text},
+    flat::Kind,
 };
 
 /// What the index found for one entity: the rules its anchors select (looked up at its first
@@ -70,6 +71,9 @@ pub struct RuleIndex {
     op_free: Vec<u64>,
     op_by_bit: [Vec<Vec<u64>>; 2],
     op_none: Vec<u64>,
+    /// Per record type: the rules whose result the record's process snapshot, file, type
+    /// and flags settle ([`Expr::settled_by_key`]).
+    settled: [Vec<u64>; 5],
 }
 
 /// The values a conjunction's term requires of an attribute, if it is such a term.
@@ -180,6 +184,17 @@ impl RuleIndex {
                 })
                 .collect();
         }
+        for (slot, settled) in self.settled.iter_mut().enumerate() {
+            *settled = vec![0; words];
+            for (i, rule) in rules.iter().enumerate() {
+                if rule
+                    .condition
+                    .settled_by_key(slot == Kind::FileEvent.slot())
+                {
+                    set(settled, i);
+                }
+            }
+        }
         self.op_free = vec![0; words];
         self.op_none = vec![0; words];
         self.op_by_bit = std::array::from_fn(|_| vec![vec![0; words]; 32]);
@@ -230,7 +245,9 @@ impl RuleIndex {
     /// Sets in `candidates` (a bit per rule) the rules that can match `record`, of type
     /// `slot`. `entities` are what is known of the record's process snapshot and file (None
     /// without one); it learns what it did not know, evaluating entity terms with `memo`.
-    /// `selected` is scratch space.
+    /// `selected` is scratch space. Returns whether every rule the record's type, flags and
+    /// entities leave possible is settled by them (see [`Expr::settled_by_key`]): then any
+    /// record alike in those has the same candidates and results.
     pub fn candidates(
         &self,
         record: &impl Fields,
@@ -239,7 +256,7 @@ impl RuleIndex {
         selected: &mut Vec<u64>,
         entities: [Option<&mut EntityRules>; 2],
         memo: &mut Memo,
-    ) {
+    ) -> bool {
         candidates.clear();
         candidates.extend_from_slice(&self.by_type[slot]);
         self.narrow_by_op_flags(record, candidates);
@@ -276,7 +293,12 @@ impl RuleIndex {
                 *candidate &= entity.possible[w];
             }
         }
+        let settled = candidates
+            .iter()
+            .zip(&self.settled[slot])
+            .all(|(c, s)| c & !s == 0);
         self.narrow(record, Scope::Record, candidates, selected);
+        settled
     }
 
     /// Clears from `candidates` the rules anchored on an attribute of `scope` whose values

@@ -15,5 +15,6 @@ pub mod json;
 pub mod lexer;
 pub mod parser;
 pub mod runner;
+pub mod verdicts;
 
 pub use compiler::{CompileError, Lint, Policy, Priority, Rule, compile_paths};

@@ -11,7 +11,7 @@ use sysflow::{SysFlowReader, reader::ReadItem};
 use crate::{
     Policy,
     attrs::Attr,
-    engine::Mode,
+    engine::{Evaluated, Mode, Verdict},
     flat::{Context, Flat},
     json,
 };
@@ -54,6 +54,9 @@ pub enum RunError {
 pub struct RunStats {
     pub records: u64,
     pub evaluated: u64,
+    /// Evaluated records whose verdict was remembered from an earlier one
+    /// ([`crate::verdicts`]).
+    pub remembered: u64,
     pub dropped: u64,
     pub written: u64,
 }
@@ -105,15 +108,26 @@ pub fn run(
                 ReadItem::Record(r) => r,
                 ReadItem::Unknown { .. } => continue,
             };
-            let Some(flat) = context.push(record) else {
+            let Some(evaluated) = policy.evaluate_record(&mut context, &record) else {
+                context.push(record);
                 continue;
             };
             stats.evaluated += 1;
-            let verdict = policy.evaluate(&flat);
-            if verdict == crate::engine::Verdict::Dropped {
+            let (flat, verdict) = match evaluated {
+                Evaluated::Flat(flat, verdict) => (Some(flat), verdict),
+                Evaluated::Remembered(verdict) => {
+                    stats.remembered += 1;
+                    (None, verdict)
+                }
+            };
+            if verdict == Verdict::Dropped {
                 stats.dropped += 1;
             }
             let Some(matched) = mode.output(verdict) else {
+                continue;
+            };
+            // A remembered verdict written all the same (enrich mode): flattened now.
+            let Some(flat) = flat.or_else(|| context.flat_of(&record)) else {
                 continue;
             };
             stats.written += 1;

@@ -19,7 +19,12 @@ use std::{
 };
 
 use sysflow::{Record, SfHeader};
-use sysflow_rules::{Policy, engine::Verdict, flat::Context, flat::Flat, json};
+use sysflow_rules::{
+    Policy,
+    engine::{Evaluated, Verdict},
+    flat::{Context, Flat},
+    json,
+};
 use tracing::{info, warn};
 
 use super::{LoadedRules, alert_files::AlertFiles};
@@ -224,13 +229,15 @@ impl Worker {
                         }
                     }
                     Job::Record(record) => {
-                        if let Some(flat) = context.flat_of(record) {
-                            evaluated += 1;
-                            if let Verdict::Matched(matched) = self.policy.evaluate(&flat)
-                                && !matched.is_empty()
+                        match self.policy.evaluate_record(&mut context, record) {
+                            Some(Evaluated::Flat(flat, Verdict::Matched(matched)))
+                                if !matched.is_empty() =>
                             {
+                                evaluated += 1;
                                 self.alert(&flat, &matched);
                             }
+                            Some(_) => evaluated += 1,
+                            None => {}
                         }
                     }
                     Job::Tick(now) => {

@@ -11,7 +11,7 @@ use std::{
 use sysflow::{Container, File, Process};
 
 use super::{Header, PodEntry};
-use crate::{golang, index::EntityRules};
+use crate::{golang, index::EntityRules, verdicts::QuietVerdicts};
 
 /// A process as cached, with its command line (`exe args`, always with the space) made once
 /// for all its records.
@@ -52,11 +52,13 @@ pub struct Tree {
 /// freed and its address reused by another while the results stand for it.
 #[derive(Debug, Default)]
 pub struct EntityMemo {
-    key: Option<MemoKey>,
+    pub(super) key: Option<MemoKey>,
     /// One per memoized term of the entity's scope.
     pub slots: Vec<u8>,
     /// The rules the entity leaves possible (see [`crate::index`]).
     pub rules: EntityRules,
+    /// A process snapshot's quiet verdicts (see [`crate::verdicts`]; a file's stays empty).
+    pub verdicts: QuietVerdicts,
 }
 
 impl EntityMemo {
@@ -73,6 +75,7 @@ impl EntityMemo {
             self.slots.clear();
             self.slots.resize(slots, 0);
             self.rules.clear();
+            self.verdicts.clear();
         }
         self
     }
@@ -88,8 +91,26 @@ pub(super) struct MemoKey {
     pub(super) header: Option<Rc<Header>>,
 }
 
+impl MemoKey {
+    /// Whether the memo was made under `policy` for a snapshot joined with these entities.
+    pub(super) fn is_for(
+        &self,
+        policy: u64,
+        process: Option<&Rc<ProcessEntry>>,
+        container: Option<&Rc<Container>>,
+        pod: Option<&Rc<PodEntry>>,
+        header: Option<&Rc<Header>>,
+    ) -> bool {
+        self.policy == policy
+            && same(self.process.as_ref(), process)
+            && same(self.container.as_ref(), container)
+            && same(self.pod.as_ref(), pod)
+            && same(self.header.as_ref(), header)
+    }
+}
+
 /// Whether both are the same entity (or both none).
-pub(super) fn same<T>(a: &Option<Rc<T>>, b: &Option<Rc<T>>) -> bool {
+fn same<T>(a: Option<&Rc<T>>, b: Option<&Rc<T>>) -> bool {
     match (a, b) {
         (Some(a), Some(b)) => Rc::ptr_eq(a, b),
         (None, None) => true,
@@ -102,6 +123,9 @@ pub(super) fn same<T>(a: &Option<Rc<T>>, b: &Option<Rc<T>>) -> bool {
 #[derive(Debug)]
 pub struct FileEntry {
     pub file: File,
+    /// Tells this file record from any other of its context, even one at the same address
+    /// after this one is freed (remembered verdicts name files by it).
+    pub(super) serial: u64,
     /// The path and symlink of a `src->dst` path; None (the usual case): the path as it is.
     sym: OnceCell<Option<(String, String)>>,
     /// The directory, when `filepath.Dir` has to clean the path.
@@ -118,9 +142,10 @@ impl std::ops::Deref for FileEntry {
 }
 
 impl FileEntry {
-    pub(super) fn new(file: File) -> FileEntry {
+    pub(super) fn new(file: File, serial: u64) -> FileEntry {
         FileEntry {
             file,
+            serial,
             sym: OnceCell::new(),
             directory: OnceCell::new(),
             oid: OnceCell::new(),

@@ -28,7 +28,7 @@ mod entities;
 mod values;
 
 pub use entities::{EntityMemo, FileEntry, ProcessEntry, Tree};
-use entities::{MemoKey, borrow_memo, same};
+use entities::{MemoKey, borrow_memo};
 
 use sysflow::{Container, Foid, Oid, Pod, Process, Record, SfObjectState};
 
@@ -36,6 +36,7 @@ use crate::{
     attrs::{Attr, Value},
     expr::Fields,
     golang,
+    verdicts::RecordKey,
 };
 
 /// The record types the engine sees, with sf-processor's type numbers.
@@ -107,6 +108,8 @@ pub struct Context {
     trees: HashMap<Oid, Joined>,
     /// Moves on with every container and pod change (see [`Joined`]).
     generation: u64,
+    /// The last file record's serial ([`FileEntry`]).
+    file_serials: u64,
 }
 
 /// What a process's records are joined with: its tree (as first looked up, kept until the
@@ -234,7 +237,9 @@ impl Context {
             }
             Record::File(mut f) => {
                 f.path = f.path.trim().to_string();
-                self.files.insert(f.oid, Rc::new(FileEntry::new(f)));
+                self.file_serials += 1;
+                let entry = FileEntry::new(f, self.file_serials);
+                self.files.insert(entry.file.oid, Rc::new(entry));
                 None
             }
             other => self.flat_of(&other),
@@ -328,6 +333,58 @@ impl Context {
             | Record::NetworkEvent(_)
             | Record::ProcessFlow(_) => None,
         }
+    }
+
+    /// The process a flow or event belongs to, and what else a settled verdict depends on
+    /// ([`crate::verdicts`]); None for other records.
+    pub fn record_key(&self, record: &Record) -> Option<(Oid, RecordKey)> {
+        let file = |oid: &Foid| self.files.get(oid).map_or(0, |f| f.serial);
+        let (oid, key) = match record {
+            Record::ProcessEvent(e) => (e.proc_oid, (0, Kind::ProcessEvent, e.op_flags, 0)),
+            Record::NetworkFlow(f) => (f.proc_oid, (0, Kind::NetworkFlow, f.op_flags, f.sip)),
+            Record::FileFlow(f) => (
+                f.proc_oid,
+                (file(&f.file_oid), Kind::FileFlow, f.op_flags, f.open_flags),
+            ),
+            Record::FileEvent(e) => (
+                e.proc_oid,
+                (file(&e.file_oid), Kind::FileEvent, e.op_flags, 0),
+            ),
+            _ => return None,
+        };
+        let (file, kind, op_flags, open_flags) = key;
+        Some((
+            oid,
+            RecordKey {
+                file,
+                kind,
+                op_flags,
+                open_flags,
+            },
+        ))
+    }
+
+    /// The memo of process `oid`'s snapshot under policy `policy`, when the process's
+    /// records were evaluated under it since the process, its container or pod or the header
+    /// last changed (None otherwise): what the next record would be joined with is what the
+    /// memo was made for.
+    pub fn current_process_memo(&self, oid: Oid, policy: u64) -> Option<RefMut<'_, EntityMemo>> {
+        let joined = self.trees.get(&oid)?;
+        let current = joined
+            .current
+            .as_ref()
+            .filter(|c| c.generation == self.generation)?;
+        let memo = borrow_memo(&joined.tree.memo);
+        memo.key
+            .as_ref()?
+            .is_for(
+                policy,
+                Some(&current.process),
+                current.container.as_ref(),
+                current.pod.as_ref(),
+                self.header.as_ref(),
+            )
+            .then_some(memo)
     }
 
     /// A live source's entities go when the agent forgets them (a trace has its header reset
@@ -596,11 +653,13 @@ impl Flat {
         let mut memo = borrow_memo(&self.tree.as_ref()?.memo);
         memo.for_key(
             |k| {
-                k.policy == policy
-                    && same(&k.process, &self.process)
-                    && same(&k.container, &self.container)
-                    && same(&k.pod, &self.pod)
-                    && same(&k.header, &self.header)
+                k.is_for(
+                    policy,
+                    self.process.as_ref(),
+                    self.container.as_ref(),
+                    self.pod.as_ref(),
+                    self.header.as_ref(),
+                )
             },
             || MemoKey {
                 policy,
