@@ -53,7 +53,34 @@ pub enum Evaluated {
     /// type and flags, which settle it: a filter dropped it, or no rule matched. The record
     /// was not flattened.
     Remembered(Verdict),
-    Flat(Flat, Verdict),
+    Flat {
+        flat: Flat,
+        verdict: Verdict,
+        /// Whether the record's process snapshot, file, type and flags settle the verdict.
+        settled: bool,
+    },
+}
+
+impl Evaluated {
+    pub fn verdict(&self) -> &Verdict {
+        match self {
+            Evaluated::Remembered(verdict) | Evaluated::Flat { verdict, .. } => verdict,
+        }
+    }
+
+    /// Whether every record alike in process snapshot, file, type and flags gets no output
+    /// in alert mode: dropped or matching no rule, settled by those.
+    pub fn settled_quiet(&self) -> bool {
+        let quiet = match self.verdict() {
+            Verdict::Dropped => true,
+            Verdict::Matched(m) => m.is_empty(),
+        };
+        quiet
+            && match self {
+                Evaluated::Remembered(_) => true,
+                Evaluated::Flat { settled, .. } => *settled,
+            }
+    }
 }
 
 impl Policy {
@@ -75,7 +102,11 @@ impl Policy {
         {
             memo.verdicts.insert(key, &verdict);
         }
-        Some(Evaluated::Flat(flat, verdict))
+        Some(Evaluated::Flat {
+            flat,
+            verdict,
+            settled,
+        })
     }
 
     pub fn evaluate(&self, flat: &Flat) -> Verdict {
@@ -263,13 +294,20 @@ mod tests {
         let names = |m: &[usize]| m.iter().map(|&i| policy.rules[i].name.clone()).collect();
         match policy.evaluate_record(context, &record) {
             Some(Evaluated::Remembered(Verdict::Matched(m))) => (true, names(&m)),
-            Some(Evaluated::Flat(flat, Verdict::Matched(m))) => {
+            Some(Evaluated::Flat {
+                flat,
+                verdict: Verdict::Matched(m),
+                ..
+            }) => {
                 // The same verdict as evaluating the flat record afresh.
                 assert_eq!(policy.evaluate(&flat), Verdict::Matched(m.clone()));
                 (false, names(&m))
             }
             Some(Evaluated::Remembered(Verdict::Dropped)) => (true, vec!["(dropped)".into()]),
-            Some(Evaluated::Flat(_, Verdict::Dropped)) => (false, vec!["(dropped)".into()]),
+            Some(Evaluated::Flat {
+                verdict: Verdict::Dropped,
+                ..
+            }) => (false, vec!["(dropped)".into()]),
             None => panic!("not an event or flow"),
         }
     }

@@ -114,7 +114,7 @@ pub fn run(
             };
             stats.evaluated += 1;
             let (flat, verdict) = match evaluated {
-                Evaluated::Flat(flat, verdict) => (Some(flat), verdict),
+                Evaluated::Flat { flat, verdict, .. } => (Some(flat), verdict),
                 Evaluated::Remembered(verdict) => {
                     stats.remembered += 1;
                     (None, verdict)

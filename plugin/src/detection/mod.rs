@@ -1,10 +1,11 @@
 //! Detection rules (sf-processor's policy language, the `sysflow-rules` crate) in the agent:
 //! the rules in force and their reloading (`watch`), the sink that evaluates every record the
-//! agent writes on a worker thread of its own (`sink`), the alert files (`alert_files`), and
-//! the command-line tools (`cli`).
+//! agent writes on a worker thread of its own (`sink`, with the records known quiet in
+//! `quiet`), the alert files (`alert_files`), and the command-line tools (`cli`).
 
 pub mod alert_files;
 pub mod cli;
+pub mod quiet;
 pub mod sink;
 pub mod watch;
 

@@ -1,0 +1,323 @@
+//! Records the rules cannot alert on, known on the pipeline's side so they are not handed to
+//! the worker at all. The worker reports the records whose verdict was quiet (no rule matched
+//! or a filter dropped them) and settled by their process, file, type and flags alone (see
+//! `sysflow_rules::verdicts`); a later record alike in those is counted as evaluated where it
+//! passes, without being copied, queued or looked at again. Most of a busy node's records
+//! repeat: the same process reading the same file, or writing the same log.
+//!
+//! What the worker reports stands for the entities as they were when it evaluated, so what
+//! the sink learns must not outlive them: a process or file that comes again or goes takes
+//! its keys with it, a container or pod change or new rules take them all, and a report is
+//! taken only for processes and files that did not change since its batch began (the changes
+//! that passed are kept, stamped, for as long as reports may still come for them).
+
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashSet};
+use sysflow::{Foid, Oid, Record};
+
+use crate::state::{Entity, Forget};
+
+/// What settles a record's verdict besides its process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Alike {
+    file: Option<Foid>,
+    /// The record's type, as its `Record` branch index.
+    branch: u8,
+    op_flags: i32,
+    /// A file flow's open flags, a network flow's source address.
+    open_flags: i32,
+}
+
+/// A record as far as a settled verdict goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuietKey {
+    process: Oid,
+    alike: Alike,
+}
+
+impl QuietKey {
+    /// The key of an event or flow the rules evaluate (None for other records).
+    pub fn of(record: &Record) -> Option<QuietKey> {
+        let branch = record.branch_index() as u8;
+        let (process, file, op_flags, open_flags) = match record {
+            Record::ProcessEvent(e) => (e.proc_oid, None, e.op_flags, 0),
+            Record::NetworkFlow(f) => (f.proc_oid, None, f.op_flags, f.sip),
+            Record::FileFlow(f) => (f.proc_oid, Some(f.file_oid), f.op_flags, f.open_flags),
+            Record::FileEvent(e) => (e.proc_oid, Some(e.file_oid), e.op_flags, 0),
+            _ => return None,
+        };
+        Some(QuietKey {
+            process,
+            alike: Alike {
+                file,
+                branch,
+                op_flags,
+                open_flags,
+            },
+        })
+    }
+}
+
+/// A change to what reports stand for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Change {
+    Process(Oid),
+    File(Foid),
+    All,
+}
+
+/// The keys the worker reported, per process the last [`QuietRecords::PER_PROCESS`].
+#[derive(Default)]
+pub struct QuietRecords {
+    by_process: HashMap<Oid, Vec<Alike>>,
+    /// Every file a key names (a file record that comes again takes all keys).
+    files: HashSet<Foid>,
+    /// Moves on with every change.
+    epoch: u64,
+    /// The last [`QuietRecords::CHANGES`] changes, each with the epoch it moved to, oldest
+    /// first.
+    changes: VecDeque<(u64, Change)>,
+    /// Reports of batches begun before this epoch are not taken: changes since then were
+    /// let go, so they cannot be checked.
+    floor: u64,
+}
+
+impl QuietRecords {
+    pub const PER_PROCESS: usize = 8;
+    /// Processes with keys; past this all are forgotten (and learnt again).
+    pub const PROCESSES: usize = 4096;
+    /// Changes kept: seconds of a busy node's, more than a report takes to come back.
+    pub const CHANGES: usize = 8192;
+
+    pub fn contains(&self, key: &QuietKey) -> bool {
+        self.by_process
+            .get(&key.process)
+            .is_some_and(|keys| keys.contains(&key.alike))
+    }
+
+    /// Where the changes stand: a batch begun now is told by this.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn changed(&mut self, change: Change) {
+        self.epoch += 1;
+        if self.changes.len() == Self::CHANGES
+            && let Some((stamp, _)) = self.changes.pop_front()
+        {
+            self.floor = stamp;
+        }
+        self.changes.push_back((self.epoch, change));
+        match change {
+            Change::Process(oid) => {
+                self.by_process.remove(&oid);
+            }
+            Change::File(oid) => {
+                if self.files.contains(&oid) {
+                    self.by_process.clear();
+                    self.files.clear();
+                }
+            }
+            Change::All => {
+                self.by_process.clear();
+                self.files.clear();
+            }
+        }
+    }
+
+    /// An entity passes on its way to the worker: the keys it may change go.
+    pub fn entity(&mut self, entity: &Entity) {
+        self.changed(match entity {
+            Entity::Process(p) => Change::Process(p.oid),
+            Entity::File(f) => Change::File(f.oid),
+            Entity::Container(_) | Entity::Pod(_) => Change::All,
+        });
+    }
+
+    pub fn forget(&mut self, forget: &Forget) {
+        self.changed(match forget {
+            Forget::Process(oid) => Change::Process(*oid),
+            Forget::File(oid) => Change::File(*oid),
+            Forget::Container(_) | Forget::Pod(_) => Change::All,
+        });
+    }
+
+    /// New rules, or entities the worker never got (a batch dropped).
+    pub fn forget_all(&mut self) {
+        self.changed(Change::All);
+    }
+
+    /// Takes what the worker reported of a batch begun at `epoch`, but for the processes
+    /// and files that changed since.
+    pub fn learn(&mut self, epoch: u64, keys: &[QuietKey]) {
+        if epoch < self.floor || keys.is_empty() {
+            return;
+        }
+        let mut processes = HashSet::default();
+        let mut files = HashSet::default();
+        for (_, change) in self.changes.iter().rev().take_while(|(at, _)| *at > epoch) {
+            match change {
+                Change::Process(oid) => {
+                    processes.insert(*oid);
+                }
+                Change::File(oid) => {
+                    files.insert(*oid);
+                }
+                Change::All => return,
+            }
+        }
+        for key in keys {
+            if processes.contains(&key.process)
+                || key.alike.file.is_some_and(|f| files.contains(&f))
+            {
+                continue;
+            }
+            if self.by_process.len() >= Self::PROCESSES
+                && !self.by_process.contains_key(&key.process)
+            {
+                self.by_process.clear();
+                self.files.clear();
+            }
+            let known = self.by_process.entry(key.process).or_default();
+            if known.contains(&key.alike) {
+                continue;
+            }
+            if known.len() == Self::PER_PROCESS {
+                known.remove(0);
+            }
+            known.push(key.alike);
+            if let Some(file) = key.alike.file {
+                self.files.insert(file);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sysflow::{File, FileFlow, Process};
+
+    use super::*;
+
+    const P: Oid = Oid {
+        hpid: 10,
+        create_ts: 1,
+    };
+    const Q: Oid = Oid {
+        hpid: 11,
+        create_ts: 1,
+    };
+
+    fn flow(process: Oid, file: u8, op_flags: i32, bytes: i64) -> Record {
+        Record::FileFlow(FileFlow {
+            proc_oid: process,
+            file_oid: Foid([file; 20]),
+            op_flags,
+            num_r_recv_bytes: bytes,
+            ..Default::default()
+        })
+    }
+
+    fn key(process: Oid, file: u8) -> QuietKey {
+        QuietKey::of(&flow(process, file, 1 << 8, 4096)).unwrap()
+    }
+
+    fn file(oid: u8) -> Entity {
+        Entity::File(File {
+            oid: Foid([oid; 20]),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn records_alike_but_for_their_counters_share_a_key() {
+        let mut quiet = QuietRecords::default();
+        quiet.learn(quiet.epoch(), &[key(P, 1)]);
+        let alike = |r: Record| quiet.contains(&QuietKey::of(&r).unwrap());
+        assert!(alike(flow(P, 1, 1 << 8, 1)));
+        assert!(!alike(flow(P, 1, 1 << 9, 4096)));
+        assert!(!alike(flow(P, 2, 1 << 8, 4096)));
+        assert!(!alike(flow(Q, 1, 1 << 8, 4096)));
+        // Records the rules do not evaluate have no key.
+        assert_eq!(QuietKey::of(&Record::File(File::default())), None);
+    }
+
+    /// A report is taken but for what changed since its batch began; what passes takes the
+    /// keys it changes.
+    #[test]
+    fn learns_only_what_did_not_change_since_and_forgets_what_changes() {
+        let mut quiet = QuietRecords::default();
+        // Another file and another process changed meanwhile: taken.
+        let begun = quiet.epoch();
+        quiet.entity(&file(9));
+        quiet.forget(&Forget::Process(Q));
+        quiet.learn(begun, &[key(P, 1)]);
+        assert!(quiet.contains(&key(P, 1)));
+        // The process changed meanwhile: its keys are not taken, the others' are.
+        let begun = quiet.epoch();
+        quiet.entity(&Entity::Process(Process {
+            oid: P,
+            ..Default::default()
+        }));
+        assert!(!quiet.contains(&key(P, 1)));
+        quiet.learn(begun, &[key(P, 1), key(Q, 3)]);
+        assert!(!quiet.contains(&key(P, 1)));
+        assert!(quiet.contains(&key(Q, 3)));
+        // The file changed meanwhile: not taken. A file record for a file a key named takes
+        // all keys; one for another file none.
+        let begun = quiet.epoch();
+        quiet.forget(&Forget::File(Foid([1; 20])));
+        quiet.learn(begun, &[key(P, 1), key(Q, 3)]);
+        assert!(!quiet.contains(&key(P, 1)));
+        assert!(quiet.contains(&key(Q, 3)));
+        quiet.entity(&file(7));
+        assert!(quiet.contains(&key(Q, 3)));
+        quiet.entity(&file(3));
+        assert!(!quiet.contains(&key(Q, 3)));
+        // A container takes all, and nothing reported from before it is taken.
+        quiet.learn(quiet.epoch(), &[key(P, 1)]);
+        let begun = quiet.epoch();
+        quiet.entity(&Entity::Container(Default::default()));
+        assert!(!quiet.contains(&key(P, 1)));
+        quiet.learn(begun, &[key(Q, 4)]);
+        assert!(!quiet.contains(&key(Q, 4)));
+        // So do new rules.
+        quiet.learn(quiet.epoch(), &[key(Q, 4)]);
+        quiet.forget_all();
+        assert!(!quiet.contains(&key(Q, 4)));
+    }
+
+    #[test]
+    fn what_is_kept_is_bounded() {
+        let mut quiet = QuietRecords::default();
+        let keys: Vec<QuietKey> = (0..10).map(|f| key(P, f)).collect();
+        quiet.learn(0, &keys);
+        // The last eight of the process.
+        assert!(!quiet.contains(&keys[1]));
+        assert!(keys[2..].iter().all(|k| quiet.contains(k)));
+        let many: Vec<QuietKey> = (0..QuietRecords::PROCESSES as i64 + 1)
+            .map(|hpid| QuietKey::of(&flow(Oid { hpid, create_ts: 0 }, 1, 1, 0)).unwrap())
+            .collect();
+        quiet.learn(0, &many);
+        // Full (with P) at the one before last: all forgotten, then the last two learnt.
+        assert_eq!(quiet.by_process.len(), 2);
+        assert!(!quiet.contains(&keys[9]));
+        assert!(quiet.contains(many.last().unwrap()));
+        // Changes: the oldest let go, and a report from a batch it may have overtaken is not
+        // taken.
+        let begun = quiet.epoch();
+        for _ in 0..QuietRecords::CHANGES {
+            quiet.entity(&file(200));
+        }
+        assert_eq!(quiet.changes.len(), QuietRecords::CHANGES);
+        quiet.learn(begun, &[key(Q, 5)]);
+        assert!(quiet.contains(&key(Q, 5)));
+        quiet.entity(&file(200));
+        assert_eq!(quiet.changes.len(), QuietRecords::CHANGES);
+        quiet.learn(begun, &[key(Q, 6)]);
+        assert!(!quiet.contains(&key(Q, 6)));
+        quiet.learn(begun + 1, &[key(Q, 6)]);
+        assert!(quiet.contains(&key(Q, 6)));
+    }
+}
