@@ -134,7 +134,7 @@ pub struct HealthMetrics {
 
 /// SysFlow record types by union branch index, as sysprint abbreviates them.
 pub const RECORD_TYPES: [&str; 12] = [
-    "H", "C", "P", "F", "PE", "PF", "NF", "FF", "FE", "NE", "POD", "KE",
+    "H", "C", "P", "F", "PE", "NF", "FF", "FE", "NE", "PF", "POD", "KE",
 ];
 
 /// Reasons kernel records are lost, in `KernelStats` order.

@@ -107,7 +107,8 @@ fn health_metrics_follow_the_conventions() {
         r#"nri_sysflow_kernel_records_dropped_total{reason="pending_table_full"} 1"#,
         r#"nri_sysflow_kernel_records_dropped_total{reason="state_unavailable"} 2"#,
         r#"nri_sysflow_kernel_records_dropped_total{reason="orphaned_counters"} 3"#,
-        r#"nri_sysflow_sysflow_records_written_total{type="FF"} 9"#,
+        r#"nri_sysflow_sysflow_records_written_total{type="FF"} 2"#,
+        r#"nri_sysflow_sysflow_records_written_total{type="FE"} 9"#,
         r#"nri_sysflow_sysflow_records_written_total{type="PE"} 4"#,
         r#"nri_sysflow_build_info{version=""#,
     ] {
@@ -275,4 +276,25 @@ fn the_losses_help_names_every_loss_and_each_is_exported_under_its_label() {
         ),
         Some(r#"nri_sysflow_losses_total{what="missing_ancestors"} 0"#)
     );
+}
+
+/// Each record type's count is labelled with its own abbreviation (the writer counts by
+/// union branch).
+#[test]
+fn record_type_labels_follow_the_union_branches() {
+    let records = [
+        (Record::ProcessEvent(Default::default()), "PE"),
+        (Record::NetworkFlow(Default::default()), "NF"),
+        (Record::FileFlow(Default::default()), "FF"),
+        (Record::FileEvent(Default::default()), "FE"),
+        (Record::NetworkEvent(Default::default()), "NE"),
+        (Record::ProcessFlow(Default::default()), "PF"),
+        (Record::Pod(Default::default()), "POD"),
+        (Record::K8sEvent(Default::default()), "KE"),
+        (Record::Process(Default::default()), "P"),
+        (Record::File(Default::default()), "F"),
+    ];
+    for (record, label) in records {
+        assert_eq!(RECORD_TYPES[record.branch_index()], label, "{record:?}");
+    }
 }
