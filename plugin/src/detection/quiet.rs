@@ -19,7 +19,7 @@ use sysflow::{Foid, Oid, Record};
 use crate::state::{Entity, Forget};
 
 /// What settles a record's verdict besides its process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Alike {
     file: Option<Foid>,
     /// The record's type, as its `Record` branch index.
@@ -30,7 +30,7 @@ struct Alike {
 }
 
 /// A record as far as a settled verdict goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct QuietKey {
     process: Oid,
     alike: Alike,
@@ -67,9 +67,12 @@ enum Change {
     All,
 }
 
-/// The keys the worker reported, per process the last [`QuietRecords::PER_PROCESS`].
+/// The keys the worker reported: at most [`QuietRecords::KEYS`], and per process the last
+/// [`QuietRecords::PER_PROCESS`] (a file server cycles through many files).
 #[derive(Default)]
 pub struct QuietRecords {
+    keys: HashSet<QuietKey>,
+    /// Each process's keys, oldest first (a process record takes them all).
     by_process: HashMap<Oid, Vec<Alike>>,
     /// Every file a key names (a file record that comes again takes all keys).
     files: HashSet<Foid>,
@@ -84,16 +87,14 @@ pub struct QuietRecords {
 }
 
 impl QuietRecords {
-    pub const PER_PROCESS: usize = 8;
-    /// Processes with keys; past this all are forgotten (and learnt again).
-    pub const PROCESSES: usize = 4096;
+    pub const PER_PROCESS: usize = 256;
+    /// Keys in all; past this all are forgotten (and learnt again).
+    pub const KEYS: usize = 16384;
     /// Changes kept: seconds of a busy node's, more than a report takes to come back.
     pub const CHANGES: usize = 8192;
 
     pub fn contains(&self, key: &QuietKey) -> bool {
-        self.by_process
-            .get(&key.process)
-            .is_some_and(|keys| keys.contains(&key.alike))
+        self.keys.contains(key)
     }
 
     /// Where the changes stand: a batch begun now is told by this.
@@ -110,20 +111,24 @@ impl QuietRecords {
         }
         self.changes.push_back((self.epoch, change));
         match change {
-            Change::Process(oid) => {
-                self.by_process.remove(&oid);
+            Change::Process(process) => {
+                for alike in self.by_process.remove(&process).unwrap_or_default() {
+                    self.keys.remove(&QuietKey { process, alike });
+                }
             }
             Change::File(oid) => {
                 if self.files.contains(&oid) {
-                    self.by_process.clear();
-                    self.files.clear();
+                    self.clear();
                 }
             }
-            Change::All => {
-                self.by_process.clear();
-                self.files.clear();
-            }
+            Change::All => self.clear(),
         }
+    }
+
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.by_process.clear();
+        self.files.clear();
     }
 
     /// An entity passes on its way to the worker: the keys it may change go.
@@ -173,20 +178,22 @@ impl QuietRecords {
             {
                 continue;
             }
-            if self.by_process.len() >= Self::PROCESSES
-                && !self.by_process.contains_key(&key.process)
-            {
-                self.by_process.clear();
-                self.files.clear();
-            }
-            let known = self.by_process.entry(key.process).or_default();
-            if known.contains(&key.alike) {
+            if self.keys.contains(key) {
                 continue;
             }
+            if self.keys.len() >= Self::KEYS {
+                self.clear();
+            }
+            let known = self.by_process.entry(key.process).or_default();
             if known.len() == Self::PER_PROCESS {
-                known.remove(0);
+                let oldest = known.remove(0);
+                self.keys.remove(&QuietKey {
+                    process: key.process,
+                    alike: oldest,
+                });
             }
             known.push(key.alike);
+            self.keys.insert(*key);
             if let Some(file) = key.alike.file {
                 self.files.insert(file);
             }
@@ -291,17 +298,22 @@ mod tests {
     #[test]
     fn what_is_kept_is_bounded() {
         let mut quiet = QuietRecords::default();
-        let keys: Vec<QuietKey> = (0..10).map(|f| key(P, f)).collect();
+        let per_process = QuietRecords::PER_PROCESS as i32;
+        let keys: Vec<QuietKey> = (0..per_process + 2)
+            .map(|flags| QuietKey::of(&flow(P, 1, flags, 0)).unwrap())
+            .collect();
         quiet.learn(0, &keys);
-        // The last eight of the process.
+        // The process's last ones.
         assert!(!quiet.contains(&keys[1]));
         assert!(keys[2..].iter().all(|k| quiet.contains(k)));
-        let many: Vec<QuietKey> = (0..QuietRecords::PROCESSES as i64 + 1)
+        assert_eq!(quiet.keys.len(), QuietRecords::PER_PROCESS);
+        // In all: full at the last one, so all forgotten and it learnt.
+        let many: Vec<QuietKey> = (0..(QuietRecords::KEYS - QuietRecords::PER_PROCESS) as i64 + 1)
             .map(|hpid| QuietKey::of(&flow(Oid { hpid, create_ts: 0 }, 1, 1, 0)).unwrap())
             .collect();
         quiet.learn(0, &many);
-        // Full (with P) at the one before last: all forgotten, then the last two learnt.
-        assert_eq!(quiet.by_process.len(), 2);
+        assert_eq!(quiet.keys.len(), 1);
+        assert_eq!(quiet.by_process.len(), 1);
         assert!(!quiet.contains(&keys[9]));
         assert!(quiet.contains(many.last().unwrap()));
         // Changes: the oldest let go, and a report from a batch it may have overtaken is not
