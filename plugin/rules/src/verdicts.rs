@@ -6,6 +6,8 @@
 //! snapshot's memo with those as key, so a repetition is neither flattened nor evaluated. A
 //! match is not remembered: its record is written, which needs it flattened anyway.
 
+use sysflow::{Foid, Oid, Record};
+
 use crate::{engine::Verdict, flat::Kind};
 
 /// What a settled verdict depends on, besides the process snapshot it is kept with.
@@ -17,6 +19,33 @@ pub struct RecordKey {
     pub op_flags: i32,
     /// The open flags slot (a network flow's source address).
     pub open_flags: i32,
+}
+
+impl RecordKey {
+    /// The process a flow or event belongs to, and its key with `file` giving its file's
+    /// serial; None for other records.
+    pub fn of(record: &Record, file: impl Fn(&Foid) -> u64) -> Option<(Oid, RecordKey)> {
+        let (oid, file, kind, op_flags, open_flags) = match record {
+            Record::ProcessEvent(e) => (e.proc_oid, 0, Kind::ProcessEvent, e.op_flags, 0),
+            Record::NetworkFlow(f) => (f.proc_oid, 0, Kind::NetworkFlow, f.op_flags, f.sip),
+            Record::FileFlow(f) => {
+                let file = file(&f.file_oid);
+                (f.proc_oid, file, Kind::FileFlow, f.op_flags, f.open_flags)
+            }
+            Record::FileEvent(e) => {
+                let file = file(&e.file_oid);
+                (e.proc_oid, file, Kind::FileEvent, e.op_flags, 0)
+            }
+            _ => return None,
+        };
+        let key = RecordKey {
+            file,
+            kind,
+            op_flags,
+            open_flags,
+        };
+        Some((oid, key))
+    }
 }
 
 /// The quiet verdicts of one process snapshot: the last [`QuietVerdicts::KEPT`] keys, with

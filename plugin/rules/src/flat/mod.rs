@@ -338,30 +338,7 @@ impl Context {
     /// The process a flow or event belongs to, and what else a settled verdict depends on
     /// ([`crate::verdicts`]); None for other records.
     pub fn record_key(&self, record: &Record) -> Option<(Oid, RecordKey)> {
-        let file = |oid: &Foid| self.files.get(oid).map_or(0, |f| f.serial);
-        let (oid, key) = match record {
-            Record::ProcessEvent(e) => (e.proc_oid, (0, Kind::ProcessEvent, e.op_flags, 0)),
-            Record::NetworkFlow(f) => (f.proc_oid, (0, Kind::NetworkFlow, f.op_flags, f.sip)),
-            Record::FileFlow(f) => (
-                f.proc_oid,
-                (file(&f.file_oid), Kind::FileFlow, f.op_flags, f.open_flags),
-            ),
-            Record::FileEvent(e) => (
-                e.proc_oid,
-                (file(&e.file_oid), Kind::FileEvent, e.op_flags, 0),
-            ),
-            _ => return None,
-        };
-        let (file, kind, op_flags, open_flags) = key;
-        Some((
-            oid,
-            RecordKey {
-                file,
-                kind,
-                op_flags,
-                open_flags,
-            },
-        ))
+        RecordKey::of(record, |oid| self.files.get(oid).map_or(0, |f| f.serial))
     }
 
     /// The memo of process `oid`'s snapshot under policy `policy`, when the process's
