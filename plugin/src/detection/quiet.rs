@@ -8,8 +8,9 @@
 //! What the worker reports stands for the entities as they were when it evaluated, so what
 //! the sink learns must not outlive them: a process or file that comes again or goes takes
 //! its keys with it, a container or pod change or new rules take them all, and a report is
-//! taken only for processes and files that did not change since its batch began (the changes
-//! that passed are kept, stamped, for as long as reports may still come for them).
+//! taken only for processes and files that did not change since its batch began (the last
+//! [`QuietRecords::CHANGES`] changes are kept, stamped; a report older than those is not
+//! taken).
 
 use std::collections::VecDeque;
 
