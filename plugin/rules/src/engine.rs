@@ -44,6 +44,16 @@ pub enum Verdict {
     Matched(Vec<usize>),
 }
 
+impl Verdict {
+    /// Dropped, or matching no rule: nothing to alert on.
+    pub fn is_quiet(&self) -> bool {
+        match self {
+            Verdict::Dropped => true,
+            Verdict::Matched(m) => m.is_empty(),
+        }
+    }
+}
+
 /// What evaluating a record from its context came to.
 // Returned and taken apart at once: boxing the flat record would allocate for each.
 #[allow(clippy::large_enum_variant)]
@@ -71,11 +81,7 @@ impl Evaluated {
     /// Whether every record alike in process snapshot, file, type and flags gets no output
     /// in alert mode: dropped or matching no rule, settled by those.
     pub fn settled_quiet(&self) -> bool {
-        let quiet = match self.verdict() {
-            Verdict::Dropped => true,
-            Verdict::Matched(m) => m.is_empty(),
-        };
-        quiet
+        self.verdict().is_quiet()
             && match self {
                 Evaluated::Remembered(_) => true,
                 Evaluated::Flat { settled, .. } => *settled,

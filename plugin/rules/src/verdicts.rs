@@ -21,30 +21,56 @@ pub struct RecordKey {
     pub open_flags: i32,
 }
 
-impl RecordKey {
-    /// The process a flow or event belongs to, and its key with `file` giving its file's
-    /// serial; None for other records.
-    pub fn of(record: &Record, file: impl Fn(&Foid) -> u64) -> Option<(Oid, RecordKey)> {
-        let (oid, file, kind, op_flags, open_flags) = match record {
-            Record::ProcessEvent(e) => (e.proc_oid, 0, Kind::ProcessEvent, e.op_flags, 0),
-            Record::NetworkFlow(f) => (f.proc_oid, 0, Kind::NetworkFlow, f.op_flags, f.sip),
+/// What of an event or flow its verdict can be settled by: its process, file, type,
+/// operation flags and open flags slot (a network flow's source address). The engine's memo
+/// and the agent's known-quiet records both key on these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Settling {
+    pub process: Oid,
+    pub file: Option<Foid>,
+    pub kind: Kind,
+    pub op_flags: i32,
+    pub open_flags: i32,
+}
+
+impl Settling {
+    /// None for a record that is not an event or flow with a process.
+    pub fn of(record: &Record) -> Option<Settling> {
+        let (process, file, kind, op_flags, open_flags) = match record {
+            Record::ProcessEvent(e) => (e.proc_oid, None, Kind::ProcessEvent, e.op_flags, 0),
+            Record::NetworkFlow(f) => (f.proc_oid, None, Kind::NetworkFlow, f.op_flags, f.sip),
             Record::FileFlow(f) => {
-                let file = file(&f.file_oid);
+                let file = Some(f.file_oid);
                 (f.proc_oid, file, Kind::FileFlow, f.op_flags, f.open_flags)
             }
             Record::FileEvent(e) => {
-                let file = file(&e.file_oid);
+                let file = Some(e.file_oid);
                 (e.proc_oid, file, Kind::FileEvent, e.op_flags, 0)
             }
             _ => return None,
         };
-        let key = RecordKey {
+        Some(Settling {
+            process,
             file,
             kind,
             op_flags,
             open_flags,
+        })
+    }
+}
+
+impl RecordKey {
+    /// The process a flow or event belongs to, and its key with `file` giving its file's
+    /// serial; None for other records.
+    pub fn of(record: &Record, file: impl Fn(&Foid) -> u64) -> Option<(Oid, RecordKey)> {
+        let s = Settling::of(record)?;
+        let key = RecordKey {
+            file: s.file.as_ref().map_or(0, file),
+            kind: s.kind,
+            op_flags: s.op_flags,
+            open_flags: s.open_flags,
         };
-        Some((oid, key))
+        Some((s.process, key))
     }
 }
 
@@ -77,11 +103,10 @@ impl QuietVerdicts {
 
     /// Keeps a quiet verdict (a match is not kept).
     pub fn insert(&mut self, key: RecordKey, verdict: &Verdict) {
-        let dropped = match verdict {
-            Verdict::Dropped => true,
-            Verdict::Matched(m) if m.is_empty() => false,
-            Verdict::Matched(_) => return,
-        };
+        if !verdict.is_quiet() {
+            return;
+        }
+        let dropped = *verdict == Verdict::Dropped;
         if self.entries.len() < Self::KEPT {
             self.entries.push((key, dropped));
         } else {

@@ -16,47 +16,23 @@ use std::collections::VecDeque;
 
 use foldhash::{HashMap, HashSet};
 use sysflow::{Foid, Oid, Record};
+use sysflow_rules::verdicts::Settling;
 
 use crate::state::{Entity, Forget};
 
-/// What settles a record's verdict besides its process.
+/// A record as far as a settled verdict goes (what the engine's memo keys on, with the
+/// file by its OID: the sink forgets keys when a file record passes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct Alike {
-    file: Option<Foid>,
-    /// The record's type, as its `Record` branch index.
-    branch: u8,
-    op_flags: i32,
-    /// A file flow's open flags, a network flow's source address.
-    open_flags: i32,
-}
-
-/// A record as far as a settled verdict goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct QuietKey {
-    process: Oid,
-    alike: Alike,
-}
+pub struct QuietKey(Settling);
 
 impl QuietKey {
     /// The key of an event or flow the rules evaluate (None for other records).
     pub fn of(record: &Record) -> Option<QuietKey> {
-        let branch = record.branch_index() as u8;
-        let (process, file, op_flags, open_flags) = match record {
-            Record::ProcessEvent(e) => (e.proc_oid, None, e.op_flags, 0),
-            Record::NetworkFlow(f) => (f.proc_oid, None, f.op_flags, f.sip),
-            Record::FileFlow(f) => (f.proc_oid, Some(f.file_oid), f.op_flags, f.open_flags),
-            Record::FileEvent(e) => (e.proc_oid, Some(e.file_oid), e.op_flags, 0),
-            _ => return None,
-        };
-        Some(QuietKey {
-            process,
-            alike: Alike {
-                file,
-                branch,
-                op_flags,
-                open_flags,
-            },
-        })
+        Settling::of(record).map(QuietKey)
+    }
+
+    fn process(&self) -> Oid {
+        self.0.process
     }
 }
 
@@ -74,7 +50,7 @@ enum Change {
 pub struct QuietRecords {
     keys: HashSet<QuietKey>,
     /// Each process's keys, oldest first (a process record takes them all).
-    by_process: HashMap<Oid, Vec<Alike>>,
+    by_process: HashMap<Oid, Vec<QuietKey>>,
     /// Every file a key names (a file record that comes again takes all keys).
     files: HashSet<Foid>,
     /// Moves on with every change.
@@ -113,8 +89,8 @@ impl QuietRecords {
         self.changes.push_back((self.epoch, change));
         match change {
             Change::Process(process) => {
-                for alike in self.by_process.remove(&process).unwrap_or_default() {
-                    self.keys.remove(&QuietKey { process, alike });
+                for key in self.by_process.remove(&process).unwrap_or_default() {
+                    self.keys.remove(&key);
                 }
             }
             Change::File(oid) => {
@@ -174,8 +150,7 @@ impl QuietRecords {
             }
         }
         for key in keys {
-            if processes.contains(&key.process)
-                || key.alike.file.is_some_and(|f| files.contains(&f))
+            if processes.contains(&key.process()) || key.0.file.is_some_and(|f| files.contains(&f))
             {
                 continue;
             }
@@ -185,17 +160,14 @@ impl QuietRecords {
             if self.keys.len() >= Self::KEYS {
                 self.clear();
             }
-            let known = self.by_process.entry(key.process).or_default();
+            let known = self.by_process.entry(key.process()).or_default();
             if known.len() == Self::PER_PROCESS {
                 let oldest = known.remove(0);
-                self.keys.remove(&QuietKey {
-                    process: key.process,
-                    alike: oldest,
-                });
+                self.keys.remove(&oldest);
             }
-            known.push(key.alike);
+            known.push(*key);
             self.keys.insert(*key);
-            if let Some(file) = key.alike.file {
+            if let Some(file) = key.0.file {
                 self.files.insert(file);
             }
         }
