@@ -98,6 +98,8 @@ pub struct Policy {
     /// Terms that read only a record's process snapshot (the process, its ancestors,
     /// container, pod, header), evaluated once per snapshot.
     pub process_terms: usize,
+    /// What those terms and the index read of a snapshot: alike snapshots share results.
+    pub process_reads: crate::alike::ProcessReads,
     /// Terms that read only a record's file, evaluated once per file.
     pub file_terms: usize,
     /// Tells this policy's per-process memos from another's (unique per compilation).
@@ -348,6 +350,10 @@ impl Compiler {
         (self.policy.process_terms, self.policy.file_terms) =
             Expr::memoize_by_entity(&mut conditions);
         self.policy.shared_terms = Expr::share_common_terms(&mut conditions);
+        self.policy.process_reads = crate::alike::ProcessReads::new(
+            conditions.iter().map(|c| &**c),
+            self.policy.index.anchor_attrs(crate::attrs::Scope::Process),
+        );
         self.policy.index.plan(&self.policy.rules);
         self.policy.filters_settled = std::array::from_fn(|slot| {
             let new_file = slot == crate::flat::Kind::FileEvent.slot();

@@ -5,32 +5,37 @@
 //! process snapshot gets that one's quiet verdict without being flattened
 //! ([`crate::verdicts`]).
 
+use std::{cell::RefCell, rc::Rc};
+
 use sysflow::Record;
 
 use crate::{
     Policy,
+    alike::{Alike, TermResults},
     expr::Memo,
-    flat::{Context, EntityMemo, Flat},
+    flat::{Context, Flat},
     index::{EntityRules, ones},
 };
 
 /// Per record, reused rather than allocated: the candidate rules (bits), scratch bits for the
-/// index, and the memo of shared terms.
+/// index, and the memo of shared terms. With them, the results alike process snapshots share
+/// (per thread, as the contexts whose snapshots hold them).
 #[derive(Default)]
 struct Scratch {
     candidates: Vec<u64>,
     selected: Vec<u64>,
     record_memo: Vec<u8>,
+    alike: Alike,
 }
 
 thread_local! {
-    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+    static SCRATCH: RefCell<Scratch> = RefCell::default();
 }
 
-/// An entity memo's term results and what it knows of the rules (nothing without the entity).
-fn split(memo: Option<&mut EntityMemo>) -> (&mut [u8], Option<&mut EntityRules>) {
-    match memo {
-        Some(m) => (&mut m.slots[..], Some(&mut m.rules)),
+/// An entity's term results and what it knows of the rules (nothing without the entity).
+fn split(results: Option<&mut TermResults>) -> (&mut [u8], Option<&mut EntityRules>) {
+    match results {
+        Some(r) => (&mut r.slots[..], Some(&mut r.rules)),
         None => (&mut [], None),
     }
 }
@@ -104,7 +109,8 @@ impl Policy {
         let (verdict, settled) = self.evaluate_settled(&flat);
         if settled
             && let Some((_, key)) = key
-            && let Some(mut memo) = flat.process_memo(self.id, self.process_terms)
+            && let Some(mut memo) =
+                flat.process_memo(self.id, |_| TermResults::new(self.process_terms))
         {
             memo.verdicts.insert(key, &verdict);
         }
@@ -127,14 +133,24 @@ impl Policy {
                 candidates,
                 selected,
                 record_memo,
+                alike,
             } = scratch;
             record_memo.clear();
             record_memo.resize(self.shared_terms, 0);
-            // The memos of the record's process snapshot and file, if it has them.
-            let mut process = flat.process_memo(self.id, self.process_terms);
-            let mut file = flat.file_memo(self.id, self.file_terms);
+            // The term results of the record's process snapshot and file, if it has them.
+            let process = flat
+                .process_memo(self.id, |snapshot| {
+                    alike.process(self.id, &self.process_reads, self.process_terms, snapshot)
+                })
+                .map(|m| Rc::clone(&m.results));
+            let file = match flat.file_memo(self.id, self.file_terms) {
+                Some(memo) => Rc::clone(&memo.results),
+                None => alike.no_file(self.id, self.file_terms),
+            };
+            let mut process = process.as_deref().map(RefCell::borrow_mut);
+            let mut file = file.borrow_mut();
             let (process_slots, process_rules) = split(process.as_deref_mut());
-            let (file_slots, file_rules) = split(file.as_deref_mut());
+            let (file_slots, file_rules) = split(Some(&mut file));
             let memo = &mut Memo {
                 record: record_memo,
                 process: process_slots,

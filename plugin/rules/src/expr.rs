@@ -571,6 +571,36 @@ impl Expr {
         (counts[0] as usize, counts[1] as usize)
     }
 
+    /// Calls `found` with every memoized term of `scope` (the term inside the wrapper).
+    pub fn memoized_terms(&self, scope: Scope, found: &mut impl FnMut(&Expr)) {
+        match self {
+            Expr::Memoized { scope: s, term, .. } if *s == scope => found(term),
+            Expr::Not(e) | Expr::Shared { term: e, .. } | Expr::Memoized { term: e, .. } => {
+                e.memoized_terms(scope, found)
+            }
+            Expr::All(t) | Expr::Any(t) => t.iter().for_each(|e| e.memoized_terms(scope, found)),
+            _ => {}
+        }
+    }
+
+    /// Calls `read` with every operand the term reads, and whether it only asks if the
+    /// operand exists.
+    pub fn operands(&self, read: &mut impl FnMut(&Operand, bool)) {
+        match self {
+            Expr::Const(_) | Expr::OpFlagsAny { .. } | Expr::OpenFlagsAny { .. } => {}
+            Expr::Not(e) | Expr::Shared { term: e, .. } | Expr::Memoized { term: e, .. } => {
+                e.operands(read)
+            }
+            Expr::All(t) | Expr::Any(t) => t.iter().for_each(|e| e.operands(read)),
+            Expr::Exists(o) => read(o, true),
+            Expr::In { left: o, .. } | Expr::PMatch { left: o, .. } => read(o, false),
+            Expr::Str { left, right, .. } | Expr::Int { left, right, .. } => {
+                read(left, false);
+                read(right, false);
+            }
+        }
+    }
+
     /// Whether the record satisfies the condition (short-circuiting).
     pub fn eval(&self, r: &impl Fields) -> bool {
         self.eval_in(r, &mut Memo::default())

@@ -344,6 +344,12 @@ impl RuleIndex {
         }
     }
 
+    /// The attributes of `scope` the index looks up.
+    pub fn anchor_attrs(&self, scope: Scope) -> Vec<Attr> {
+        let attrs = self.by_attr.iter().map(|(a, _)| *a);
+        attrs.filter(|a| a.scope() == scope).collect()
+    }
+
     /// Rules in the index, and attributes it looks up.
     pub fn size(&self) -> (usize, usize) {
         let anchored = self.anchored.iter().map(|bits| ones(bits).count()).sum();

@@ -4,6 +4,7 @@
 //! conditions ([`expr`]). See `shared/policy-kit/LANGUAGE.md` in the conformance kit for the
 //! semantics, with citations into sf-processor.
 
+pub mod alike;
 pub mod attrs;
 pub mod compiler;
 pub mod engine;

@@ -11,7 +11,7 @@ use std::{
 use sysflow::{Container, File, Process};
 
 use super::{Header, PodEntry};
-use crate::{golang, index::EntityRules, verdicts::QuietVerdicts};
+use crate::{alike::TermResults, golang, verdicts::QuietVerdicts};
 
 /// A process as cached, with its command line (`exe args`, always with the space) made once
 /// for all its records.
@@ -53,28 +53,25 @@ pub struct Tree {
 #[derive(Debug, Default)]
 pub struct EntityMemo {
     pub(super) key: Option<MemoKey>,
-    /// One per memoized term of the entity's scope.
-    pub slots: Vec<u8>,
-    /// The rules the entity leaves possible (see [`crate::index`]).
-    pub rules: EntityRules,
+    /// The terms' results; a process snapshot's are shared with the snapshots alike in what
+    /// the terms read ([`crate::alike`]).
+    pub results: Rc<RefCell<TermResults>>,
     /// A process snapshot's quiet verdicts (see [`crate::verdicts`]; a file's stays empty).
     pub verdicts: QuietVerdicts,
 }
 
 impl EntityMemo {
-    /// The memo for the key `is` accepts, emptied (its key made by `make`) if it was made
-    /// for another.
+    /// The memo for the key `is` accepts, emptied (its key and results made by `make`) if it
+    /// was made for another.
     pub(super) fn for_key(
         &mut self,
         is: impl FnOnce(&MemoKey) -> bool,
-        make: impl FnOnce() -> MemoKey,
-        slots: usize,
+        make: impl FnOnce() -> (MemoKey, Rc<RefCell<TermResults>>),
     ) -> &mut EntityMemo {
         if !self.key.as_ref().is_some_and(is) {
-            self.key = Some(make());
-            self.slots.clear();
-            self.slots.resize(slots, 0);
-            self.rules.clear();
+            let (key, results) = make();
+            self.key = Some(key);
+            self.results = results;
             self.verdicts.clear();
         }
         self

@@ -16,7 +16,7 @@
 //! comes first decides for all (its `GetOpFlags`); see the README.
 
 use std::{
-    cell::{OnceCell, RefMut},
+    cell::{OnceCell, RefCell, RefMut},
     fmt::Write as _,
     rc::Rc,
     sync::OnceLock,
@@ -33,6 +33,7 @@ use entities::{MemoKey, borrow_memo};
 use sysflow::{Container, Foid, Oid, Pod, Process, Record, SfObjectState};
 
 use crate::{
+    alike::TermResults,
     attrs::{Attr, Value},
     expr::Fields,
     golang,
@@ -623,10 +624,14 @@ impl Flat {
         self.file = file;
     }
 
-    /// The memo of the process snapshot's terms under policy `policy` (`slots` of them),
-    /// emptied if it was made for another policy or other entities; None when the process is
-    /// unknown.
-    pub fn process_memo(&self, policy: u64, slots: usize) -> Option<RefMut<'_, EntityMemo>> {
+    /// The memo of the process snapshot's terms under policy `policy`, made afresh (with the
+    /// term results `results` gives) if it was made for another policy or other entities;
+    /// None when the process is unknown.
+    pub fn process_memo(
+        &self,
+        policy: u64,
+        results: impl FnOnce(&Flat) -> Rc<RefCell<TermResults>>,
+    ) -> Option<RefMut<'_, EntityMemo>> {
         let mut memo = borrow_memo(&self.tree.as_ref()?.memo);
         memo.for_key(
             |k| {
@@ -638,14 +643,16 @@ impl Flat {
                     self.header.as_ref(),
                 )
             },
-            || MemoKey {
-                policy,
-                process: self.process.clone(),
-                container: self.container.clone(),
-                pod: self.pod.clone(),
-                header: self.header.clone(),
+            || {
+                let key = MemoKey {
+                    policy,
+                    process: self.process.clone(),
+                    container: self.container.clone(),
+                    pod: self.pod.clone(),
+                    header: self.header.clone(),
+                };
+                (key, results(self))
             },
-            slots,
         );
         Some(memo)
     }
@@ -656,14 +663,16 @@ impl Flat {
         let mut memo = borrow_memo(&self.file.as_ref()?.memo);
         memo.for_key(
             |k| k.policy == policy,
-            || MemoKey {
-                policy,
-                process: None,
-                container: None,
-                pod: None,
-                header: None,
+            || {
+                let key = MemoKey {
+                    policy,
+                    process: None,
+                    container: None,
+                    pod: None,
+                    header: None,
+                };
+                (key, TermResults::new(slots))
             },
-            slots,
         );
         Some(memo)
     }
