@@ -336,29 +336,43 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 /// `NRI_SYSFLOW_BENCH_COMPARE_RULES=PATH`: the agent's CPU over the workload without rules and
-/// with the rules at PATH, alternating for several rounds (one agent per run), medians
-/// compared. Run to run, the agent's CPU over this 1-s workload varies by 10-20 % (how its
-/// ring reads batch up), more than the rules cost: one pair of runs cannot tell.
+/// with the rules at PATH, one agent per run, in pairs whose order alternates (a slow spell of
+/// the machine falls on both sides), medians compared. Run to run, the agent's CPU over this
+/// 1-s workload varies by 10-20 % (how its ring reads batch up, what else the host runs), more
+/// than the rules cost: so the rules' own CPU is measured beside it, in the runs with rules:
+/// their worker thread's CPU and the pipeline's time handing records to it
+/// (`rules_handoff_seconds_total`), as a share of the agent's CPU without rules.
 fn compare_rules(rules: &str, loops: &[Loop]) {
-    const ROUNDS: usize = 7;
+    const ROUNDS: usize = 12;
     let mut off = Vec::new();
     let mut on = Vec::new();
     let mut worker = Vec::new();
+    let mut handoff = Vec::new();
     let mut written = Vec::new();
     for round in 0..ROUNDS {
-        for with_rules in [false, true] {
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for with_rules in order {
             let out = tempfile::tempdir().unwrap();
             let (mut agent, metrics, log) =
                 start_agent(out.path(), None, with_rules.then_some(rules));
             let pid = agent.id();
             std::thread::sleep(std::time::Duration::from_millis(1500));
             let counts_before = agent_counts(metrics);
-            let (cpu_before, worker_before) =
-                (cpu_seconds(pid), thread_cpu_seconds(pid, "detection-rules"));
+            let handoff_series = "nri_sysflow_rules_handoff_seconds_total";
+            let (cpu_before, worker_before, handoff_before) = (
+                cpu_seconds(pid),
+                thread_cpu_seconds(pid, "detection-rules"),
+                scrape(metrics, handoff_series),
+            );
             run_workload(loops);
             std::thread::sleep(std::time::Duration::from_secs(2));
             let cpu = cpu_seconds(pid) - cpu_before;
             let worker_cpu = thread_cpu_seconds(pid, "detection-rules") - worker_before;
+            let handoff_s = scrape(metrics, handoff_series) - handoff_before;
             let records = agent_counts(metrics).1 - counts_before.1;
             unsafe { libc::kill(pid as i32, libc::SIGINT) };
             assert!(agent.wait().unwrap().success());
@@ -368,12 +382,13 @@ fn compare_rules(rules: &str, loops: &[Loop]) {
                 "drops in a comparison run: {log}"
             );
             eprintln!(
-                "round {round}, rules {}: agent CPU {cpu:.3} s, rules worker {worker_cpu:.3} s, {records:.0} records",
+                "round {round}, rules {}: agent CPU {cpu:.3} s, rules worker {worker_cpu:.4} s, hand-off {handoff_s:.4} s, {records:.0} records",
                 if with_rules { "on" } else { "off" }
             );
             if with_rules {
                 on.push(cpu);
                 worker.push(worker_cpu);
+                handoff.push(handoff_s);
             } else {
                 off.push(cpu);
             }
@@ -381,10 +396,14 @@ fn compare_rules(rules: &str, loops: &[Loop]) {
         }
     }
     let (off_s, on_s) = (median(&mut off.clone()), median(&mut on.clone()));
+    let mut paired: Vec<f64> = on.iter().zip(&off).map(|(a, b)| a / b).collect();
+    let paired_ratio = median(&mut paired);
     let worker_s = median(&mut worker.clone());
+    let handoff_s = median(&mut handoff.clone());
     let records = median(&mut written);
+    let own_share = (worker_s + handoff_s) / off_s;
     println!();
-    println!("agent CPU over the workload, median of {ROUNDS} alternating runs each:");
+    println!("agent CPU over the workload, median of {ROUNDS} runs each, in alternating pairs:");
     println!(
         "{:<32} {:>10} {:>10} {:>8}",
         "", "rules off", "rules on", "ratio"
@@ -400,10 +419,12 @@ fn compare_rules(rules: &str, loops: &[Loop]) {
         off_s * 1e6 / records,
         on_s * 1e6 / records
     );
+    println!("median of the pairs' ratios: {paired_ratio:.3}");
     println!(
-        "rules worker thread: {worker_s:.3} s ({:.2} us per record); runs off {off:.3?}, on {on:.3?}",
-        worker_s * 1e6 / records
+        "the rules' own CPU: worker {worker_s:.4} s + pipeline hand-off {handoff_s:.4} s = {:.1} % of the agent's CPU without rules",
+        own_share * 100.0
     );
+    println!("runs off {off:.3?}, on {on:.3?}");
     println!(
         "{}",
         json!({
@@ -413,9 +434,12 @@ fn compare_rules(rules: &str, loops: &[Loop]) {
             "agent_cpu_s_off": off,
             "agent_cpu_s_on": on,
             "rules_worker_cpu_s": worker,
+            "rules_handoff_s": handoff,
             "median_off_s": off_s,
             "median_on_s": on_s,
             "ratio_on_off": on_s / off_s,
+            "median_pair_ratio": paired_ratio,
+            "rules_own_share_of_off": own_share,
             "median_records_written": records,
             "worker_us_per_record": worker_s * 1e6 / records,
         })

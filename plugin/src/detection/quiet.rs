@@ -22,8 +22,28 @@ use crate::state::{Entity, Forget};
 
 /// A record as far as a settled verdict goes (what the engine's memo keys on, with the
 /// file by its OID: the sink forgets keys when a file record passes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QuietKey(Settling);
+
+/// Four words instead of each field in turn (the file's 20 bytes hashed as a slice took as
+/// long as the rest): the sink looks a key up for every record it passes.
+impl std::hash::Hash for QuietKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let s = &self.0;
+        let file = s.file.map_or(0, |Foid(bytes)| {
+            bytes.chunks(8).fold(0u64, |folded, chunk| {
+                let mut word = [0; 8];
+                word[..chunk.len()].copy_from_slice(chunk);
+                folded.rotate_left(21) ^ u64::from_le_bytes(word)
+            })
+        });
+        state.write_u64(s.process.hpid as u64);
+        state.write_u64(s.process.create_ts as u64);
+        state.write_u64(file);
+        let flags = (s.op_flags as u32 as u64) << 32 | s.open_flags as u32 as u64;
+        state.write_u64(flags ^ (s.kind as u64).rotate_right(8));
+    }
+}
 
 impl QuietKey {
     /// The key of an event or flow the rules evaluate (None for other records).
@@ -49,6 +69,9 @@ enum Change {
 #[derive(Default)]
 pub struct QuietRecords {
     keys: HashSet<QuietKey>,
+    /// The key last found, while nothing changed: a process repeats one record in a row
+    /// (an open and close in a loop, a log line after another).
+    last_found: Option<QuietKey>,
     /// Each process's keys, oldest first (a process record takes them all).
     by_process: HashMap<Oid, Vec<QuietKey>>,
     /// Every file a key names (a file record that comes again takes all keys).
@@ -70,8 +93,15 @@ impl QuietRecords {
     /// Changes kept: seconds of a busy node's, more than a report takes to come back.
     pub const CHANGES: usize = 8192;
 
-    pub fn contains(&self, key: &QuietKey) -> bool {
-        self.keys.contains(key)
+    pub fn contains(&mut self, key: &QuietKey) -> bool {
+        if self.last_found.as_ref() == Some(key) {
+            return true;
+        }
+        let found = self.keys.contains(key);
+        if found {
+            self.last_found = Some(*key);
+        }
+        found
     }
 
     /// Where the changes stand: a batch begun now is told by this.
@@ -81,6 +111,7 @@ impl QuietRecords {
 
     fn changed(&mut self, change: Change) {
         self.epoch += 1;
+        self.last_found = None;
         if self.changes.len() == Self::CHANGES
             && let Some((stamp, _)) = self.changes.pop_front()
         {
@@ -103,6 +134,7 @@ impl QuietRecords {
     }
 
     fn clear(&mut self) {
+        self.last_found = None;
         self.keys.clear();
         self.by_process.clear();
         self.files.clear();
@@ -164,6 +196,7 @@ impl QuietRecords {
             if known.len() == Self::PER_PROCESS {
                 let oldest = known.remove(0);
                 self.keys.remove(&oldest);
+                self.last_found = None;
             }
             known.push(*key);
             self.keys.insert(*key);
@@ -214,7 +247,7 @@ mod tests {
     fn records_alike_but_for_their_counters_share_a_key() {
         let mut quiet = QuietRecords::default();
         quiet.learn(quiet.epoch(), &[key(P, 1)]);
-        let alike = |r: Record| quiet.contains(&QuietKey::of(&r).unwrap());
+        let mut alike = |r: Record| quiet.contains(&QuietKey::of(&r).unwrap());
         assert!(alike(flow(P, 1, 1 << 8, 1)));
         assert!(!alike(flow(P, 1, 1 << 9, 4096)));
         assert!(!alike(flow(P, 2, 1 << 8, 4096)));
@@ -280,6 +313,11 @@ mod tests {
         assert!(!quiet.contains(&keys[1]));
         assert!(keys[2..].iter().all(|k| quiet.contains(k)));
         assert_eq!(quiet.keys.len(), QuietRecords::PER_PROCESS);
+        // The oldest, just found, is let go for a newer one: no longer found.
+        assert!(quiet.contains(&keys[2]));
+        quiet.learn(0, &[QuietKey::of(&flow(P, 2, 0, 0)).unwrap()]);
+        assert!(!quiet.contains(&keys[2]));
+        assert!(quiet.contains(keys.last().unwrap()));
         // In all: full at the last one, so all forgotten and it learnt.
         let many: Vec<QuietKey> = (0..(QuietRecords::KEYS - QuietRecords::PER_PROCESS) as i64 + 1)
             .map(|hpid| QuietKey::of(&flow(Oid { hpid, create_ts: 0 }, 1, 1, 0)).unwrap())
@@ -288,6 +326,7 @@ mod tests {
         assert_eq!(quiet.keys.len(), 1);
         assert_eq!(quiet.by_process.len(), 1);
         assert!(!quiet.contains(&keys[9]));
+        assert!(!quiet.contains(keys.last().unwrap()));
         assert!(quiet.contains(many.last().unwrap()));
         // Changes: the oldest let go, and a report from a batch it may have overtaken is not
         // taken.

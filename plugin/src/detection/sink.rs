@@ -16,6 +16,7 @@ use std::{
     path::PathBuf,
     sync::{
         Arc,
+        atomic::AtomicU64,
         mpsc::{self, Receiver, SyncSender, TrySendError},
     },
     thread::JoinHandle,
@@ -88,6 +89,8 @@ pub struct RulesSink {
     rules: Arc<LoadedRules>,
     version: u64,
     evaluated: Counter,
+    /// The pipeline's time in this sink.
+    handoff: Counter<f64, AtomicU64>,
     /// Records known quiet where they passed, in all (logged at the end).
     known_quiet: u64,
     /// The batch being gathered, its records, and when its first job was gathered.
@@ -128,6 +131,7 @@ impl RulesSink {
             filename: String::new(),
         };
         let evaluated = metrics.records_evaluated.clone();
+        let handoff = metrics.handoff_seconds.clone();
         let worker = Worker {
             files: AlertFiles::new(&config.dir, config.rotate_every),
             rules: rules.clone(),
@@ -153,6 +157,7 @@ impl RulesSink {
             rules,
             version,
             evaluated,
+            handoff,
             known_quiet: 0,
             pending: Batch {
                 jobs: Vec::with_capacity(BATCH_ROOM),
@@ -209,6 +214,40 @@ impl RulesSink {
 
 impl Sink for RulesSink {
     fn consume(&mut self, items: &[Item]) {
+        let started = Instant::now();
+        self.hand_over(items, started);
+        self.handoff.inc_by(started.elapsed().as_secs_f64());
+    }
+
+    fn tick(&mut self, now: Instant) {
+        let started = Instant::now();
+        self.take_returned();
+        self.push(Job::Tick(now));
+        self.send();
+        self.handoff.inc_by(started.elapsed().as_secs_f64());
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.send();
+        // Closing the queue ends the worker once it took what is queued.
+        self.tx = None;
+        if let Some(worker) = self.worker.take()
+            && worker.join().is_err()
+        {
+            warn!("the detection rules' worker panicked");
+        }
+        info!(
+            records = self.known_quiet,
+            "detection rules: records known quiet where they passed, not handed to the worker"
+        );
+        Ok(())
+    }
+}
+
+impl RulesSink {
+    /// Gathers what the worker needs of `items` (entities, and records not known quiet),
+    /// and sends the batch when it is full or old enough (`now`).
+    fn hand_over(&mut self, items: &[Item], now: Instant) {
         let version = self.rules.version();
         if version != self.version {
             self.version = version;
@@ -245,33 +284,10 @@ impl Sink for RulesSink {
         if self.pending.jobs.len() == before {
             return;
         }
-        let now = Instant::now();
         let since = *self.pending_since.get_or_insert(now);
         if self.pending_records >= SEND_AT || now.duration_since(since) >= SEND_AFTER {
             self.send();
         }
-    }
-
-    fn tick(&mut self, now: Instant) {
-        self.take_returned();
-        self.push(Job::Tick(now));
-        self.send();
-    }
-
-    fn finish(&mut self) -> Result<(), SinkError> {
-        self.send();
-        // Closing the queue ends the worker once it took what is queued.
-        self.tx = None;
-        if let Some(worker) = self.worker.take()
-            && worker.join().is_err()
-        {
-            warn!("the detection rules' worker panicked");
-        }
-        info!(
-            records = self.known_quiet,
-            "detection rules: records known quiet where they passed, not handed to the worker"
-        );
-        Ok(())
     }
 }
 

@@ -1,5 +1,6 @@
 //! The detection rules' metrics: alerts by rule and workload, records evaluated, time spent,
-//! reloads. Updated by the rules' worker thread, never by the capture path.
+//! reloads. Updated by the rules' worker thread, but for the time the pipeline spends handing
+//! records over.
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -24,6 +25,8 @@ pub struct DetectionMetrics {
     pub alerts: Family<AlertLabels, Counter>,
     pub records_evaluated: Counter,
     pub evaluation_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// Updated by the pipeline (the rules' sink), the one exception.
+    pub handoff_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     pub reloads: Family<ResultLabel, Counter>,
     pub rules_loaded: Gauge,
 }
@@ -33,6 +36,7 @@ impl DetectionMetrics {
         names::ALERTS.register(r, self.alerts.clone());
         names::RULES_RECORDS_EVALUATED.register(r, self.records_evaluated.clone());
         names::RULES_EVALUATION.register(r, self.evaluation_seconds.clone());
+        names::RULES_HANDOFF.register(r, self.handoff_seconds.clone());
         names::RULES_RELOADS.register(r, self.reloads.clone());
         names::RULES_LOADED.register(r, self.rules_loaded.clone());
         // Both results from the start, so a rate over them is 0, not absent.

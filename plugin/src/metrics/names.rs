@@ -262,6 +262,12 @@ pub const RULES_EVALUATION: MetricName = MetricName::with_unit(
     MetricUnit::Seconds,
 );
 
+pub const RULES_HANDOFF: MetricName = MetricName::with_unit(
+    "rules_handoff",
+    "Time the pipeline spent handing records to the detection rules' worker (passing over those known quiet, copying the rest): what the rules cost the capture path",
+    MetricUnit::Seconds,
+);
+
 pub const RULES_RELOADS: MetricName = MetricName::new(
     "rules_reloads",
     "Detection rules reloads, by result (ok; failed: the rules in force stay)",
@@ -271,10 +277,11 @@ pub const RULES_LOADED: MetricName =
     MetricName::new("rules_loaded", "Enabled detection rules in force");
 
 /// The detection rules' metrics.
-pub const DETECTION: [&MetricName; 5] = [
+pub const DETECTION: [&MetricName; 6] = [
     &ALERTS,
     &RULES_RECORDS_EVALUATED,
     &RULES_EVALUATION,
+    &RULES_HANDOFF,
     &RULES_RELOADS,
     &RULES_LOADED,
 ];

@@ -113,6 +113,12 @@ fn a_rule_raises_one_alert_per_match_and_survives_a_broken_reload() {
     open_secret();
     wait_metric(&agent, &series("Opened the secret again"), 1.0);
     assert_eq!(agent.metric("nri_sysflow_rules_loaded"), Some(1.0));
+    // The pipeline's time handing records over is counted, and is a part of the run's.
+    let handoff = agent
+        .metric("nri_sysflow_rules_handoff_seconds_total")
+        .unwrap();
+    let cpu = agent.metric("nri_sysflow_agent_cpu_seconds_total").unwrap();
+    assert!(handoff > 0.0 && handoff < cpu, "{handoff} s of {cpu} s");
 
     let output = agent.output.clone();
     let stopped = agent.stop();
