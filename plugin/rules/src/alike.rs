@@ -180,15 +180,6 @@ impl Alike {
         self.processes.clear();
         self.bytes = 0;
     }
-
-    /// Process keys kept.
-    pub fn len(&self) -> usize {
-        self.processes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.processes.is_empty()
-    }
 }
 
 #[cfg(test)]
