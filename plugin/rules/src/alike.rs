@@ -78,21 +78,15 @@ impl ProcessReads {
         }
     }
 
-    /// Writes the snapshot's key to `key`: for each attribute, whether it exists and, unless
-    /// only that is read, its value, each tagged and length-prefixed so that no two different
+    /// Writes the snapshot's key to `key`: for each attribute, whether it exists if only
+    /// that is read, else its value, tagged and length-prefixed so that no two different
     /// sequences of values give the same bytes.
     fn key(&self, snapshot: &impl Fields, key: &mut Vec<u8>) {
         key.clear();
         for &(attr, exists_only) in &self.attrs {
             let value = snapshot.value(attr);
-            let exists = match &value {
-                Value::Str(s) => !s.is_empty(),
-                Value::Int(v) => *v != 0,
-                Value::Int32(v) => *v != 0,
-                Value::Bool(b) | Value::Opaque(b) => *b,
-            };
             if exists_only {
-                key.push(u8::from(exists));
+                key.push(u8::from(value.exists()));
                 continue;
             }
             match value {

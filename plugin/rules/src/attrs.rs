@@ -267,6 +267,16 @@ pub enum Value<'a> {
 }
 
 impl<'a> Value<'a> {
+    /// sf-processor's `exists`: not its Go type's zero (so uid 0 does not exist).
+    pub fn exists(&self) -> bool {
+        match self {
+            Value::Str(s) => !s.is_empty(),
+            Value::Int(v) => *v != 0,
+            Value::Int32(v) => *v != 0,
+            Value::Bool(b) | Value::Opaque(b) => *b,
+        }
+    }
+
     /// sf-processor's `MapStr`.
     pub fn into_text(self, attr: Attr) -> Cow<'a, str> {
         match self {

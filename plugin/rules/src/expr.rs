@@ -726,11 +726,6 @@ fn exists(o: &Operand, r: &impl Fields) -> bool {
         Operand::Literal(l) => !l.raw.is_empty(),
         // `attr[path]` is not a registered name: a literal, never empty.
         Operand::Path(..) => true,
-        Operand::Attr(a) => match r.value(*a) {
-            Value::Str(s) => !s.is_empty(),
-            Value::Int(v) => v != 0,
-            Value::Int32(v) => v != 0,
-            Value::Bool(b) | Value::Opaque(b) => b,
-        },
+        Operand::Attr(a) => r.value(*a).exists(),
     }
 }

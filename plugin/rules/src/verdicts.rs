@@ -24,13 +24,32 @@ pub struct RecordKey {
 /// What of an event or flow its verdict can be settled by: its process, file, type,
 /// operation flags and open flags slot (a network flow's source address). The engine's memo
 /// and the agent's known-quiet records both key on these.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Settling {
     pub process: Oid,
     pub file: Option<Foid>,
     pub kind: Kind,
     pub op_flags: i32,
     pub open_flags: i32,
+}
+
+/// Four words instead of each field in turn (the file's 20 bytes hashed as a slice took as
+/// long as the rest): the agent's sink looks a key up for every record it passes.
+impl std::hash::Hash for Settling {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let file = self.file.map_or(0, |Foid(bytes)| {
+            bytes.chunks(8).fold(0u64, |folded, chunk| {
+                let mut word = [0; 8];
+                word[..chunk.len()].copy_from_slice(chunk);
+                folded.rotate_left(21) ^ u64::from_le_bytes(word)
+            })
+        });
+        state.write_u64(self.process.hpid as u64);
+        state.write_u64(self.process.create_ts as u64);
+        state.write_u64(file);
+        let flags = (self.op_flags as u32 as u64) << 32 | self.open_flags as u32 as u64;
+        state.write_u64(flags ^ (self.kind as u64).rotate_right(8));
+    }
 }
 
 impl Settling {

@@ -22,28 +22,8 @@ use crate::state::{Entity, Forget};
 
 /// A record as far as a settled verdict goes (what the engine's memo keys on, with the
 /// file by its OID: the sink forgets keys when a file record passes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct QuietKey(Settling);
-
-/// Four words instead of each field in turn (the file's 20 bytes hashed as a slice took as
-/// long as the rest): the sink looks a key up for every record it passes.
-impl std::hash::Hash for QuietKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        let s = &self.0;
-        let file = s.file.map_or(0, |Foid(bytes)| {
-            bytes.chunks(8).fold(0u64, |folded, chunk| {
-                let mut word = [0; 8];
-                word[..chunk.len()].copy_from_slice(chunk);
-                folded.rotate_left(21) ^ u64::from_le_bytes(word)
-            })
-        });
-        state.write_u64(s.process.hpid as u64);
-        state.write_u64(s.process.create_ts as u64);
-        state.write_u64(file);
-        let flags = (s.op_flags as u32 as u64) << 32 | s.open_flags as u32 as u64;
-        state.write_u64(flags ^ (s.kind as u64).rotate_right(8));
-    }
-}
 
 impl QuietKey {
     /// The key of an event or flow the rules evaluate (None for other records).
